@@ -1,0 +1,15 @@
+//! Rollcage's core vocabulary: the domain types that travel between the
+//! engine and plugins, the four plugin traits, and their error type.
+//!
+//! Nothing here knows of WebAssembly. The plugin runtime implements the traits
+//! with wasm components; tests and benchmarks implement them with plain Rust
+//! fakes. The types mirror `wit/types.wit` one to one.
+
+pub mod plugin;
+pub mod types;
+
+pub use plugin::{
+    EnvironmentProvider, HealthCheck, Notifier, Plugin, PluginError, PluginId, PluginIdError,
+    PluginKind, Strategy,
+};
+pub use types::*;

@@ -1,0 +1,195 @@
+//! Domain types shared by the engine and every plugin kind; the Rust side of
+//! `wit/types.wit`. Serializable so that the store can record them as they are.
+
+use serde::{Deserialize, Serialize};
+
+/// A release of a service: a SemVer version plus what the operator said of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Release {
+    pub version: String,
+    pub notes: Option<String>,
+    pub params: Vec<(String, String)>,
+}
+
+impl Release {
+    /// A release with a version and nothing else.
+    pub fn new(version: impl Into<String>) -> Self {
+        Release {
+            version: version.into(),
+            ..Release::default()
+        }
+    }
+}
+
+/// One service in one environment, with the provider-specific service definition as JSON.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Target {
+    pub environment: String,
+    pub service: String,
+    pub service_spec: String,
+}
+
+/// The desired state of one slot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlotSpec {
+    pub name: String,
+    pub release: Release,
+    pub replicas: u32,
+}
+
+/// The observed state of one slot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct SlotStatus {
+    pub name: String,
+    pub release: String,
+    pub desired: u32,
+    pub ready: u32,
+    pub endpoints: Vec<String>,
+}
+
+/// The share of traffic (percent) one slot receives.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteWeight {
+    pub slot: String,
+    pub weight: u32,
+}
+
+/// The observed state of an environment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct EnvironmentStatus {
+    pub slots: Vec<SlotStatus>,
+    pub weights: Vec<RouteWeight>,
+}
+
+impl EnvironmentStatus {
+    /// The slot with this name, if the provider knows of it.
+    pub fn slot(&self, name: &str) -> Option<&SlotStatus> {
+        self.slots.iter().find(|s| s.name == name)
+    }
+}
+
+/// A one-off command run to completion.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Job {
+    pub name: String,
+    pub command: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub timeout_ms: u64,
+}
+
+/// How a job ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobResult {
+    pub exit_code: i32,
+    pub output: String,
+}
+
+/// What a pause waits for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Pause {
+    DurationMs(u64),
+    Approval,
+}
+
+/// A request to run analysis.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AnalysisRequest {
+    pub checks: Vec<String>,
+    pub slot: String,
+}
+
+/// The next thing the engine should do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "type")]
+pub enum Action {
+    ApplySlot(SlotSpec),
+    Route { weights: Vec<RouteWeight> },
+    RemoveSlot { slot: String },
+    Pause { pause: Pause },
+    Analyze(AnalysisRequest),
+    Done,
+}
+
+/// How an executed action ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "type", content = "reason")]
+pub enum Outcome {
+    Ok,
+    AnalysisPassed,
+    AnalysisFailed(String),
+    Failed(String),
+}
+
+/// One executed action and its outcome.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepRecord {
+    pub action: Action,
+    pub outcome: Outcome,
+}
+
+/// Everything a strategy needs to decide.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct DeployState {
+    pub environment: String,
+    pub release: Release,
+    pub stable: Option<Release>,
+    pub replicas: u32,
+    pub params: String,
+    pub history: Vec<StepRecord>,
+    pub status: EnvironmentStatus,
+}
+
+/// The verdict of one measurement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    Pass,
+    Fail,
+    Inconclusive,
+}
+
+/// One health-check measurement.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Measurement {
+    pub verdict: Verdict,
+    pub value: Option<f64>,
+    pub detail: String,
+}
+
+/// What a health check measures.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct CheckTarget {
+    pub environment: String,
+    pub slot: String,
+    pub release: String,
+    pub endpoints: Vec<String>,
+}
+
+/// Lifecycle events notifiers receive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    RunStarted,
+    StageStarted,
+    AwaitingApproval,
+    Step,
+    AnalysisFailed,
+    RolledBack,
+    Succeeded,
+    Failed,
+}
+
+/// Something that happened in a deployment run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    pub kind: EventKind,
+    pub run_id: String,
+    pub pipeline: String,
+    pub environment: Option<String>,
+    pub release: Release,
+    pub message: String,
+    pub fields: Vec<(String, String)>,
+    pub url: Option<String>,
+    pub timestamp_ms: u64,
+}

@@ -1,0 +1,209 @@
+//! The [`Runtime`]: one wasmtime `Engine`, its epoch ticker, the linker every
+//! plugin is instantiated against, and the compiled-component cache.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use wasmtime::component::{HasSelf, Linker, Resource};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, StoreContextMut,
+};
+
+use crate::bindings;
+use crate::cache::ComponentCache;
+use crate::error::LoadError;
+use crate::secrets::{EnvSecrets, SecretSource};
+use crate::state::CallState;
+
+/// How often the epoch advances: the granularity of time limits, and how
+/// often a running plugin yields to the async executor.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// How instance memory is allocated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AllocatorKind {
+    /// Pre-reserved slots: fast instantiation, needs address space.
+    Pooling,
+    /// Allocate per instance.
+    OnDemand,
+}
+
+impl std::fmt::Display for AllocatorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            AllocatorKind::Pooling => "pooling",
+            AllocatorKind::OnDemand => "on-demand",
+        })
+    }
+}
+
+/// Settings of the runtime.
+pub struct RuntimeOptions {
+    /// Where compiled components are cached; `None` keeps them in memory only.
+    pub cache_dir: Option<PathBuf>,
+    /// Try the pooling allocator first (default true).
+    pub pooling: bool,
+    /// Where granted secrets are read from.
+    pub secrets: Arc<dyn SecretSource>,
+}
+
+impl Default for RuntimeOptions {
+    fn default() -> Self {
+        RuntimeOptions {
+            cache_dir: ComponentCache::default_dir(),
+            pooling: true,
+            secrets: Arc::new(EnvSecrets),
+        }
+    }
+}
+
+/// The plugin runtime. Cheap to clone.
+#[derive(Clone)]
+pub struct Runtime {
+    pub(crate) inner: Arc<RuntimeInner>,
+}
+
+pub(crate) struct RuntimeInner {
+    pub engine: Engine,
+    pub linker: Linker<CallState>,
+    pub cache: ComponentCache,
+    pub allocator: AllocatorKind,
+    pub secrets: Arc<dyn SecretSource>,
+    ticker_stop: Arc<AtomicBool>,
+}
+
+impl Drop for RuntimeInner {
+    fn drop(&mut self) {
+        self.ticker_stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn base_config() -> Config {
+    let mut config = Config::new();
+    config.wasm_component_model(true);
+    config.epoch_interruption(true);
+    config
+}
+
+/// Sized for a host running a few hundred plugin calls at once; each slot
+/// reserves address space, which is why this can fail and fall back.
+fn pooling_config() -> PoolingAllocationConfig {
+    let mut pool = PoolingAllocationConfig::default();
+    pool.total_component_instances(512)
+        .total_core_instances(4096)
+        .total_memories(1024)
+        .total_tables(4096)
+        .total_stacks(512)
+        .max_core_instances_per_component(64)
+        .max_memories_per_component(16)
+        .max_tables_per_component(64)
+        .max_memory_size(1 << 30);
+    pool
+}
+
+impl Runtime {
+    /// Build the engine (pooling allocator if the address space allows it),
+    /// start the epoch ticker, and link the host interfaces.
+    pub fn new(options: RuntimeOptions) -> Result<Runtime, LoadError> {
+        let (engine, allocator) = build_engine(options.pooling)?;
+        tracing::info!(allocator = %allocator, "plugin runtime started");
+        let ticker_stop = Arc::new(AtomicBool::new(false));
+        {
+            let engine = engine.clone();
+            let stop = ticker_stop.clone();
+            std::thread::Builder::new()
+                .name("rollcage-epoch".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(EPOCH_TICK);
+                        engine.increment_epoch();
+                    }
+                })
+                .map_err(|e| LoadError::Runtime(format!("cannot start the epoch ticker: {e}")))?;
+        }
+        let linker = build_linker(&engine).map_err(|e| LoadError::Runtime(e.to_string()))?;
+        Ok(Runtime {
+            inner: Arc::new(RuntimeInner {
+                engine,
+                linker,
+                cache: ComponentCache::new(options.cache_dir),
+                allocator,
+                secrets: options.secrets,
+                ticker_stop,
+            }),
+        })
+    }
+
+    /// Which allocator the engine uses.
+    pub fn allocator(&self) -> AllocatorKind {
+        self.inner.allocator
+    }
+
+    /// The compiled-component cache.
+    pub fn cache(&self) -> &ComponentCache {
+        &self.inner.cache
+    }
+
+    /// The wasmtime engine (for inspection and benchmarks).
+    pub fn engine(&self) -> &wasmtime::Engine {
+        &self.inner.engine
+    }
+}
+
+fn build_engine(pooling: bool) -> Result<(Engine, AllocatorKind), LoadError> {
+    if pooling {
+        let mut config = base_config();
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling_config()));
+        match Engine::new(&config) {
+            Ok(engine) => return Ok((engine, AllocatorKind::Pooling)),
+            Err(e) => {
+                tracing::warn!(error = %e, "pooling allocator unavailable, allocating on demand")
+            }
+        }
+    }
+    let engine = Engine::new(&base_config()).map_err(|e| LoadError::Runtime(e.to_string()))?;
+    Ok((engine, AllocatorKind::OnDemand))
+}
+
+/// Everything a plugin may import: the host interface, WASI (with nothing
+/// granted: no directories, no environment, no sockets, no stdin) and
+/// `wasi:http` (filtered per plugin in `state::HttpPolicy`).
+fn build_linker(engine: &Engine) -> wasmtime::Result<Linker<CallState>> {
+    let mut linker = Linker::<CallState>::new(engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+    bindings::host::add_to_linker::<CallState, HasSelf<CallState>>(&mut linker, |s| s)?;
+
+    // Reading files or environment variables is linked (language runtimes
+    // import them whether they use them or not) but grants nothing, and a
+    // use is recorded as a denial that names the capability.
+    linker.allow_shadowing(true);
+    linker
+        .instance("wasi:filesystem/preopens@0.2.12")?
+        .func_wrap(
+            "get-directories",
+            |mut store: StoreContextMut<'_, CallState>, (): ()| {
+                store.data_mut().deny(
+                    "filesystem",
+                    "file access (plugins are granted no directories)".into(),
+                );
+                let none: Vec<(Resource<wasmtime_wasi::filesystem::Descriptor>, String)> =
+                    Vec::new();
+                Ok((none,))
+            },
+        )?;
+    linker.instance("wasi:cli/environment@0.2.12")?.func_wrap(
+        "get-environment",
+        |mut store: StoreContextMut<'_, CallState>, (): ()| {
+            store.data_mut().deny(
+                "environment",
+                "environment variables (plugins are granted none; use config or secrets)".into(),
+            );
+            Ok((Vec::<(String, String)>::new(),))
+        },
+    )?;
+    linker.allow_shadowing(false);
+    Ok(linker)
+}

@@ -1,0 +1,47 @@
+//! Errors from loading a plugin: each names the plugin id and the component's
+//! source (file path or `builtin:<name>`).
+
+use rollcage_core::PluginId;
+
+/// Why a plugin could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The bytes are not a WebAssembly component.
+    #[error("plugin `{plugin}` ({source_name}): {reason}")]
+    NotAComponent {
+        plugin: PluginId,
+        source_name: String,
+        reason: String,
+    },
+    /// The component does not export the interface of its world.
+    #[error(
+        "plugin `{plugin}` ({source_name}) does not fit world `{world}`: it does not export `{missing}` (it exports: {exports})"
+    )]
+    WrongWorld {
+        plugin: PluginId,
+        source_name: String,
+        world: String,
+        missing: String,
+        exports: String,
+    },
+    /// The component imports something the host does not provide.
+    #[error(
+        "plugin `{plugin}` ({source_name}) imports `{import}`, which the host does not provide: {detail}"
+    )]
+    UnknownImport {
+        plugin: PluginId,
+        source_name: String,
+        import: String,
+        detail: String,
+    },
+    /// Compiling the component failed.
+    #[error("plugin `{plugin}` ({source_name}) could not be compiled: {detail}")]
+    Compile {
+        plugin: PluginId,
+        source_name: String,
+        detail: String,
+    },
+    /// The runtime itself could not be set up.
+    #[error("plugin runtime: {0}")]
+    Runtime(String),
+}

@@ -1,0 +1,34 @@
+//! Rollcage's plugin runtime: everything that touches wasmtime.
+//!
+//! * [`Runtime`] owns the one wasmtime `Engine` (component model, epoch
+//!   interruption with a ticker thread, the pooling allocator when the address
+//!   space allows it), the [`ComponentCache`] of compiled components, and the
+//!   linker that offers plugins the host interface and WASI with nothing
+//!   granted by default.
+//! * [`Runtime::load`] checks a component against its world and returns a
+//!   [`LoadedPlugin`]: one `InstancePre`, and a fresh `Store` per call with the
+//!   plugin's memory and time limits and its capability grants.
+//! * [`LoadedPlugin`] hands out the four traits of `rollcage-core`, so the
+//!   rest of the host never sees wasmtime.
+
+mod bindings;
+mod cache;
+mod convert;
+mod engine;
+mod error;
+pub mod grants;
+mod inspect;
+mod plugin;
+mod secrets;
+mod state;
+
+pub use cache::{CacheStats, ComponentCache};
+pub use engine::{AllocatorKind, Runtime, RuntimeOptions};
+pub use error::LoadError;
+pub use grants::{Grants, HostPattern, HostPatternError};
+pub use inspect::{ComponentInfo, inspect_component};
+pub use plugin::{Limits, LoadedPlugin, PluginSpec};
+pub use secrets::{EnvSecrets, MapSecrets, SecretSource};
+
+/// The WIT package version this runtime serves.
+pub const WIT_VERSION: &str = "rollcage:plugin@0.1.0";

@@ -1,0 +1,428 @@
+//! A loaded plugin: its checked component, one `InstancePre`, and the four
+//! `rollcage-core` traits implemented over a fresh `Store` per call.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use rollcage_core::{
+    Action, CheckTarget, DeployState, EnvironmentStatus, Event, Job, JobResult, Measurement,
+    Plugin, PluginError, PluginId, PluginKind, RouteWeight, SlotSpec, Target,
+};
+use wasmtime::component::Component;
+use wasmtime::{Store, Trap, UpdateDeadline};
+
+use crate::bindings::{health_check, notifier, provider, strategy};
+use crate::convert::*;
+use crate::engine::{EPOCH_TICK, Runtime};
+use crate::error::LoadError;
+use crate::grants::Grants;
+use crate::inspect::{ComponentInfo, check_preamble, component_info};
+use crate::state::{CallState, PluginShared};
+
+/// Per-plugin resource limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Linear memory cap in MiB (default 64).
+    pub memory_mb: u64,
+    /// Wall time per call in milliseconds (default 10 000).
+    pub timeout_ms: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            memory_mb: 64,
+            timeout_ms: 10_000,
+        }
+    }
+}
+
+/// Everything needed to load one configured plugin instance.
+#[derive(Debug, Clone)]
+pub struct PluginSpec {
+    /// Instance id (`[plugins.<id>]`).
+    pub id: PluginId,
+    /// Kind: the world the component must fit.
+    pub kind: PluginKind,
+    /// Where the component came from, for messages: a path or `builtin:<name>`.
+    pub source_name: String,
+    /// Capability grants.
+    pub grants: Grants,
+    /// Limits.
+    pub limits: Limits,
+    /// The plugin's `config` table as JSON.
+    pub config_json: String,
+}
+
+enum WorldPre {
+    Provider(provider::EnvironmentProviderPre<CallState>),
+    Strategy(strategy::StrategyPre<CallState>),
+    HealthCheck(health_check::HealthCheckPre<CallState>),
+    Notifier(notifier::NotifierPre<CallState>),
+}
+
+/// A plugin ready to be called.
+pub struct LoadedPlugin {
+    runtime: Runtime,
+    shared: Arc<PluginShared>,
+    spec: PluginSpec,
+    pre: WorldPre,
+    info: ComponentInfo,
+}
+
+impl Runtime {
+    /// Compile (or fetch from the cache) `wasm`, check that it fits the
+    /// spec's world and that the host provides all it imports, and prepare
+    /// it for calls.
+    pub fn load(&self, spec: PluginSpec, wasm: &[u8]) -> Result<Arc<LoadedPlugin>, LoadError> {
+        let not_component = |reason: String| LoadError::NotAComponent {
+            plugin: spec.id.clone(),
+            source_name: spec.source_name.clone(),
+            reason,
+        };
+        check_preamble(wasm).map_err(not_component)?;
+        let engine = &self.inner.engine;
+        let component = self
+            .inner
+            .cache
+            .get(engine, wasm)
+            .map_err(|e| LoadError::Compile {
+                plugin: spec.id.clone(),
+                source_name: spec.source_name.clone(),
+                detail: e.to_string(),
+            })?;
+        let info = component_info(engine, &component, wasm.len());
+        let wanted = spec.kind.export_interface();
+        if !info.exports.iter().any(|e| e == wanted) {
+            return Err(LoadError::WrongWorld {
+                plugin: spec.id.clone(),
+                source_name: spec.source_name.clone(),
+                world: spec.kind.world().to_string(),
+                missing: wanted.to_string(),
+                exports: if info.exports.is_empty() {
+                    "nothing".into()
+                } else {
+                    info.exports.join(", ")
+                },
+            });
+        }
+        let instance_pre = self
+            .inner
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| unknown_import(&spec, &info, &component, e))?;
+        let world_err = |e: wasmtime::Error| LoadError::WrongWorld {
+            plugin: spec.id.clone(),
+            source_name: spec.source_name.clone(),
+            world: spec.kind.world().to_string(),
+            missing: format!(
+                "{wanted} with the functions and types of {}",
+                crate::WIT_VERSION
+            ),
+            exports: e.to_string(),
+        };
+        let pre = match spec.kind {
+            PluginKind::EnvironmentProvider => WorldPre::Provider(
+                provider::EnvironmentProviderPre::new(instance_pre).map_err(world_err)?,
+            ),
+            PluginKind::Strategy => {
+                WorldPre::Strategy(strategy::StrategyPre::new(instance_pre).map_err(world_err)?)
+            }
+            PluginKind::HealthCheck => WorldPre::HealthCheck(
+                health_check::HealthCheckPre::new(instance_pre).map_err(world_err)?,
+            ),
+            PluginKind::Notifier => {
+                WorldPre::Notifier(notifier::NotifierPre::new(instance_pre).map_err(world_err)?)
+            }
+        };
+        let memory_limit_bytes =
+            usize::try_from(spec.limits.memory_mb.saturating_mul(1 << 20)).unwrap_or(usize::MAX);
+        let shared = Arc::new(PluginShared {
+            id: spec.id.clone(),
+            config_json: spec.config_json.clone(),
+            grants: spec.grants.clone(),
+            secrets: self.inner.secrets.clone(),
+            memory_limit_bytes,
+        });
+        Ok(Arc::new(LoadedPlugin {
+            runtime: self.clone(),
+            shared,
+            spec,
+            pre,
+            info,
+        }))
+    }
+}
+
+fn unknown_import(
+    spec: &PluginSpec,
+    info: &ComponentInfo,
+    _component: &Component,
+    e: wasmtime::Error,
+) -> LoadError {
+    let detail = format!("{e:?}");
+    let import = info
+        .imports
+        .iter()
+        .find(|i| detail.contains(i.as_str()))
+        .cloned()
+        .unwrap_or_else(|| "an import".into());
+    LoadError::UnknownImport {
+        plugin: spec.id.clone(),
+        source_name: spec.source_name.clone(),
+        import,
+        detail: e.to_string(),
+    }
+}
+
+impl LoadedPlugin {
+    /// The plugin's kind.
+    pub fn kind(&self) -> PluginKind {
+        self.spec.kind
+    }
+
+    /// The spec it was loaded from.
+    pub fn spec(&self) -> &PluginSpec {
+        &self.spec
+    }
+
+    /// What the component imports and exports.
+    pub fn info(&self) -> &ComponentInfo {
+        &self.info
+    }
+
+    /// This plugin as an environment provider, if it is one.
+    pub fn environment_provider(
+        self: &Arc<Self>,
+    ) -> Option<Arc<dyn rollcage_core::EnvironmentProvider>> {
+        matches!(self.pre, WorldPre::Provider(_)).then(|| self.clone() as _)
+    }
+
+    /// This plugin as a strategy, if it is one.
+    pub fn strategy(self: &Arc<Self>) -> Option<Arc<dyn rollcage_core::Strategy>> {
+        matches!(self.pre, WorldPre::Strategy(_)).then(|| self.clone() as _)
+    }
+
+    /// This plugin as a health check, if it is one.
+    pub fn health_check(self: &Arc<Self>) -> Option<Arc<dyn rollcage_core::HealthCheck>> {
+        matches!(self.pre, WorldPre::HealthCheck(_)).then(|| self.clone() as _)
+    }
+
+    /// This plugin as a notifier, if it is one.
+    pub fn notifier(self: &Arc<Self>) -> Option<Arc<dyn rollcage_core::Notifier>> {
+        matches!(self.pre, WorldPre::Notifier(_)).then(|| self.clone() as _)
+    }
+
+    fn timeout(&self) -> Duration {
+        Duration::from_millis(self.spec.limits.timeout_ms)
+    }
+
+    /// A fresh store: no state survives from one call to the next.
+    fn store(&self) -> Store<CallState> {
+        let mut store = Store::new(
+            &self.runtime.inner.engine,
+            CallState::new(self.shared.clone()),
+        );
+        store.limiter(|s| &mut s.limiter);
+        let deadline = Instant::now() + self.timeout();
+        store.set_epoch_deadline(1);
+        // Every tick: stop at the deadline, else yield to the executor so
+        // that a busy plugin never starves the host's other tasks.
+        store.epoch_deadline_callback(move |_| {
+            if Instant::now() >= deadline {
+                Ok(UpdateDeadline::Interrupt)
+            } else {
+                Ok(UpdateDeadline::Yield(1))
+            }
+        });
+        store
+    }
+
+    fn wrong_kind(&self, wanted: PluginKind) -> PluginError {
+        PluginError::Host {
+            plugin: self.shared.id.clone(),
+            message: format!("is a {}, not a {wanted}", self.spec.kind),
+        }
+    }
+
+    /// Turn the outcome of one call into the plugin's answer or a precise error.
+    fn finish<R>(
+        &self,
+        store: Store<CallState>,
+        outcome: Result<wasmtime::Result<Result<R, String>>, tokio::time::error::Elapsed>,
+    ) -> Result<R, PluginError> {
+        let state = store.into_data();
+        let last_stderr = state.flush_output();
+        let plugin = self.shared.id.clone();
+        let denial = state.first_denial();
+        let timeout = PluginError::Timeout {
+            plugin: plugin.clone(),
+            limit_ms: self.spec.limits.timeout_ms,
+        };
+        match outcome {
+            Err(_elapsed) => Err(timeout),
+            Ok(Err(e)) => {
+                if state.limiter.exceeded {
+                    return Err(PluginError::MemoryLimit {
+                        plugin,
+                        limit_mb: self.spec.limits.memory_mb,
+                    });
+                }
+                if e.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
+                    return Err(timeout);
+                }
+                // A denial answers the guest with an error, never a trap; and
+                // language runtimes probe the (empty) environment on their
+                // own, as Rust's panic handler does for RUST_BACKTRACE. So a
+                // trap is reported as a crash, whatever was denied before it.
+                let mut message = match e.downcast_ref::<Trap>() {
+                    Some(trap) => trap.to_string(),
+                    None => format!("{e}"),
+                };
+                if let Some(line) = last_stderr {
+                    message.push_str(&format!(" ({line})"));
+                }
+                Err(PluginError::Trap { plugin, message })
+            }
+            Ok(Ok(Err(message))) => match denial {
+                Some(d) => Err(PluginError::Denied {
+                    plugin,
+                    capability: d.capability.into(),
+                    detail: format!("{}; the plugin said: {message}", d.detail),
+                }),
+                None => Err(PluginError::Failed { plugin, message }),
+            },
+            Ok(Ok(Ok(value))) => Ok(value),
+        }
+    }
+}
+
+/// One plugin call: a fresh store, instantiate, call, classify. A macro
+/// rather than a function because each world's instance type differs.
+macro_rules! call {
+    ($self:ident, $variant:ident, $kind:expr, |$inst:ident, $store:ident| $body:expr) => {{
+        let WorldPre::$variant(pre) = &$self.pre else {
+            return Err($self.wrong_kind($kind));
+        };
+        let mut store = $self.store();
+        let outcome = tokio::time::timeout($self.timeout() + EPOCH_TICK, async {
+            let $store = &mut store;
+            let $inst = pre.instantiate_async(&mut *$store).await?;
+            $body.await
+        })
+        .await;
+        $self.finish(store, outcome)
+    }};
+}
+
+impl Plugin for LoadedPlugin {
+    fn id(&self) -> &PluginId {
+        &self.shared.id
+    }
+}
+
+#[async_trait]
+impl rollcage_core::EnvironmentProvider for LoadedPlugin {
+    async fn prepare(&self, target: &Target) -> Result<(), PluginError> {
+        let t = target_to_wit(target);
+        call!(self, Provider, PluginKind::EnvironmentProvider, |i, s| i
+            .rollcage_plugin_provider_api()
+            .call_prepare(s, &t))
+    }
+
+    async fn apply_slot(&self, target: &Target, spec: &SlotSpec) -> Result<(), PluginError> {
+        let (t, sp) = (target_to_wit(target), slot_spec_to_wit(spec));
+        call!(self, Provider, PluginKind::EnvironmentProvider, |i, s| i
+            .rollcage_plugin_provider_api()
+            .call_apply_slot(s, &t, &sp))
+    }
+
+    async fn route(&self, target: &Target, weights: &[RouteWeight]) -> Result<(), PluginError> {
+        let (t, w) = (target_to_wit(target), weights_to_wit(weights));
+        call!(self, Provider, PluginKind::EnvironmentProvider, |i, s| i
+            .rollcage_plugin_provider_api()
+            .call_route(s, &t, &w))
+    }
+
+    async fn status(&self, target: &Target) -> Result<EnvironmentStatus, PluginError> {
+        let t = target_to_wit(target);
+        let status = call!(self, Provider, PluginKind::EnvironmentProvider, |i, s| i
+            .rollcage_plugin_provider_api()
+            .call_status(s, &t))?;
+        Ok(status_from_wit(status))
+    }
+
+    async fn remove_slot(&self, target: &Target, slot: &str) -> Result<(), PluginError> {
+        let t = target_to_wit(target);
+        call!(self, Provider, PluginKind::EnvironmentProvider, |i, s| i
+            .rollcage_plugin_provider_api()
+            .call_remove_slot(s, &t, slot))
+    }
+
+    async fn run_job(&self, target: &Target, job: &Job) -> Result<JobResult, PluginError> {
+        let (t, j) = (target_to_wit(target), job_to_wit(job));
+        let result = call!(self, Provider, PluginKind::EnvironmentProvider, |i, s| i
+            .rollcage_plugin_provider_api()
+            .call_run_job(s, &t, &j))?;
+        Ok(job_result_from_wit(result))
+    }
+}
+
+#[async_trait]
+impl rollcage_core::Strategy for LoadedPlugin {
+    async fn validate(&self, params: &str) -> Result<(), PluginError> {
+        let result: Result<Result<(), Vec<String>>, PluginError> =
+            call!(self, Strategy, PluginKind::Strategy, |i, s| async {
+                let r = i
+                    .rollcage_plugin_strategy_api()
+                    .call_validate(&mut *s, params)
+                    .await?;
+                wasmtime::Result::Ok(Ok::<_, String>(r))
+            });
+        match result? {
+            Ok(()) => Ok(()),
+            Err(problems) => Err(PluginError::InvalidParams {
+                plugin: self.shared.id.clone(),
+                problems,
+            }),
+        }
+    }
+
+    async fn decide(&self, state: &DeployState) -> Result<Action, PluginError> {
+        let st = state_to_wit(state);
+        let action = call!(self, Strategy, PluginKind::Strategy, |i, s| i
+            .rollcage_plugin_strategy_api()
+            .call_decide(s, &st))?;
+        Ok(action_from_wit(action))
+    }
+
+    async fn rollback(&self, state: &DeployState) -> Result<Vec<Action>, PluginError> {
+        let st = state_to_wit(state);
+        let actions = call!(self, Strategy, PluginKind::Strategy, |i, s| i
+            .rollcage_plugin_strategy_api()
+            .call_rollback(s, &st))?;
+        Ok(actions.into_iter().map(action_from_wit).collect())
+    }
+}
+
+#[async_trait]
+impl rollcage_core::HealthCheck for LoadedPlugin {
+    async fn check(&self, target: &CheckTarget) -> Result<Measurement, PluginError> {
+        let t = check_target_to_wit(target);
+        let m = call!(self, HealthCheck, PluginKind::HealthCheck, |i, s| i
+            .rollcage_plugin_health_check_api()
+            .call_check(s, &t))?;
+        Ok(measurement_from_wit(m))
+    }
+}
+
+#[async_trait]
+impl rollcage_core::Notifier for LoadedPlugin {
+    async fn notify(&self, event: &Event) -> Result<(), PluginError> {
+        let e = event_to_wit(event);
+        call!(self, Notifier, PluginKind::Notifier, |i, s| i
+            .rollcage_plugin_notifier_api()
+            .call_notify(s, &e))
+    }
+}

@@ -1,0 +1,105 @@
+//! `builtin:console`: writes one readable line per deployment event to the
+//! host's log, under the plugin's id. The notifier of the embedded default.
+
+use rollcage_sdk::Notifier;
+use rollcage_sdk::log::{LogLevel, log};
+use rollcage_sdk::types::{Event, EventKind};
+use serde::Deserialize;
+
+/// The plugin's `config` table.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Config {
+    /// Only these event kinds (`run-started`, `rolled-back`, ...); all when absent.
+    #[serde(default)]
+    events: Option<Vec<String>>,
+}
+
+/// The notifier.
+pub struct Console;
+
+/// The kebab-case name of an event kind, as in the WIT and in `events = [...]`.
+pub fn kind_name(kind: EventKind) -> &'static str {
+    match kind {
+        EventKind::RunStarted => "run-started",
+        EventKind::StageStarted => "stage-started",
+        EventKind::AwaitingApproval => "awaiting-approval",
+        EventKind::Step => "step",
+        EventKind::AnalysisFailed => "analysis-failed",
+        EventKind::RolledBack => "rolled-back",
+        EventKind::Succeeded => "succeeded",
+        EventKind::Failed => "failed",
+    }
+}
+
+/// The line written for an event.
+pub fn render(event: &Event) -> String {
+    let mut line = format!(
+        "[{}] {} {}",
+        kind_name(event.kind),
+        event.pipeline,
+        event.release.version
+    );
+    if let Some(env) = &event.environment {
+        line.push_str(&format!(" in {env}"));
+    }
+    line.push_str(": ");
+    line.push_str(&event.message);
+    for (k, v) in &event.fields {
+        line.push_str(&format!(" {k}={v}"));
+    }
+    line
+}
+
+impl Notifier for Console {
+    fn notify(event: Event) -> Result<(), String> {
+        let config: Config = rollcage_sdk::config()?;
+        if let Some(events) = &config.events
+            && !events.iter().any(|e| e == kind_name(event.kind))
+        {
+            return Ok(());
+        }
+        let level = match event.kind {
+            EventKind::AnalysisFailed | EventKind::RolledBack => LogLevel::Warn,
+            EventKind::Failed => LogLevel::Error,
+            _ => LogLevel::Info,
+        };
+        log(
+            level,
+            &render(&event),
+            &[("run_id", &event.run_id), ("event", kind_name(event.kind))],
+        );
+        Ok(())
+    }
+}
+
+rollcage_sdk::export_notifier!(Console);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rollcage_sdk::types::Release;
+
+    #[test]
+    fn lines_name_the_event_pipeline_release_and_fields() {
+        let event = Event {
+            kind: EventKind::RolledBack,
+            run_id: "r1".into(),
+            pipeline: "api".into(),
+            environment: Some("production".into()),
+            release: Release {
+                version: "1.2.0".into(),
+                notes: None,
+                params: vec![],
+            },
+            message: "error ratio 0.31 above 0.05".into(),
+            fields: vec![("weight".into(), "10".into())],
+            url: None,
+            timestamp_ms: 0,
+        };
+        assert_eq!(
+            render(&event),
+            "[rolled-back] api 1.2.0 in production: error ratio 0.31 above 0.05 weight=10"
+        );
+    }
+}

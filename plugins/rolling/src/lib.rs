@@ -1,0 +1,410 @@
+//! `builtin:rolling`: replaces a service's instances in batches, with
+//! Kubernetes' `max_surge` / `max_unavailable` semantics, and analysis between
+//! batches.
+//!
+//! The new release runs in a slot named after its version; the previous
+//! release's slot shrinks as the new one grows, and traffic follows the ready
+//! instances. The whole plan is a function of the parameters and the replica
+//! count, and `decide` returns the plan's next step after the recorded
+//! history, so a run cut at any point (a crash) resumes where it was.
+
+use rollcage_sdk::Strategy;
+use rollcage_sdk::types::{
+    Action, AnalysisRequest, DeployState, Release, RouteWeight, SlotSpec, StepRecord,
+};
+use serde::Deserialize;
+
+/// A count or a percentage of the replica count (`2` or `"25%"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "serde_json::Value")]
+pub enum Amount {
+    Count(u32),
+    Percent(u32),
+}
+
+impl TryFrom<serde_json::Value> for Amount {
+    type Error = String;
+    fn try_from(v: serde_json::Value) -> Result<Self, String> {
+        match &v {
+            serde_json::Value::Number(n) => n
+                .as_u64()
+                .and_then(|n| u32::try_from(n).ok())
+                .map(Amount::Count)
+                .ok_or_else(|| format!("{v} is not a non-negative count")),
+            serde_json::Value::String(s) => {
+                let pct = s
+                    .strip_suffix('%')
+                    .and_then(|p| p.trim().parse::<u32>().ok())
+                    .filter(|p| *p <= 100);
+                pct.map(Amount::Percent)
+                    .ok_or_else(|| format!("\"{s}\" is not a percentage such as \"25%\""))
+            }
+            _ => Err(format!("{v} is neither a count nor a percentage")),
+        }
+    }
+}
+
+impl Amount {
+    /// Resolve against `replicas`; percentages round up (surge) or down (unavailable)
+    /// as Kubernetes does.
+    fn resolve(self, replicas: u32, round_up: bool) -> u32 {
+        match self {
+            Amount::Count(n) => n,
+            Amount::Percent(p) => {
+                let scaled = replicas as u64 * p as u64;
+                let r = if round_up {
+                    scaled.div_ceil(100)
+                } else {
+                    scaled / 100
+                };
+                r as u32
+            }
+        }
+    }
+}
+
+/// The strategy's parameters (`strategy = { plugin = "rolling", ... }`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Params {
+    /// Instances above the replica count allowed during the rollout (default 25%).
+    #[serde(default = "default_surge")]
+    pub max_surge: Amount,
+    /// Instances below the replica count allowed during the rollout (default 0).
+    #[serde(default = "default_unavailable")]
+    pub max_unavailable: Amount,
+    /// Run the environment's analysis after every batch (default true).
+    #[serde(default = "default_true")]
+    pub analysis: bool,
+}
+
+fn default_surge() -> Amount {
+    Amount::Percent(25)
+}
+fn default_unavailable() -> Amount {
+    Amount::Count(0)
+}
+fn default_true() -> bool {
+    true
+}
+
+impl Params {
+    /// Parse and check; every problem is returned.
+    pub fn parse(json: &str) -> Result<Params, Vec<String>> {
+        let json = if json.trim().is_empty() { "{}" } else { json };
+        let params: Params = serde_json::from_str(json).map_err(|e| vec![e.to_string()])?;
+        let mut problems = Vec::new();
+        if params.max_surge == Amount::Count(0) && params.max_unavailable == Amount::Count(0)
+            || params.max_surge == Amount::Percent(0)
+                && params.max_unavailable == Amount::Percent(0)
+        {
+            problems.push("max_surge and max_unavailable cannot both be 0".into());
+        }
+        if problems.is_empty() {
+            Ok(params)
+        } else {
+            Err(problems)
+        }
+    }
+}
+
+/// Slot name for a release: its version, so that two releases never share a slot.
+pub fn slot_name(release: &Release) -> String {
+    release.version.clone()
+}
+
+/// The full forward plan for `replicas` instances, from `old` (the running
+/// release's slot, if any) to `new`.
+pub fn plan(params: &Params, replicas: u32, old: Option<&Release>, new: &Release) -> Vec<Action> {
+    let new_slot = slot_name(new);
+    let apply = |release: &Release, n: u32| {
+        Action::ApplySlot(SlotSpec {
+            name: slot_name(release),
+            release: release.clone(),
+            replicas: n,
+        })
+    };
+    let route = |weights: Vec<(String, u32)>| {
+        Action::Route(
+            weights
+                .into_iter()
+                .map(|(slot, weight)| RouteWeight { slot, weight })
+                .collect(),
+        )
+    };
+    let mut actions = Vec::new();
+    let old = match old {
+        Some(old) if slot_name(old) != new_slot => old,
+        // First deployment (or a redeploy of the same version): all at once.
+        _ => {
+            actions.push(apply(new, replicas));
+            actions.push(route(vec![(new_slot, 100)]));
+            actions.push(Action::Done);
+            return actions;
+        }
+    };
+    let old_slot = slot_name(old);
+    // A zero-replica service still moves its route to the new release.
+    let n = replicas.max(1);
+    let surge = params.max_surge.resolve(n, true);
+    let unavailable = params.max_unavailable.resolve(n, false);
+    // Both resolving to 0 (a small percentage of few replicas) would never
+    // progress; Kubernetes then allows one unavailable.
+    let unavailable = if surge == 0 && unavailable == 0 {
+        1
+    } else {
+        unavailable
+    };
+    let (mut cur_new, mut cur_old) = (0u32, n);
+    while cur_new < n {
+        let next_new = (n + surge).saturating_sub(cur_old).min(n).max(cur_new);
+        let next_old = n
+            .saturating_sub(unavailable)
+            .saturating_sub(next_new)
+            .min(cur_old);
+        if next_new > cur_new {
+            actions.push(apply(new, next_new));
+        }
+        if next_old == 0 {
+            actions.push(route(vec![(new_slot.clone(), 100)]));
+            actions.push(Action::RemoveSlot(old_slot.clone()));
+        } else {
+            let total = next_new + next_old;
+            let w_new = next_new * 100 / total;
+            let mut weights = Vec::new();
+            if w_new > 0 {
+                weights.push((new_slot.clone(), w_new));
+            }
+            weights.push((old_slot.clone(), 100 - w_new));
+            actions.push(route(weights));
+            if next_old < cur_old {
+                actions.push(apply(old, next_old));
+            }
+        }
+        if params.analysis && next_new < n {
+            actions.push(Action::Analyze(AnalysisRequest {
+                checks: vec![],
+                slot: new_slot.clone(),
+            }));
+        }
+        cur_new = next_new;
+        cur_old = next_old;
+    }
+    if replicas == 0 {
+        actions.push(apply(new, 0));
+    }
+    actions.push(Action::Done);
+    actions
+}
+
+/// How far the history got along the plan: the number of leading steps that
+/// completed. The engine rolls back on any failure, so a history the strategy
+/// is asked about is a prefix of the plan whose last step may have been cut.
+fn progress(history: &[StepRecord]) -> usize {
+    history.len()
+}
+
+/// The rolling strategy.
+pub struct Rolling;
+
+impl Strategy for Rolling {
+    fn validate(params: String) -> Result<(), Vec<String>> {
+        Params::parse(&params).map(|_| ())
+    }
+
+    fn decide(state: DeployState) -> Result<Action, String> {
+        let params = Params::parse(&state.params).map_err(|p| p.join("; "))?;
+        let plan = plan(
+            &params,
+            state.replicas,
+            state.stable.as_ref(),
+            &state.release,
+        );
+        Ok(plan
+            .get(progress(&state.history))
+            .cloned()
+            .unwrap_or(Action::Done))
+    }
+
+    /// Put the old release back at full size, move all traffic to it, and
+    /// remove the new slot. Without an old release, remove the new slot.
+    fn rollback(state: DeployState) -> Result<Vec<Action>, String> {
+        let new_slot = slot_name(&state.release);
+        let mut actions = Vec::new();
+        match &state.stable {
+            Some(old) if slot_name(old) != new_slot => {
+                let old_slot = slot_name(old);
+                actions.push(Action::ApplySlot(SlotSpec {
+                    name: old_slot.clone(),
+                    release: old.clone(),
+                    replicas: state.replicas,
+                }));
+                actions.push(Action::Route(vec![RouteWeight {
+                    slot: old_slot,
+                    weight: 100,
+                }]));
+                actions.push(Action::RemoveSlot(new_slot));
+            }
+            _ => actions.push(Action::RemoveSlot(new_slot)),
+        }
+        Ok(actions)
+    }
+}
+
+rollcage_sdk::export_strategy!(Rolling);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rollcage_sdk::types::Outcome;
+
+    fn release(v: &str) -> Release {
+        Release {
+            version: v.into(),
+            notes: None,
+            params: vec![],
+        }
+    }
+
+    fn params(json: &str) -> Params {
+        Params::parse(json).unwrap()
+    }
+
+    /// Replays a plan, tracking desired replicas per slot and the route, and
+    /// checks the invariants after every step: weights sum to 100, traffic
+    /// only goes to slots with instances, availability and surge bounds hold.
+    fn check_invariants(p: &Params, replicas: u32, actions: &[Action]) {
+        use std::collections::BTreeMap;
+        let mut slots: BTreeMap<String, u32> = BTreeMap::from([("1.0.0".to_string(), replicas)]);
+        let surge = p.max_surge.resolve(replicas, true);
+        for action in actions {
+            match action {
+                Action::ApplySlot(s) => {
+                    slots.insert(s.name.clone(), s.replicas);
+                }
+                Action::RemoveSlot(s) => {
+                    slots.remove(s);
+                }
+                Action::Route(weights) => {
+                    assert_eq!(
+                        weights.iter().map(|w| w.weight).sum::<u32>(),
+                        100,
+                        "{actions:?}"
+                    );
+                    for w in weights.iter().filter(|w| w.weight > 0) {
+                        assert!(slots.get(&w.slot).copied().unwrap_or(0) > 0, "{actions:?}");
+                    }
+                }
+                _ => {}
+            }
+            let total: u32 = slots.values().sum();
+            assert!(
+                total <= replicas + surge.max(1),
+                "surge exceeded in {actions:?}"
+            );
+        }
+        assert_eq!(
+            slots,
+            std::collections::BTreeMap::from([("2.0.0".to_string(), replicas)])
+        );
+    }
+
+    #[test]
+    fn surge_of_one_replaces_one_at_a_time() {
+        let p = params(r#"{"max_surge": 1, "max_unavailable": 0}"#);
+        let actions = plan(&p, 3, Some(&release("1.0.0")), &release("2.0.0"));
+        let applies: Vec<(String, u32)> = actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::ApplySlot(s) => Some((s.name.clone(), s.replicas)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            applies,
+            [
+                ("2.0.0", 1),
+                ("1.0.0", 2),
+                ("2.0.0", 2),
+                ("1.0.0", 1),
+                ("2.0.0", 3)
+            ]
+            .map(|(s, n)| (s.to_string(), n))
+        );
+        assert_eq!(actions.last(), Some(&Action::Done));
+        check_invariants(&p, 3, &actions);
+    }
+
+    #[test]
+    fn invariants_hold_for_many_shapes() {
+        for replicas in [1, 2, 3, 4, 5, 10, 17] {
+            for (s, u) in [
+                ("1", "0"),
+                ("0", "1"),
+                ("\"25%\"", "0"),
+                ("\"50%\"", "\"50%\""),
+                ("2", "1"),
+                ("\"10%\"", "\"10%\""),
+            ] {
+                let p = params(&format!(r#"{{"max_surge": {s}, "max_unavailable": {u}}}"#));
+                let actions = plan(&p, replicas, Some(&release("1.0.0")), &release("2.0.0"));
+                check_invariants(&p, replicas, &actions);
+            }
+        }
+    }
+
+    #[test]
+    fn first_deployment_goes_all_at_once() {
+        let actions = plan(&params("{}"), 3, None, &release("1.0.0"));
+        assert_eq!(actions.len(), 3);
+        assert!(matches!(&actions[0], Action::ApplySlot(s) if s.replicas == 3));
+    }
+
+    #[test]
+    fn decide_resumes_from_any_cut_of_the_history() {
+        let p = r#"{"max_surge": 1}"#;
+        let full = plan(&params(p), 4, Some(&release("1.0.0")), &release("2.0.0"));
+        for cut in 0..=full.len() {
+            let state = DeployState {
+                environment: "prod".into(),
+                release: release("2.0.0"),
+                stable: Some(release("1.0.0")),
+                replicas: 4,
+                params: p.into(),
+                history: full[..cut]
+                    .iter()
+                    .map(|a| StepRecord {
+                        action: a.clone(),
+                        outcome: Outcome::Ok,
+                    })
+                    .collect(),
+                status: Default::default(),
+            };
+            let next = Rolling::decide(state).unwrap();
+            assert_eq!(next, full.get(cut).cloned().unwrap_or(Action::Done));
+        }
+    }
+
+    #[test]
+    fn rollback_restores_the_old_release() {
+        let state = DeployState {
+            environment: "prod".into(),
+            release: release("2.0.0"),
+            stable: Some(release("1.0.0")),
+            replicas: 3,
+            params: "{}".into(),
+            history: vec![],
+            status: Default::default(),
+        };
+        let plan = Rolling::rollback(state).unwrap();
+        assert_eq!(plan.len(), 3);
+        assert_eq!(plan[2], Action::RemoveSlot("2.0.0".into()));
+    }
+
+    #[test]
+    fn bad_params_are_reported() {
+        assert!(Params::parse(r#"{"max_surge": 0, "max_unavailable": 0}"#).is_err());
+        assert!(Params::parse(r#"{"max_surge": "x%"}"#).is_err());
+        assert!(Params::parse(r#"{"surge": 1}"#).is_err());
+    }
+}

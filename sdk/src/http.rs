@@ -1,0 +1,302 @@
+//! A small blocking HTTP client over `wasi:http/outgoing-handler`.
+//!
+//! The host lets a plugin reach only the hosts it was granted
+//! (`allow_hosts`); a refused request comes back as [`Error::Http`] naming
+//! the host. Bodies are bytes; [`Request::json`] and [`Response::json`] do
+//! the common JSON case.
+//!
+//! ```ignore
+//! let resp = rollcage_sdk::http::Request::post("https://hooks.example.com/x")
+//!     .header("authorization", &format!("Bearer {token}"))
+//!     .json(&serde_json::json!({ "text": "deployed" }))?
+//!     .send()?;
+//! if !resp.is_success() { return Err(format!("status {}", resp.status)); }
+//! ```
+
+use std::time::Duration;
+
+use crate::Error;
+use crate::bindings::wasi::http::outgoing_handler;
+use crate::bindings::wasi::http::types::{
+    ErrorCode, Fields, IncomingBody, Method, OutgoingBody, OutgoingRequest, RequestOptions, Scheme,
+};
+use crate::bindings::wasi::io::streams::StreamError;
+
+/// An HTTP request being built.
+#[derive(Debug, Clone)]
+pub struct Request {
+    method: String,
+    url: String,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+    timeout: Duration,
+}
+
+/// A received HTTP response with its whole body.
+#[derive(Debug, Clone)]
+pub struct Response {
+    /// Status code.
+    pub status: u16,
+    /// Headers, names in lower case.
+    pub headers: Vec<(String, String)>,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    /// Whether the status is 2xx.
+    pub fn is_success(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+
+    /// The first header with this (case-insensitive) name.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The body as UTF-8 text (lossy).
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// The body parsed as JSON.
+    pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, Error> {
+        serde_json::from_slice(&self.body)
+            .map_err(|e| Error::Http(format!("response body is not the expected JSON: {e}")))
+    }
+}
+
+impl Request {
+    /// A request with any method.
+    pub fn new(method: &str, url: &str) -> Self {
+        Request {
+            method: method.to_ascii_uppercase(),
+            url: url.to_string(),
+            headers: Vec::new(),
+            body: Vec::new(),
+            timeout: Duration::from_secs(10),
+        }
+    }
+
+    /// A GET request.
+    pub fn get(url: &str) -> Self {
+        Request::new("GET", url)
+    }
+
+    /// A POST request.
+    pub fn post(url: &str) -> Self {
+        Request::new("POST", url)
+    }
+
+    /// A PUT request.
+    pub fn put(url: &str) -> Self {
+        Request::new("PUT", url)
+    }
+
+    /// Add a header.
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.to_string(), value.to_string()));
+        self
+    }
+
+    /// Set the body.
+    pub fn body(mut self, body: impl Into<Vec<u8>>) -> Self {
+        self.body = body.into();
+        self
+    }
+
+    /// Set a JSON body and its content type.
+    pub fn json<T: serde::Serialize>(self, value: &T) -> Result<Self, Error> {
+        let body = serde_json::to_vec(value).map_err(|e| Error::Http(e.to_string()))?;
+        Ok(self.header("content-type", "application/json").body(body))
+    }
+
+    /// Time allowed to connect and to receive the first byte (default 10 s).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Send the request and read the whole response.
+    pub fn send(self) -> Result<Response, Error> {
+        let url = Url::parse(&self.url)?;
+        let fields = Fields::new();
+        for (name, value) in &self.headers {
+            fields
+                .append(name, value.as_bytes())
+                .map_err(|e| Error::Http(format!("header `{name}`: {e:?}")))?;
+        }
+        let request = OutgoingRequest::new(fields);
+        let method = match self.method.as_str() {
+            "GET" => Method::Get,
+            "POST" => Method::Post,
+            "PUT" => Method::Put,
+            "PATCH" => Method::Patch,
+            "DELETE" => Method::Delete,
+            "HEAD" => Method::Head,
+            "OPTIONS" => Method::Options,
+            other => Method::Other(other.to_string()),
+        };
+        let bad = |what: &str| Error::Http(format!("invalid {what} in `{}`", self.url));
+        request.set_method(&method).map_err(|_| bad("method"))?;
+        let scheme = if url.https {
+            Scheme::Https
+        } else {
+            Scheme::Http
+        };
+        request
+            .set_scheme(Some(&scheme))
+            .map_err(|_| bad("scheme"))?;
+        request
+            .set_authority(Some(&url.authority))
+            .map_err(|_| bad("host"))?;
+        request
+            .set_path_with_query(Some(&url.path))
+            .map_err(|_| bad("path"))?;
+
+        let options = RequestOptions::new();
+        let nanos = self.timeout.as_nanos() as u64;
+        let _ = options.set_connect_timeout(Some(nanos));
+        let _ = options.set_first_byte_timeout(Some(nanos));
+        let _ = options.set_between_bytes_timeout(Some(nanos));
+
+        let body = request
+            .body()
+            .map_err(|_| Error::Http("request body already taken".into()))?;
+        let pending = outgoing_handler::handle(request, Some(options))
+            .map_err(|e| http_error(&url.authority, e))?;
+        {
+            let stream = body
+                .write()
+                .map_err(|_| Error::Http("request body stream unavailable".into()))?;
+            // wasi:io allows at most 4096 bytes per blocking write.
+            for chunk in self.body.chunks(4096) {
+                stream
+                    .blocking_write_and_flush(chunk)
+                    .map_err(|e| Error::Http(format!("writing request body: {e:?}")))?;
+            }
+        }
+        OutgoingBody::finish(body, None).map_err(|e| http_error(&url.authority, e))?;
+
+        pending.subscribe().block();
+        let response = match pending.get() {
+            Some(Ok(Ok(response))) => response,
+            Some(Ok(Err(code))) => return Err(http_error(&url.authority, code)),
+            Some(Err(())) | None => return Err(Error::Http("response lost".into())),
+        };
+        let status = response.status();
+        let headers = response
+            .headers()
+            .entries()
+            .into_iter()
+            .map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned()))
+            .collect();
+        let incoming = response
+            .consume()
+            .map_err(|_| Error::Http("response body already taken".into()))?;
+        let mut body = Vec::new();
+        {
+            let stream = incoming
+                .stream()
+                .map_err(|_| Error::Http("response body stream unavailable".into()))?;
+            loop {
+                match stream.blocking_read(64 * 1024) {
+                    Ok(chunk) => body.extend_from_slice(&chunk),
+                    Err(StreamError::Closed) => break,
+                    Err(StreamError::LastOperationFailed(e)) => {
+                        return Err(Error::Http(format!(
+                            "reading response body: {}",
+                            e.to_debug_string()
+                        )));
+                    }
+                }
+            }
+        }
+        let _ = IncomingBody::finish(incoming);
+        Ok(Response {
+            status,
+            headers,
+            body,
+        })
+    }
+}
+
+fn http_error(authority: &str, code: ErrorCode) -> Error {
+    match code {
+        ErrorCode::HttpRequestDenied => Error::Http(format!(
+            "request to `{authority}` denied: the host is not in this plugin's allow_hosts"
+        )),
+        ErrorCode::DestinationIpProhibited => Error::Http(format!(
+            "request to `{authority}` denied: its address is in a denied network"
+        )),
+        other => Error::Http(format!("request to `{authority}` failed: {other:?}")),
+    }
+}
+
+/// The parts of a URL that `wasi:http` needs.
+#[derive(Debug, PartialEq, Eq)]
+struct Url {
+    https: bool,
+    authority: String,
+    path: String,
+}
+
+impl Url {
+    fn parse(url: &str) -> Result<Url, Error> {
+        let (https, rest) = if let Some(rest) = url.strip_prefix("https://") {
+            (true, rest)
+        } else if let Some(rest) = url.strip_prefix("http://") {
+            (false, rest)
+        } else {
+            return Err(Error::Http(format!(
+                "`{url}` is not an http:// or https:// URL"
+            )));
+        };
+        let split = rest.find(['/', '?']).unwrap_or(rest.len());
+        let (authority, path) = rest.split_at(split);
+        if authority.is_empty() {
+            return Err(Error::Http(format!("`{url}` has no host")));
+        }
+        let path = match path {
+            "" => "/".to_string(),
+            p if p.starts_with('?') => format!("/{p}"),
+            p => p.to_string(),
+        };
+        Ok(Url {
+            https,
+            authority: authority.to_string(),
+            path,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_split_into_scheme_authority_and_path() {
+        assert_eq!(
+            Url::parse("https://hooks.slack.com/services/T/B?x=1").unwrap(),
+            Url {
+                https: true,
+                authority: "hooks.slack.com".into(),
+                path: "/services/T/B?x=1".into()
+            }
+        );
+        assert_eq!(
+            Url::parse("http://127.0.0.1:9090").unwrap(),
+            Url {
+                https: false,
+                authority: "127.0.0.1:9090".into(),
+                path: "/".into()
+            }
+        );
+        assert_eq!(Url::parse("http://h?q").unwrap().path, "/?q");
+        assert!(Url::parse("ftp://x").is_err());
+        assert!(Url::parse("http:///path").is_err());
+    }
+}

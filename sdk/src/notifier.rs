@@ -1,0 +1,51 @@
+//! The notifier kind: [`Notifier`] and [`export_notifier!`](crate::export_notifier).
+
+#[allow(unused_imports)]
+use crate::types::*;
+
+#[doc(hidden)]
+pub mod bindings {
+    crate::kind_world!(
+        "rollcage:plugin/notifier",
+        "__export_notifier_world",
+        "rollcage_sdk::notifier::bindings"
+    );
+}
+
+/// A notifier. Errors are logged and retried by the host with backoff; they
+/// never fail a deployment.
+///
+/// ```ignore
+/// use rollcage_sdk::{Notifier, types::Event};
+///
+/// struct Shout;
+///
+/// impl Notifier for Shout {
+///     fn notify(event: Event) -> Result<(), String> {
+///         rollcage_sdk::log::info(&event.message.to_uppercase());
+///         Ok(())
+///     }
+/// }
+///
+/// rollcage_sdk::export_notifier!(Shout);
+/// ```
+pub trait Notifier {
+    /// Deliver one event.
+    fn notify(event: Event) -> Result<(), String>;
+}
+
+#[doc(hidden)]
+pub use bindings::exports::rollcage::plugin::notifier_api::Guest as __Guest;
+
+/// Export a type implementing [`Notifier`] as this component's notifier.
+#[macro_export]
+macro_rules! export_notifier {
+    ($t:ident) => {
+        impl $crate::notifier::__Guest for $t {
+            fn notify(event: $crate::types::Event) -> Result<(), String> {
+                <$t as $crate::Notifier>::notify(event)
+            }
+        }
+        $crate::notifier::bindings::__export_notifier_world!($t with_types_in $crate::notifier::bindings);
+    };
+}

@@ -1,0 +1,75 @@
+//! The strategy kind: [`Strategy`] and [`export_strategy!`](crate::export_strategy).
+
+use crate::types::{Action, DeployState};
+
+#[doc(hidden)]
+pub mod bindings {
+    crate::kind_world!(
+        "rollcage:plugin/strategy",
+        "__export_strategy_world",
+        "rollcage_sdk::strategy::bindings"
+    );
+}
+
+/// A deployment strategy. Strategies are pure: they are granted nothing, and
+/// their answers depend only on the state they are given, so a run can be
+/// replayed, previewed and resumed after a crash.
+///
+/// ```ignore
+/// use rollcage_sdk::{Strategy, types::{Action, DeployState, RouteWeight}};
+///
+/// struct AllAtOnce;
+///
+/// impl Strategy for AllAtOnce {
+///     fn decide(state: DeployState) -> Result<Action, String> {
+///         if state.history.is_empty() {
+///             Ok(Action::Route(vec![RouteWeight { slot: "stable".into(), weight: 100 }]))
+///         } else {
+///             Ok(Action::Done)
+///         }
+///     }
+///     fn rollback(_state: DeployState) -> Result<Vec<Action>, String> {
+///         Ok(vec![])
+///     }
+/// }
+///
+/// rollcage_sdk::export_strategy!(AllAtOnce);
+/// ```
+pub trait Strategy {
+    /// Check the strategy's parameters (JSON); return every problem found.
+    /// The default accepts anything.
+    fn validate(params: String) -> Result<(), Vec<String>> {
+        let _ = params;
+        Ok(())
+    }
+    /// The next action, given everything done so far.
+    fn decide(state: DeployState) -> Result<Action, String>;
+    /// The actions that put the environment back on the stable release.
+    fn rollback(state: DeployState) -> Result<Vec<Action>, String>;
+}
+
+#[doc(hidden)]
+pub use bindings::exports::rollcage::plugin::strategy_api::Guest as __Guest;
+
+/// Export a type implementing [`Strategy`] as this component's strategy.
+#[macro_export]
+macro_rules! export_strategy {
+    ($t:ident) => {
+        impl $crate::strategy::__Guest for $t {
+            fn validate(params: String) -> Result<(), Vec<String>> {
+                <$t as $crate::Strategy>::validate(params)
+            }
+            fn decide(
+                state: $crate::types::DeployState,
+            ) -> Result<$crate::types::Action, String> {
+                <$t as $crate::Strategy>::decide(state)
+            }
+            fn rollback(
+                state: $crate::types::DeployState,
+            ) -> Result<Vec<$crate::types::Action>, String> {
+                <$t as $crate::Strategy>::rollback(state)
+            }
+        }
+        $crate::strategy::bindings::__export_strategy_world!($t with_types_in $crate::strategy::bindings);
+    };
+}
