@@ -47,6 +47,9 @@ pub mod bindings {
         path: "../wit",
         world: "rollcage:plugin/plugin",
         generate_all,
+        additional_derives: [PartialEq],
+        // These carry resource handles, which cannot be compared.
+        additional_derives_ignore: ["stream-error"],
     });
 }
 

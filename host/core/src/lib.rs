@@ -5,9 +5,11 @@
 //! with wasm components; tests and benchmarks implement them with plain Rust
 //! fakes. The types mirror `wit/types.wit` one to one.
 
+pub mod grants;
 pub mod plugin;
 pub mod types;
 
+pub use grants::{Grants, HostPattern, HostPatternError, is_denied_ip};
 pub use plugin::{
     EnvironmentProvider, HealthCheck, Notifier, Plugin, PluginError, PluginId, PluginIdError,
     PluginKind, Strategy,

@@ -16,7 +16,6 @@ mod cache;
 mod convert;
 mod engine;
 mod error;
-pub mod grants;
 mod inspect;
 mod plugin;
 mod secrets;
@@ -25,9 +24,9 @@ mod state;
 pub use cache::{CacheStats, ComponentCache};
 pub use engine::{AllocatorKind, Runtime, RuntimeOptions};
 pub use error::LoadError;
-pub use grants::{Grants, HostPattern, HostPatternError};
 pub use inspect::{ComponentInfo, inspect_component};
 pub use plugin::{Limits, LoadedPlugin, PluginSpec};
+pub use rollcage_core::grants::{Grants, HostPattern, HostPatternError};
 pub use secrets::{EnvSecrets, MapSecrets, SecretSource};
 
 /// The WIT package version this runtime serves.

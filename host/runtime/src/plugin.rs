@@ -16,9 +16,9 @@ use crate::bindings::{health_check, notifier, provider, strategy};
 use crate::convert::*;
 use crate::engine::{EPOCH_TICK, Runtime};
 use crate::error::LoadError;
-use crate::grants::Grants;
 use crate::inspect::{ComponentInfo, check_preamble, component_info};
 use crate::state::{CallState, PluginShared};
+use rollcage_core::grants::Grants;
 
 /// Per-plugin resource limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -22,8 +22,8 @@ use wasmtime_wasi_http::{
 };
 
 use crate::bindings::{host, wit};
-use crate::grants::{Grants, is_denied_ip};
 use crate::secrets::SecretSource;
+use rollcage_core::grants::{Grants, is_denied_ip};
 
 /// Bytes of stdout or stderr kept per call; the rest is dropped (and said so).
 const OUTPUT_CAPACITY: usize = 64 * 1024;
@@ -174,7 +174,7 @@ impl host::Host for CallState {
 
     fn secret(&mut self, name: String) -> Result<String, String> {
         let id = self.plugin.id.clone();
-        if !self.plugin.grants.secrets.iter().any(|s| *s == name) {
+        if !self.plugin.grants.secrets.contains(&name) {
             self.deny("secrets", format!("secret `{name}` is not granted"));
             return Err(format!("secret `{name}` is not granted to plugin `{id}`"));
         }

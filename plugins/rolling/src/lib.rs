@@ -1,6 +1,8 @@
 //! `builtin:rolling`: replaces a service's instances in batches, with
 //! Kubernetes' `max_surge` / `max_unavailable` semantics, and analysis between
-//! batches.
+//! batches. One difference: a step that would leave no instance running (one
+//! replica, no surge) surges by one instead, so traffic always has somewhere
+//! to go.
 //!
 //! The new release runs in a slot named after its version; the previous
 //! release's slot shrinks as the new one grows, and traffic follows the ready
@@ -156,12 +158,19 @@ pub fn plan(params: &Params, replicas: u32, old: Option<&Release>, new: &Release
         unavailable
     };
     let (mut cur_new, mut cur_old) = (0u32, n);
-    while cur_new < n {
+    while cur_new < n || cur_old > 0 {
         let next_new = (n + surge).saturating_sub(cur_old).min(n).max(cur_new);
-        let next_old = n
+        let mut next_old = n
             .saturating_sub(unavailable)
             .saturating_sub(next_new)
             .min(cur_old);
+        let mut next_new = next_new;
+        // Never leave the service with no instance at all (one replica with
+        // max_unavailable 1 and no surge would): surge by one instead.
+        if next_new == 0 && next_old == 0 {
+            next_new = 1;
+            next_old = cur_old;
+        }
         if next_new > cur_new {
             actions.push(apply(new, next_new));
         }
@@ -256,7 +265,7 @@ rollcage_sdk::export_strategy!(Rolling);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rollcage_sdk::types::Outcome;
+    use rollcage_sdk::types::{EnvironmentStatus, Outcome};
 
     fn release(v: &str) -> Release {
         Release {
@@ -378,7 +387,10 @@ mod tests {
                         outcome: Outcome::Ok,
                     })
                     .collect(),
-                status: Default::default(),
+                status: EnvironmentStatus {
+                    slots: vec![],
+                    weights: vec![],
+                },
             };
             let next = Rolling::decide(state).unwrap();
             assert_eq!(next, full.get(cut).cloned().unwrap_or(Action::Done));
@@ -394,7 +406,10 @@ mod tests {
             replicas: 3,
             params: "{}".into(),
             history: vec![],
-            status: Default::default(),
+            status: EnvironmentStatus {
+                slots: vec![],
+                weights: vec![],
+            },
         };
         let plan = Rolling::rollback(state).unwrap();
         assert_eq!(plan.len(), 3);

@@ -1,4 +1,4 @@
-//! Capability grants: which hosts a plugin may reach over HTTP and which
+//! Capability grants (pure data, shared by the configuration and the runtime): which hosts a plugin may reach over HTTP and which
 //! secrets it may read. Nothing is granted by default.
 //!
 //! `allow_hosts` patterns are `host`, `host:port`, `host:*`, `*.domain`,

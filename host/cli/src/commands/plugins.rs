@@ -1,0 +1,183 @@
+//! `rollcage plugins list` and `rollcage plugins check`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use rollcage_config::Config;
+use rollcage_core::{PluginId, PluginKind};
+use rollcage_runtime::{
+    ComponentCache, Grants, Limits, PluginSpec, Runtime, RuntimeOptions, WIT_VERSION,
+};
+
+use super::BAD_INPUT;
+use crate::plugins::{config_context, kind_of, load_all};
+
+fn runtime(cache_dir: Option<PathBuf>) -> anyhow::Result<Runtime> {
+    Ok(Runtime::new(RuntimeOptions {
+        cache_dir: cache_dir.or_else(ComponentCache::default_dir),
+        ..RuntimeOptions::default()
+    })?)
+}
+
+struct Row {
+    id: String,
+    kind: String,
+    component: String,
+    size: String,
+    grants: String,
+}
+
+fn print_table(rows: &[Row]) {
+    let header = Row {
+        id: "ID".into(),
+        kind: "KIND".into(),
+        component: "COMPONENT".into(),
+        size: "SIZE".into(),
+        grants: "GRANTS".into(),
+    };
+    let w = |f: fn(&Row) -> &String| {
+        rows.iter()
+            .chain([&header])
+            .map(|r| f(r).chars().count())
+            .max()
+            .unwrap_or(0)
+    };
+    let (wi, wk, wc, ws) = (
+        w(|r| &r.id),
+        w(|r| &r.kind),
+        w(|r| &r.component),
+        w(|r| &r.size),
+    );
+    let wit = "WIT";
+    println!(
+        "{:wi$}  {:wk$}  {:wc$}  {:21}  {:>ws$}  {}",
+        header.id, header.kind, header.component, wit, header.size, header.grants
+    );
+    for r in rows {
+        println!(
+            "{:wi$}  {:wk$}  {:wc$}  {:21}  {:>ws$}  {}",
+            r.id, r.kind, r.component, WIT_VERSION, r.size, r.grants
+        );
+    }
+}
+
+fn human_size(bytes: usize) -> String {
+    if bytes >= 1 << 20 {
+        format!("{:.1} MiB", bytes as f64 / (1 << 20) as f64)
+    } else {
+        format!("{:.0} KiB", bytes as f64 / 1024.0)
+    }
+}
+
+fn describe_grants(grants: &Grants) -> String {
+    let mut parts = Vec::new();
+    if !grants.allow_hosts.is_empty() {
+        let hosts: Vec<String> = grants.allow_hosts.iter().map(|h| h.to_string()).collect();
+        parts.push(format!("hosts={}", hosts.join(",")));
+    }
+    if !grants.secrets.is_empty() {
+        parts.push(format!("secrets={}", grants.secrets.join(",")));
+    }
+    if parts.is_empty() {
+        "none".into()
+    } else {
+        parts.join(" ")
+    }
+}
+
+pub async fn list(config: Option<&Path>, cache_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let Some(path) = config else {
+        let rows: Vec<Row> = rollcage_builtins::BUILTINS
+            .iter()
+            .map(|b| Row {
+                id: b.name.to_string(),
+                kind: b.kind().to_string(),
+                component: format!("builtin:{}", b.name),
+                size: human_size(b.wasm.len()),
+                grants: "-".into(),
+            })
+            .collect();
+        print_table(&rows);
+        return Ok(ExitCode::SUCCESS);
+    };
+    let config = match Config::load(path, &config_context()) {
+        Ok(c) => c,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return Ok(ExitCode::from(BAD_INPUT));
+        }
+    };
+    let runtime = runtime(cache_dir.or(config.server.cache_dir.clone()))?;
+    let mut rows = Vec::new();
+    let mut failed = false;
+    for (id, loaded) in load_all(&runtime, &config) {
+        match loaded {
+            Ok(p) => rows.push(Row {
+                id,
+                kind: p.kind().to_string(),
+                component: p.spec().source_name.clone(),
+                size: human_size(p.info().size),
+                grants: describe_grants(&p.spec().grants),
+            }),
+            Err(e) => {
+                failed = true;
+                eprintln!("error: {e:#}");
+            }
+        }
+    }
+    print_table(&rows);
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+pub async fn check(file: &Path, cache_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let bytes = match std::fs::read(file) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("error: cannot read {}: {e}", file.display());
+            return Ok(ExitCode::from(BAD_INPUT));
+        }
+    };
+    let runtime = runtime(cache_dir)?;
+    let source = file.display().to_string();
+    let id: PluginId = "checked".parse().expect("valid id");
+    println!("component: {source} ({})", human_size(bytes.len()));
+    let kind: PluginKind = match kind_of(&runtime, id.as_str(), &source, &bytes) {
+        Ok(k) => k,
+        Err(e) => {
+            println!("refused: {e:#}");
+            return Ok(ExitCode::from(1));
+        }
+    };
+    println!("world:     {kind} ({WIT_VERSION})");
+    let spec = PluginSpec {
+        id,
+        kind,
+        source_name: source,
+        grants: Grants::default(),
+        limits: Limits::default(),
+        config_json: "{}".into(),
+    };
+    match runtime.load(spec, &bytes) {
+        Ok(p) => {
+            print_imports(&p);
+            println!("ok: the host can run this {kind} plugin");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            println!("refused: {e}");
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+fn print_imports(p: &Arc<rollcage_runtime::LoadedPlugin>) {
+    println!("imports:");
+    for import in &p.info().imports {
+        println!("  {import}");
+    }
+}

@@ -1,0 +1,159 @@
+//! The real `rollcage` binary, driven as a user would.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn rollcage(args: &[&str], cache: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_rollcage"))
+        .args(args)
+        .env("XDG_CACHE_HOME", cache)
+        .output()
+        .unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn workspace() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+}
+
+#[test]
+fn plugins_list_shows_the_builtins() {
+    let cache = tempfile::tempdir().unwrap();
+    let out = rollcage(&["plugins", "list"], cache.path());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    for line in [
+        "console  notifier",
+        "http     health-check",
+        "rolling  strategy",
+    ] {
+        assert!(text.contains(line), "{text}");
+    }
+}
+
+#[test]
+fn plugins_list_loads_a_configuration() {
+    let cache = tempfile::tempdir().unwrap();
+    let config = workspace().join("examples/rollcage.toml");
+    let out = rollcage(
+        &["plugins", "list", "--config", config.to_str().unwrap()],
+        cache.path(),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("healthz  health-check  builtin:http"),
+        "{text}"
+    );
+    assert!(text.contains("hosts=127.0.0.1:*"), "{text}");
+    // The compiled components were cached under the user cache folder.
+    let cached = std::fs::read_dir(cache.path().join("rollcage/components"))
+        .unwrap()
+        .count();
+    assert_eq!(cached, 3);
+}
+
+#[test]
+fn an_invalid_configuration_exits_2_with_every_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rollcage.toml");
+    std::fs::write(
+        &path,
+        "[plugins.console]\ncomponent = \"builtin:consol\"\n\n[plugins.rolling]\ncomponent = \"builtin:rolling\"\nsecret = [\"X\"]\n",
+    )
+    .unwrap();
+    let out = rollcage(
+        &["plugins", "list", "--config", path.to_str().unwrap()],
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    let shown = path.display();
+    assert!(
+        err.contains(&format!(
+            "{shown}:2:13: error: plugin `console`: unknown component `builtin:consol`"
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "{shown}:6:1: error: plugin `rolling`: unknown field `secret`"
+        )),
+        "{err}"
+    );
+    assert!(err.contains("hint: did you mean `secrets`?"), "{err}");
+    assert!(err.contains("2 errors in the configuration"), "{err}");
+}
+
+#[test]
+fn a_plugin_that_does_not_fit_its_declared_kind_fails_the_listing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rollcage.toml");
+    let fixture = rollcage_tests::fixture("misbehave");
+    std::fs::write(
+        &path,
+        format!(
+            "[plugins.odd]\ncomponent = {:?}\nkind = \"notifier\"\n",
+            fixture.display().to_string()
+        ),
+    )
+    .unwrap();
+    let out = rollcage(
+        &["plugins", "list", "--config", path.to_str().unwrap()],
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("plugin `odd` (")
+            && stderr(&out).contains("does not fit world `notifier`"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn plugins_check_names_the_world_and_imports() {
+    let cache = tempfile::tempdir().unwrap();
+    let fixture = rollcage_tests::fixture("static-provider");
+    let out = rollcage(
+        &["plugins", "check", fixture.to_str().unwrap()],
+        cache.path(),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("world:     environment-provider (rollcage:plugin@0.1.0)"),
+        "{text}"
+    );
+    assert!(text.contains("  rollcage:plugin/host@0.1.0"), "{text}");
+    assert!(
+        text.contains("ok: the host can run this environment-provider plugin"),
+        "{text}"
+    );
+}
+
+#[test]
+fn plugins_check_refuses_what_is_not_a_component() {
+    let cache = tempfile::tempdir().unwrap();
+    let not_wasm = workspace().join("Cargo.toml");
+    let out = rollcage(
+        &["plugins", "check", not_wasm.to_str().unwrap()],
+        cache.path(),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stdout(&out).contains("): not a WebAssembly file"),
+        "{}",
+        stdout(&out)
+    );
+
+    let missing = rollcage(&["plugins", "check", "/nonexistent.wasm"], cache.path());
+    assert_eq!(missing.status.code(), Some(2));
+}

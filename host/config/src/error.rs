@@ -1,0 +1,69 @@
+//! Configuration errors: each names the file, line, column and field.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// One problem in a configuration file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub path: PathBuf,
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+    pub hint: Option<String>,
+}
+
+impl ConfigError {
+    /// A problem with the file as a whole (it cannot be read).
+    pub fn whole_file(path: &Path, message: String) -> Self {
+        ConfigError {
+            path: path.to_path_buf(),
+            line: 0,
+            column: 0,
+            message,
+            hint: None,
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line == 0 {
+            write!(f, "{}: error: {}", self.path.display(), self.message)?;
+        } else {
+            write!(
+                f,
+                "{}:{}:{}: error: {}",
+                self.path.display(),
+                self.line,
+                self.column,
+                self.message
+            )?;
+        }
+        if let Some(hint) = &self.hint {
+            write!(f, "\n  hint: {hint}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Every problem found in a configuration, in file order.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        let n = self.0.len();
+        write!(
+            f,
+            "\n{n} error{} in the configuration",
+            if n == 1 { "" } else { "s" }
+        )
+    }
+}

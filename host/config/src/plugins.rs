@@ -1,0 +1,264 @@
+//! `[plugins.<id>]`: one plugin instance each: a component, its grants, its
+//! limits and its own `config` table.
+//!
+//! ```toml
+//! [plugins.slack]
+//! component = "builtin:console"          # or a path to a .wasm component
+//! kind = "notifier"                      # optional: builtins know theirs, files are inspected
+//! allow_hosts = ["hooks.slack.com"]      # host, host:port, host:*, *.domain, *
+//! secrets = ["SLACK_WEBHOOK_URL"]
+//! limits = { memory_mb = 32, timeout_ms = 5000 }
+//! config = { channel = "#deploys" }
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use rollcage_core::{HostPattern, PluginId, PluginKind};
+use serde::Deserialize;
+use toml::Spanned;
+use toml::de::DeValue;
+
+use crate::error::ConfigError;
+use crate::source::Source;
+use crate::{Context, deserialize};
+
+/// Where a plugin's component comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ComponentRef {
+    /// Embedded in the binary: `builtin:<name>`.
+    Builtin(String),
+    /// A `.wasm` file, resolved against the configuration file's folder.
+    File(PathBuf),
+}
+
+impl std::fmt::Display for ComponentRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ComponentRef::Builtin(name) => write!(f, "builtin:{name}"),
+            ComponentRef::File(path) => write!(f, "{}", path.display()),
+        }
+    }
+}
+
+/// `limits = { ... }`; absent values take the runtime's defaults.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Linear memory cap in MiB (1-4096).
+    pub memory_mb: Option<u64>,
+    /// Wall time per call in milliseconds (1-600000).
+    pub timeout_ms: Option<u64>,
+}
+
+/// One validated plugin instance.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PluginConfig {
+    pub id: PluginId,
+    pub component: ComponentRef,
+    /// The declared kind, or the builtin's; `None` for a file that did not
+    /// say (the runtime finds it from the component's exports).
+    pub kind: Option<PluginKind>,
+    pub allow_hosts: Vec<HostPattern>,
+    pub secrets: Vec<String>,
+    pub limits: LimitsConfig,
+    /// The plugin's own `config` table, as JSON.
+    pub config: serde_json::Value,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPlugin {
+    component: Spanned<String>,
+    #[serde(default)]
+    kind: Option<Spanned<String>>,
+    #[serde(default)]
+    allow_hosts: Vec<Spanned<String>>,
+    #[serde(default)]
+    secrets: Vec<Spanned<String>>,
+    #[serde(default)]
+    limits: Option<Spanned<LimitsConfig>>,
+    #[serde(default)]
+    config: Option<toml::Table>,
+}
+
+pub(crate) fn parse(
+    src: &Source<'_>,
+    value: &Spanned<DeValue<'_>>,
+    cx: &Context,
+    errors: &mut Vec<ConfigError>,
+) -> BTreeMap<PluginId, PluginConfig> {
+    let mut plugins = BTreeMap::new();
+    let Some(table) = value.get_ref().as_table() else {
+        errors.push(src.error(
+            value.span(),
+            "`plugins` must be a table of `[plugins.<id>]` sections".into(),
+            None,
+        ));
+        return plugins;
+    };
+    for (key, entry) in table {
+        let id_text: &str = key.get_ref();
+        let id = match id_text.parse::<PluginId>() {
+            Ok(id) => id,
+            Err(e) => {
+                errors.push(src.error(key.span(), e.to_string(), None));
+                continue;
+            }
+        };
+        let raw: RawPlugin = match deserialize(entry) {
+            Ok(raw) => raw,
+            Err(e) => {
+                let mut err = src.toml_error(&e);
+                err.message = format!("plugin `{id}`: {}", err.message);
+                errors.push(err);
+                continue;
+            }
+        };
+        if let Some(p) = validate(src, &id, raw, cx, errors) {
+            plugins.insert(id, p);
+        }
+    }
+    plugins
+}
+
+fn validate(
+    src: &Source<'_>,
+    id: &PluginId,
+    raw: RawPlugin,
+    cx: &Context,
+    errors: &mut Vec<ConfigError>,
+) -> Option<PluginConfig> {
+    let before = errors.len();
+    let mut err = |span: std::ops::Range<usize>, msg: String, hint: Option<String>| {
+        errors.push(src.error(span, format!("plugin `{id}`: {msg}"), hint));
+    };
+
+    let declared_kind = raw
+        .kind
+        .as_ref()
+        .and_then(|k| match k.get_ref().parse::<PluginKind>() {
+            Ok(kind) => Some(kind),
+            Err(e) => {
+                err(k.span(), e, None);
+                None
+            }
+        });
+
+    let component_text = raw.component.get_ref();
+    let mut kind = declared_kind;
+    let component = if let Some(name) = component_text.strip_prefix("builtin:") {
+        match cx.builtins.iter().find(|b| b.name == name) {
+            Some(b) => {
+                if let Some(declared) = declared_kind
+                    && declared != b.kind
+                {
+                    err(
+                        raw.kind.as_ref().unwrap().span(),
+                        format!("`builtin:{name}` is a {}, not a {declared}", b.kind),
+                        None,
+                    );
+                }
+                kind = Some(b.kind);
+                ComponentRef::Builtin(name.to_string())
+            }
+            None => {
+                let names: Vec<String> = cx
+                    .builtins
+                    .iter()
+                    .map(|b| format!("builtin:{}", b.name))
+                    .collect();
+                err(
+                    raw.component.span(),
+                    format!("unknown component `{component_text}`"),
+                    Some(format!("the builtin plugins are: {}", names.join(", "))),
+                );
+                ComponentRef::Builtin(name.to_string())
+            }
+        }
+    } else {
+        let base = src
+            .path
+            .parent()
+            .map(|p| p.to_path_buf())
+            .unwrap_or_default();
+        let path = base.join(component_text);
+        if !path.is_file() {
+            err(
+                raw.component.span(),
+                format!("component file `{}` not found", path.display()),
+                Some("give a path relative to this file, or `builtin:<name>`".into()),
+            );
+        }
+        ComponentRef::File(path)
+    };
+
+    let mut allow_hosts = Vec::new();
+    for entry in &raw.allow_hosts {
+        match entry.get_ref().parse::<HostPattern>() {
+            Ok(p) => allow_hosts.push(p),
+            Err(e) => err(
+                entry.span(),
+                e.to_string(),
+                Some("examples: \"hooks.slack.com\", \"127.0.0.1:9090\", \"*.atlassian.net\", \"localhost:*\"".into()),
+            ),
+        }
+    }
+
+    let mut secrets = Vec::new();
+    for name in &raw.secrets {
+        let n = name.get_ref();
+        let valid = n.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+            && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if valid {
+            secrets.push(n.clone());
+        } else {
+            err(
+                name.span(),
+                format!("invalid secret name `{n}`: use letters, digits and `_`"),
+                None,
+            );
+        }
+    }
+
+    let limits = raw
+        .limits
+        .as_ref()
+        .map(|l| *l.get_ref())
+        .unwrap_or_default();
+    if let Some(l) = &raw.limits {
+        if let Some(m) = limits.memory_mb
+            && !(1..=4096).contains(&m)
+        {
+            err(
+                l.span(),
+                format!("limits.memory_mb = {m} is outside 1-4096"),
+                None,
+            );
+        }
+        if let Some(t) = limits.timeout_ms
+            && !(1..=600_000).contains(&t)
+        {
+            err(
+                l.span(),
+                format!("limits.timeout_ms = {t} is outside 1-600000"),
+                None,
+            );
+        }
+    }
+
+    let config = match raw.config {
+        Some(table) => serde_json::to_value(table).unwrap_or(serde_json::Value::Null),
+        None => serde_json::json!({}),
+    };
+
+    (errors.len() == before).then(|| PluginConfig {
+        id: id.clone(),
+        component,
+        kind,
+        allow_hosts,
+        secrets,
+        limits,
+        config,
+    })
+}
