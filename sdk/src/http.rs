@@ -123,8 +123,17 @@ impl Request {
     /// Send the request and read the whole response.
     pub fn send(self) -> Result<Response, Error> {
         let url = Url::parse(&self.url)?;
+        let mut headers = self.headers.clone();
+        // A known length, not chunked encoding: simpler for every server.
+        if !self.body.is_empty()
+            && !headers
+                .iter()
+                .any(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+        {
+            headers.push(("content-length".into(), self.body.len().to_string()));
+        }
         let fields = Fields::new();
-        for (name, value) in &self.headers {
+        for (name, value) in &headers {
             fields
                 .append(name, value.as_bytes())
                 .map_err(|e| Error::Http(format!("header `{name}`: {e:?}")))?;

@@ -38,8 +38,11 @@
 //! [`Strategy`] / [`export_strategy!`], [`HealthCheck`] / [`export_health_check!`]
 //! and [`EnvironmentProvider`] / [`export_environment_provider!`]; see each trait.
 
+pub mod duration;
 pub mod http;
 pub mod log;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 #[doc(hidden)]
 pub mod bindings {

@@ -49,3 +49,49 @@ macro_rules! export_notifier {
         $crate::notifier::bindings::__export_notifier_world!($t with_types_in $crate::notifier::bindings);
     };
 }
+
+/// Helpers shared by notifiers.
+pub mod events {
+    use crate::types::{Event, EventKind};
+
+    /// The kebab-case name of an event kind, as in the WIT and in `events = [...]`.
+    pub fn kind_name(kind: EventKind) -> &'static str {
+        match kind {
+            EventKind::RunStarted => "run-started",
+            EventKind::StageStarted => "stage-started",
+            EventKind::AwaitingApproval => "awaiting-approval",
+            EventKind::Step => "step",
+            EventKind::AnalysisFailed => "analysis-failed",
+            EventKind::RolledBack => "rolled-back",
+            EventKind::Succeeded => "succeeded",
+            EventKind::Failed => "failed",
+        }
+    }
+
+    /// Every kind name, for validating `events = [...]`.
+    pub const KIND_NAMES: [&str; 8] = [
+        "run-started",
+        "stage-started",
+        "awaiting-approval",
+        "step",
+        "analysis-failed",
+        "rolled-back",
+        "succeeded",
+        "failed",
+    ];
+
+    /// Whether an `events = [...]` filter (all events when `None`) lets
+    /// `event` through; an unknown name in the filter is an error.
+    pub fn wanted(filter: Option<&[String]>, event: &Event) -> Result<bool, String> {
+        let Some(filter) = filter else {
+            return Ok(true);
+        };
+        if let Some(bad) = filter.iter().find(|n| !KIND_NAMES.contains(&n.as_str())) {
+            return Err(format!(
+                "events: unknown event `{bad}`; expected some of {}",
+                KIND_NAMES.join(", ")
+            ));
+        }
+        Ok(filter.iter().any(|n| n == kind_name(event.kind)))
+    }
+}

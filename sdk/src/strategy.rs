@@ -73,3 +73,57 @@ macro_rules! export_strategy {
         $crate::strategy::bindings::__export_strategy_world!($t with_types_in $crate::strategy::bindings);
     };
 }
+
+/// Helpers shared by strategies.
+pub mod plan {
+    use crate::types::{Action, Release, RouteWeight, SlotSpec};
+
+    /// The conventional slot of a release: named after its version, so two
+    /// releases never share a slot and a slot's name says what it runs.
+    pub fn version_slot(release: &Release) -> String {
+        release.version.clone()
+    }
+
+    /// `apply-slot` of `replicas` instances of `release` in `slot`.
+    pub fn apply(slot: &str, release: &Release, replicas: u32) -> Action {
+        Action::ApplySlot(SlotSpec {
+            name: slot.to_string(),
+            release: release.clone(),
+            replicas,
+        })
+    }
+
+    /// `route` with these `(slot, weight)` pairs; zero weights are left out.
+    pub fn route(weights: &[(&str, u32)]) -> Action {
+        Action::Route(
+            weights
+                .iter()
+                .filter(|(_, w)| *w > 0)
+                .map(|(slot, weight)| RouteWeight {
+                    slot: slot.to_string(),
+                    weight: *weight,
+                })
+                .collect(),
+        )
+    }
+
+    /// A first deployment (nothing running yet): everything at once.
+    pub fn first_deployment(slot: &str, release: &Release, replicas: u32) -> Vec<Action> {
+        vec![
+            apply(slot, release, replicas),
+            route(&[(slot, 100)]),
+            Action::Done,
+        ]
+    }
+
+    /// The standard rollback: all traffic back to the stable slot (if there
+    /// is one), then remove the new slot.
+    pub fn back_to_stable(stable_slot: Option<&str>, new_slot: &str) -> Vec<Action> {
+        let mut actions = Vec::new();
+        if let Some(stable) = stable_slot {
+            actions.push(route(&[(stable, 100)]));
+        }
+        actions.push(Action::RemoveSlot(new_slot.to_string()));
+        actions
+    }
+}

@@ -1,6 +1,9 @@
 //! Test fixtures: plugins under `tests/plugins/`, compiled to wasm components
 //! by this crate's build script, for tests that need components that the
-//! first-party plugins are not (a misbehaving one, a fake provider).
+//! first-party plugins are not (a misbehaving one, a fake provider); and
+//! [`stub`], a loopback HTTP server that stands in for remote services.
+
+pub mod stub;
 
 use std::path::PathBuf;
 

@@ -30,9 +30,15 @@ fn plugins_list_shows_the_builtins() {
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
     for line in [
-        "console  notifier",
-        "http     health-check",
-        "rolling  strategy",
+        "blue-green  strategy      builtin:blue-green",
+        "canary      strategy      builtin:canary",
+        "console     notifier      builtin:console",
+        "http        health-check  builtin:http",
+        "jira        notifier      builtin:jira",
+        "prometheus  health-check  builtin:prometheus",
+        "rolling     strategy      builtin:rolling",
+        "slack       notifier      builtin:slack",
+        "webhook     notifier      builtin:webhook",
     ] {
         assert!(text.contains(line), "{text}");
     }

@@ -3,6 +3,7 @@
 
 use rollcage_sdk::Notifier;
 use rollcage_sdk::log::{LogLevel, log};
+use rollcage_sdk::notifier::events::{kind_name, wanted};
 use rollcage_sdk::types::{Event, EventKind};
 use serde::Deserialize;
 
@@ -17,20 +18,6 @@ struct Config {
 
 /// The notifier.
 pub struct Console;
-
-/// The kebab-case name of an event kind, as in the WIT and in `events = [...]`.
-pub fn kind_name(kind: EventKind) -> &'static str {
-    match kind {
-        EventKind::RunStarted => "run-started",
-        EventKind::StageStarted => "stage-started",
-        EventKind::AwaitingApproval => "awaiting-approval",
-        EventKind::Step => "step",
-        EventKind::AnalysisFailed => "analysis-failed",
-        EventKind::RolledBack => "rolled-back",
-        EventKind::Succeeded => "succeeded",
-        EventKind::Failed => "failed",
-    }
-}
 
 /// The line written for an event.
 pub fn render(event: &Event) -> String {
@@ -54,9 +41,7 @@ pub fn render(event: &Event) -> String {
 impl Notifier for Console {
     fn notify(event: Event) -> Result<(), String> {
         let config: Config = rollcage_sdk::config()?;
-        if let Some(events) = &config.events
-            && !events.iter().any(|e| e == kind_name(event.kind))
-        {
+        if !wanted(config.events.as_deref(), &event)? {
             return Ok(());
         }
         let level = match event.kind {

@@ -11,9 +11,8 @@
 //! history, so a run cut at any point (a crash) resumes where it was.
 
 use rollcage_sdk::Strategy;
-use rollcage_sdk::types::{
-    Action, AnalysisRequest, DeployState, Release, RouteWeight, SlotSpec, StepRecord,
-};
+use rollcage_sdk::strategy::plan::{apply, back_to_stable, first_deployment, route, version_slot};
+use rollcage_sdk::types::{Action, AnalysisRequest, DeployState, Release, StepRecord};
 use serde::Deserialize;
 
 /// A count or a percentage of the replica count (`2` or `"25%"`).
@@ -112,41 +111,20 @@ impl Params {
 
 /// Slot name for a release: its version, so that two releases never share a slot.
 pub fn slot_name(release: &Release) -> String {
-    release.version.clone()
+    version_slot(release)
 }
 
 /// The full forward plan for `replicas` instances, from `old` (the running
 /// release's slot, if any) to `new`.
 pub fn plan(params: &Params, replicas: u32, old: Option<&Release>, new: &Release) -> Vec<Action> {
     let new_slot = slot_name(new);
-    let apply = |release: &Release, n: u32| {
-        Action::ApplySlot(SlotSpec {
-            name: slot_name(release),
-            release: release.clone(),
-            replicas: n,
-        })
-    };
-    let route = |weights: Vec<(String, u32)>| {
-        Action::Route(
-            weights
-                .into_iter()
-                .map(|(slot, weight)| RouteWeight { slot, weight })
-                .collect(),
-        )
-    };
-    let mut actions = Vec::new();
     let old = match old {
         Some(old) if slot_name(old) != new_slot => old,
         // First deployment (or a redeploy of the same version): all at once.
-        _ => {
-            actions.push(apply(new, replicas));
-            actions.push(route(vec![(new_slot, 100)]));
-            actions.push(Action::Done);
-            return actions;
-        }
+        _ => return first_deployment(&new_slot, new, replicas),
     };
     let old_slot = slot_name(old);
-    // A zero-replica service still moves its route to the new release.
+    let mut actions = Vec::new();
     let n = replicas.max(1);
     let surge = params.max_surge.resolve(n, true);
     let unavailable = params.max_unavailable.resolve(n, false);
@@ -172,22 +150,20 @@ pub fn plan(params: &Params, replicas: u32, old: Option<&Release>, new: &Release
             next_old = cur_old;
         }
         if next_new > cur_new {
-            actions.push(apply(new, next_new));
+            actions.push(apply(&new_slot, new, next_new));
         }
         if next_old == 0 {
-            actions.push(route(vec![(new_slot.clone(), 100)]));
+            actions.push(route(&[(new_slot.as_str(), 100)]));
             actions.push(Action::RemoveSlot(old_slot.clone()));
         } else {
-            let total = next_new + next_old;
-            let w_new = next_new * 100 / total;
-            let mut weights = Vec::new();
-            if w_new > 0 {
-                weights.push((new_slot.clone(), w_new));
-            }
-            weights.push((old_slot.clone(), 100 - w_new));
-            actions.push(route(weights));
+            // Traffic follows capacity: the new slot's share of instances.
+            let w_new = next_new * 100 / (next_new + next_old);
+            actions.push(route(&[
+                (new_slot.as_str(), w_new),
+                (old_slot.as_str(), 100 - w_new),
+            ]));
             if next_old < cur_old {
-                actions.push(apply(old, next_old));
+                actions.push(apply(&old_slot, old, next_old));
             }
         }
         if params.analysis && next_new < n {
@@ -198,9 +174,6 @@ pub fn plan(params: &Params, replicas: u32, old: Option<&Release>, new: &Release
         }
         cur_new = next_new;
         cur_old = next_old;
-    }
-    if replicas == 0 {
-        actions.push(apply(new, 0));
     }
     actions.push(Action::Done);
     actions
@@ -239,23 +212,16 @@ impl Strategy for Rolling {
     /// remove the new slot. Without an old release, remove the new slot.
     fn rollback(state: DeployState) -> Result<Vec<Action>, String> {
         let new_slot = slot_name(&state.release);
+        let old = state
+            .stable
+            .as_ref()
+            .filter(|old| slot_name(old) != new_slot);
         let mut actions = Vec::new();
-        match &state.stable {
-            Some(old) if slot_name(old) != new_slot => {
-                let old_slot = slot_name(old);
-                actions.push(Action::ApplySlot(SlotSpec {
-                    name: old_slot.clone(),
-                    release: old.clone(),
-                    replicas: state.replicas,
-                }));
-                actions.push(Action::Route(vec![RouteWeight {
-                    slot: old_slot,
-                    weight: 100,
-                }]));
-                actions.push(Action::RemoveSlot(new_slot));
-            }
-            _ => actions.push(Action::RemoveSlot(new_slot)),
+        if let Some(old) = old {
+            actions.push(apply(&slot_name(old), old, state.replicas.max(1)));
         }
+        let old_slot = old.map(slot_name);
+        actions.extend(back_to_stable(old_slot.as_deref(), &new_slot));
         Ok(actions)
     }
 }
@@ -265,6 +231,7 @@ rollcage_sdk::export_strategy!(Rolling);
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rollcage_sdk::testing::{Slots, simulate};
     use rollcage_sdk::types::{EnvironmentStatus, Outcome};
 
     fn release(v: &str) -> Release {
@@ -279,43 +246,17 @@ mod tests {
         Params::parse(json).unwrap()
     }
 
-    /// Replays a plan, tracking desired replicas per slot and the route, and
-    /// checks the invariants after every step: weights sum to 100, traffic
-    /// only goes to slots with instances, availability and surge bounds hold.
+    /// The shared simulator's invariants, plus rolling's own: never more
+    /// than `replicas + max_surge` instances.
     fn check_invariants(p: &Params, replicas: u32, actions: &[Action]) {
-        use std::collections::BTreeMap;
-        let mut slots: BTreeMap<String, u32> = BTreeMap::from([("1.0.0".to_string(), replicas)]);
-        let surge = p.max_surge.resolve(replicas, true);
-        for action in actions {
-            match action {
-                Action::ApplySlot(s) => {
-                    slots.insert(s.name.clone(), s.replicas);
-                }
-                Action::RemoveSlot(s) => {
-                    slots.remove(s);
-                }
-                Action::Route(weights) => {
-                    assert_eq!(
-                        weights.iter().map(|w| w.weight).sum::<u32>(),
-                        100,
-                        "{actions:?}"
-                    );
-                    for w in weights.iter().filter(|w| w.weight > 0) {
-                        assert!(slots.get(&w.slot).copied().unwrap_or(0) > 0, "{actions:?}");
-                    }
-                }
-                _ => {}
-            }
-            let total: u32 = slots.values().sum();
-            assert!(
-                total <= replicas + surge.max(1),
-                "surge exceeded in {actions:?}"
-            );
+        let start = Slots::from([("1.0.0".to_string(), replicas)]);
+        let end = simulate(&start, actions).unwrap_or_else(|e| panic!("{e}: {actions:?}"));
+        assert_eq!(end, Slots::from([("2.0.0".to_string(), replicas)]));
+        let surge = p.max_surge.resolve(replicas, true).max(1);
+        for cut in 1..=actions.len() {
+            let total: u32 = simulate(&start, &actions[..cut]).unwrap().values().sum();
+            assert!(total <= replicas + surge, "surge exceeded in {actions:?}");
         }
-        assert_eq!(
-            slots,
-            std::collections::BTreeMap::from([("2.0.0".to_string(), replicas)])
-        );
     }
 
     #[test]
@@ -421,5 +362,37 @@ mod tests {
         assert!(Params::parse(r#"{"max_surge": 0, "max_unavailable": 0}"#).is_err());
         assert!(Params::parse(r#"{"max_surge": "x%"}"#).is_err());
         assert!(Params::parse(r#"{"surge": 1}"#).is_err());
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+    use proptest::strategy::Strategy;
+    use rollcage_sdk::testing::{Slots, simulate};
+
+    fn amount() -> impl Strategy<Value = String> {
+        prop_oneof![
+            (0u32..5).prop_map(|n| n.to_string()),
+            (0u32..=100).prop_map(|p| format!("\"{p}%\"")),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn any_surge_and_unavailability_keep_the_invariants(
+            surge in amount(), unavailable in amount(), replicas in 1u32..25, analysis in any::<bool>()
+        ) {
+            let json = format!(r#"{{"max_surge": {surge}, "max_unavailable": {unavailable}, "analysis": {analysis}}}"#);
+            prop_assume!(Params::parse(&json).is_ok());
+            let p = Params::parse(&json).unwrap();
+            let old = Release { version: "1.0.0".into(), notes: None, params: vec![] };
+            let new = Release { version: "2.0.0".into(), notes: None, params: vec![] };
+            let actions = plan(&p, replicas, Some(&old), &new);
+            let start = Slots::from([("1.0.0".to_string(), replicas)]);
+            let end = simulate(&start, &actions).map_err(TestCaseError::fail)?;
+            prop_assert_eq!(end, Slots::from([("2.0.0".to_string(), replicas)]));
+        }
     }
 }
