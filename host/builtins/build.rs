@@ -7,22 +7,8 @@ use std::path::PathBuf;
 fn main() {
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
     let workspace = manifest.join("../..").canonicalize().unwrap();
-    let plugins_dir = workspace.join("plugins");
-    println!("cargo:rerun-if-changed={}", plugins_dir.display());
-    let result = rollcage_wasm_build::discover(&plugins_dir).and_then(|plugins| {
-        rollcage_wasm_build::build(
-            &workspace,
-            &plugins,
-            &rollcage_wasm_build::default_target_dir(),
-        )
-    });
-    let artifacts = match result {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("error: {e}");
-            std::process::exit(1);
-        }
-    };
+    let artifacts =
+        rollcage_wasm_build::build_folder_or_exit(&workspace, &workspace.join("plugins"));
     let mut table = String::from("&[\n");
     for a in &artifacts {
         writeln!(

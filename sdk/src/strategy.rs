@@ -107,6 +107,14 @@ pub mod plan {
         )
     }
 
+    /// The step of `plan` after the `done` steps already recorded (`Done`
+    /// past its end). For strategies whose whole plan is known up front:
+    /// the engine rolls back on any failure, so a history it asks about is
+    /// a prefix of the plan, possibly cut by a crash.
+    pub fn next(plan: &[Action], done: usize) -> Action {
+        plan.get(done).cloned().unwrap_or(Action::Done)
+    }
+
     /// A first deployment (nothing running yet): everything at once.
     pub fn first_deployment(slot: &str, release: &Release, replicas: u32) -> Vec<Action> {
         vec![

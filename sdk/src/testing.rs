@@ -63,3 +63,78 @@ pub fn simulate(initial: &Slots, actions: &[Action]) -> Result<Slots, String> {
     }
     Ok(slots)
 }
+
+use crate::types::{
+    DeployState, EnvironmentStatus, Event, EventKind, Outcome, Release, SlotStatus, StepRecord,
+};
+
+/// A release with only a version.
+pub fn release(version: &str) -> Release {
+    Release {
+        version: version.into(),
+        notes: None,
+        params: vec![],
+    }
+}
+
+/// The state a strategy sees in `production` when moving from `stable`
+/// (running in `stable_slot` with `replicas` instances, if any) to
+/// `release`, after `history` succeeded.
+pub fn state(
+    params: &str,
+    stable: Option<(&str, &str)>,
+    release_version: &str,
+    replicas: u32,
+    history: &[Action],
+) -> DeployState {
+    DeployState {
+        environment: "production".into(),
+        release: release(release_version),
+        stable: stable.map(|(version, _)| release(version)),
+        replicas,
+        params: params.into(),
+        history: history
+            .iter()
+            .map(|a| StepRecord {
+                action: a.clone(),
+                outcome: Outcome::Ok,
+            })
+            .collect(),
+        status: EnvironmentStatus {
+            slots: stable
+                .map(|(version, slot)| SlotStatus {
+                    name: slot.into(),
+                    release: version.into(),
+                    desired: replicas,
+                    ready: replicas,
+                    endpoints: vec![],
+                })
+                .into_iter()
+                .collect(),
+            weights: vec![],
+        },
+    }
+}
+
+/// A sample event of `kind`: pipeline `api`, release 1.2.0 in production,
+/// with analysis fields, a run link and an `issue_key` parameter.
+pub fn sample_event(kind: EventKind) -> Event {
+    Event {
+        kind,
+        run_id: "run-42".into(),
+        pipeline: "api".into(),
+        environment: Some("production".into()),
+        release: Release {
+            version: "1.2.0".into(),
+            notes: Some("faster checkout".into()),
+            params: vec![("issue_key".into(), "OPS-12".into())],
+        },
+        message: "error ratio 0.31 above 0.05".into(),
+        fields: vec![
+            ("error_ratio".into(), "0.31".into()),
+            ("weight".into(), "10".into()),
+        ],
+        url: Some("http://127.0.0.1:7070/v1/runs/run-42".into()),
+        timestamp_ms: 1_700_000_000_000,
+    }
+}

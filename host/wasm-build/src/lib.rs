@@ -207,3 +207,17 @@ fn ensure_target() -> Result<(), String> {
         ))
     }
 }
+
+/// For build scripts: compile every plugin crate under `folder` (of the
+/// workspace at `workspace`) into the shared wasm target folder, or print
+/// why not and exit, which fails the build with that message.
+pub fn build_folder_or_exit(workspace: &Path, folder: &Path) -> Vec<Artifact> {
+    println!("cargo:rerun-if-changed={}", folder.display());
+    match discover(folder).and_then(|plugins| build(workspace, &plugins, &default_target_dir())) {
+        Ok(artifacts) => artifacts,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(1);
+        }
+    }
+}

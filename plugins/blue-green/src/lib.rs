@@ -5,7 +5,7 @@
 //! removing it. Rollback: all traffic to the old colour, remove the new one.
 
 use rollcage_sdk::Strategy;
-use rollcage_sdk::strategy::plan::{apply, back_to_stable, first_deployment, route};
+use rollcage_sdk::strategy::plan::{apply, back_to_stable, first_deployment, next, route};
 use rollcage_sdk::types::{Action, AnalysisRequest, DeployState, Pause, Release};
 use serde::Deserialize;
 
@@ -134,10 +134,7 @@ impl Strategy for BlueGreen {
             &new,
             &state.release,
         );
-        Ok(plan
-            .get(state.history.len())
-            .cloned()
-            .unwrap_or(Action::Done))
+        Ok(next(&plan, state.history.len()))
     }
 
     fn rollback(state: DeployState) -> Result<Vec<Action>, String> {

@@ -2,45 +2,13 @@ use std::collections::BTreeMap;
 
 use proptest::prelude::*;
 use rollcage_sdk::Strategy as _;
-use rollcage_sdk::testing::simulate;
-use rollcage_sdk::types::{EnvironmentStatus, Outcome, SlotStatus, StepRecord};
+use rollcage_sdk::testing::{self, release, simulate};
 
 use super::*;
 
-fn release(v: &str) -> Release {
-    Release {
-        version: v.into(),
-        notes: None,
-        params: vec![],
-    }
-}
-
 /// Production runs 1.0.0 in `colour` with `replicas` instances.
 fn state(p: &str, colour: &str, replicas: u32, history: &[Action]) -> DeployState {
-    DeployState {
-        environment: "production".into(),
-        release: release("2.0.0"),
-        stable: Some(release("1.0.0")),
-        replicas,
-        params: p.into(),
-        history: history
-            .iter()
-            .map(|a| StepRecord {
-                action: a.clone(),
-                outcome: Outcome::Ok,
-            })
-            .collect(),
-        status: EnvironmentStatus {
-            slots: vec![SlotStatus {
-                name: colour.into(),
-                release: "1.0.0".into(),
-                desired: replicas,
-                ready: replicas,
-                endpoints: vec![],
-            }],
-            weights: vec![],
-        },
-    }
+    testing::state(p, Some(("1.0.0", colour)), "2.0.0", replicas, history)
 }
 
 /// Drive `decide` to the end, as the engine does.

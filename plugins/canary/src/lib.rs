@@ -9,7 +9,9 @@
 //! cut at any point resumes where it was.
 
 use rollcage_sdk::Strategy;
-use rollcage_sdk::strategy::plan::{apply, back_to_stable, first_deployment, route, version_slot};
+use rollcage_sdk::strategy::plan::{
+    apply, back_to_stable, first_deployment, next, route, version_slot,
+};
 use rollcage_sdk::types::{Action, AnalysisRequest, DeployState, Pause, Release};
 use serde::Deserialize;
 
@@ -243,10 +245,7 @@ impl Strategy for Canary {
             &state.release,
         )
         .map_err(|p| p.join("; "))?;
-        Ok(plan
-            .get(state.history.len())
-            .cloned()
-            .unwrap_or(Action::Done))
+        Ok(next(&plan, state.history.len()))
     }
 
     fn rollback(state: DeployState) -> Result<Vec<Action>, String> {

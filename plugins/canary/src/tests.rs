@@ -3,18 +3,10 @@ use std::collections::BTreeMap;
 use proptest::prelude::*;
 use proptest::strategy::Strategy;
 use rollcage_sdk::Strategy as _;
-use rollcage_sdk::testing::{Slots, simulate};
-use rollcage_sdk::types::{EnvironmentStatus, Outcome, RouteWeight, StepRecord};
+use rollcage_sdk::testing::{self, Slots, release, simulate};
+use rollcage_sdk::types::RouteWeight;
 
 use super::*;
-
-fn release(v: &str) -> Release {
-    Release {
-        version: v.into(),
-        notes: None,
-        params: vec![],
-    }
-}
 
 fn params(json: &str) -> Params {
     Params::parse(json).unwrap()
@@ -29,24 +21,7 @@ fn start(replicas: u32) -> Slots {
 }
 
 fn state(p: &str, replicas: u32, history: &[Action]) -> DeployState {
-    DeployState {
-        environment: "production".into(),
-        release: release("2.0.0"),
-        stable: Some(release("1.0.0")),
-        replicas,
-        params: p.into(),
-        history: history
-            .iter()
-            .map(|a| StepRecord {
-                action: a.clone(),
-                outcome: Outcome::Ok,
-            })
-            .collect(),
-        status: EnvironmentStatus {
-            slots: vec![],
-            weights: vec![],
-        },
-    }
+    testing::state(p, Some(("1.0.0", "1.0.0")), "2.0.0", replicas, history)
 }
 
 fn weights(a: &Action) -> Option<Vec<(String, u32)>> {

@@ -63,28 +63,13 @@ rollcage_sdk::export_notifier!(Console);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rollcage_sdk::types::Release;
+    use rollcage_sdk::testing::sample_event;
 
     #[test]
     fn lines_name_the_event_pipeline_release_and_fields() {
-        let event = Event {
-            kind: EventKind::RolledBack,
-            run_id: "r1".into(),
-            pipeline: "api".into(),
-            environment: Some("production".into()),
-            release: Release {
-                version: "1.2.0".into(),
-                notes: None,
-                params: vec![],
-            },
-            message: "error ratio 0.31 above 0.05".into(),
-            fields: vec![("weight".into(), "10".into())],
-            url: None,
-            timestamp_ms: 0,
-        };
         assert_eq!(
-            render(&event),
-            "[rolled-back] api 1.2.0 in production: error ratio 0.31 above 0.05 weight=10"
+            render(&sample_event(EventKind::RolledBack)),
+            "[rolled-back] api 1.2.0 in production: error ratio 0.31 above 0.05 error_ratio=0.31 weight=10"
         );
     }
 }

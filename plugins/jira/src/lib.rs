@@ -252,34 +252,23 @@ rollcage_sdk::export_notifier!(Jira);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rollcage_sdk::types::Release;
+    use rollcage_sdk::testing::sample_event;
 
     #[test]
     fn descriptions_are_adf_documents() {
-        let event = Event {
-            kind: EventKind::RolledBack,
-            run_id: "r1".into(),
-            pipeline: "api".into(),
-            environment: Some("production".into()),
-            release: Release {
-                version: "1.2.0".into(),
-                notes: None,
-                params: vec![],
-            },
-            message: "analysis failed".into(),
-            fields: vec![("error_ratio".into(), "0.31".into())],
-            url: None,
-            timestamp_ms: 0,
-        };
-        let doc = description(&event);
+        let doc = description(&sample_event(EventKind::RolledBack));
         assert_eq!(doc["type"], "doc");
         assert_eq!(doc["version"], 1);
-        assert_eq!(doc["content"][0]["content"][0]["text"], "analysis failed");
+        assert_eq!(
+            doc["content"][0]["content"][0]["text"],
+            "error ratio 0.31 above 0.05"
+        );
         let items = doc["content"][1]["content"].as_array().unwrap();
-        assert_eq!(items.len(), 5);
+        assert_eq!(items.len(), 6);
         assert_eq!(
             items[4]["content"][0]["content"][0]["text"],
             "error_ratio: 0.31"
         );
+        assert_eq!(doc["content"][2]["content"][0]["marks"][0]["type"], "link");
     }
 }

@@ -11,8 +11,10 @@
 //! history, so a run cut at any point (a crash) resumes where it was.
 
 use rollcage_sdk::Strategy;
-use rollcage_sdk::strategy::plan::{apply, back_to_stable, first_deployment, route, version_slot};
-use rollcage_sdk::types::{Action, AnalysisRequest, DeployState, Release, StepRecord};
+use rollcage_sdk::strategy::plan::{
+    apply, back_to_stable, first_deployment, next, route, version_slot,
+};
+use rollcage_sdk::types::{Action, AnalysisRequest, DeployState, Release};
 use serde::Deserialize;
 
 /// A count or a percentage of the replica count (`2` or `"25%"`).
@@ -179,13 +181,6 @@ pub fn plan(params: &Params, replicas: u32, old: Option<&Release>, new: &Release
     actions
 }
 
-/// How far the history got along the plan: the number of leading steps that
-/// completed. The engine rolls back on any failure, so a history the strategy
-/// is asked about is a prefix of the plan whose last step may have been cut.
-fn progress(history: &[StepRecord]) -> usize {
-    history.len()
-}
-
 /// The rolling strategy.
 pub struct Rolling;
 
@@ -202,10 +197,7 @@ impl Strategy for Rolling {
             state.stable.as_ref(),
             &state.release,
         );
-        Ok(plan
-            .get(progress(&state.history))
-            .cloned()
-            .unwrap_or(Action::Done))
+        Ok(next(&plan, state.history.len()))
     }
 
     /// Put the old release back at full size, move all traffic to it, and
@@ -231,16 +223,7 @@ rollcage_sdk::export_strategy!(Rolling);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rollcage_sdk::testing::{Slots, simulate};
-    use rollcage_sdk::types::{EnvironmentStatus, Outcome};
-
-    fn release(v: &str) -> Release {
-        Release {
-            version: v.into(),
-            notes: None,
-            params: vec![],
-        }
-    }
+    use rollcage_sdk::testing::{Slots, release, simulate, state};
 
     fn params(json: &str) -> Params {
         Params::parse(json).unwrap()
@@ -315,44 +298,17 @@ mod tests {
         let p = r#"{"max_surge": 1}"#;
         let full = plan(&params(p), 4, Some(&release("1.0.0")), &release("2.0.0"));
         for cut in 0..=full.len() {
-            let state = DeployState {
-                environment: "prod".into(),
-                release: release("2.0.0"),
-                stable: Some(release("1.0.0")),
-                replicas: 4,
-                params: p.into(),
-                history: full[..cut]
-                    .iter()
-                    .map(|a| StepRecord {
-                        action: a.clone(),
-                        outcome: Outcome::Ok,
-                    })
-                    .collect(),
-                status: EnvironmentStatus {
-                    slots: vec![],
-                    weights: vec![],
-                },
-            };
-            let next = Rolling::decide(state).unwrap();
+            let next =
+                Rolling::decide(state(p, Some(("1.0.0", "1.0.0")), "2.0.0", 4, &full[..cut]))
+                    .unwrap();
             assert_eq!(next, full.get(cut).cloned().unwrap_or(Action::Done));
         }
     }
 
     #[test]
     fn rollback_restores_the_old_release() {
-        let state = DeployState {
-            environment: "prod".into(),
-            release: release("2.0.0"),
-            stable: Some(release("1.0.0")),
-            replicas: 3,
-            params: "{}".into(),
-            history: vec![],
-            status: EnvironmentStatus {
-                slots: vec![],
-                weights: vec![],
-            },
-        };
-        let plan = Rolling::rollback(state).unwrap();
+        let plan =
+            Rolling::rollback(state("{}", Some(("1.0.0", "1.0.0")), "2.0.0", 3, &[])).unwrap();
         assert_eq!(plan.len(), 3);
         assert_eq!(plan[2], Action::RemoveSlot("2.0.0".into()));
     }
@@ -370,7 +326,7 @@ mod properties {
     use super::*;
     use proptest::prelude::*;
     use proptest::strategy::Strategy;
-    use rollcage_sdk::testing::{Slots, simulate};
+    use rollcage_sdk::testing::{Slots, release, simulate};
 
     fn amount() -> impl Strategy<Value = String> {
         prop_oneof![
@@ -387,9 +343,7 @@ mod properties {
             let json = format!(r#"{{"max_surge": {surge}, "max_unavailable": {unavailable}, "analysis": {analysis}}}"#);
             prop_assume!(Params::parse(&json).is_ok());
             let p = Params::parse(&json).unwrap();
-            let old = Release { version: "1.0.0".into(), notes: None, params: vec![] };
-            let new = Release { version: "2.0.0".into(), notes: None, params: vec![] };
-            let actions = plan(&p, replicas, Some(&old), &new);
+            let actions = plan(&p, replicas, Some(&release("1.0.0")), &release("2.0.0"));
             let start = Slots::from([("1.0.0".to_string(), replicas)]);
             let end = simulate(&start, &actions).map_err(TestCaseError::fail)?;
             prop_assert_eq!(end, Slots::from([("2.0.0".to_string(), replicas)]));

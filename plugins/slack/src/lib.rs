@@ -248,35 +248,20 @@ rollcage_sdk::export_notifier!(Slack);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rollcage_sdk::types::Release;
+    use rollcage_sdk::testing::sample_event;
 
     #[test]
     fn blocks_carry_pipeline_environment_release_values_and_link() {
-        let event = Event {
-            kind: EventKind::RolledBack,
-            run_id: "r1".into(),
-            pipeline: "api".into(),
-            environment: Some("production".into()),
-            release: Release {
-                version: "1.2.0".into(),
-                notes: None,
-                params: vec![],
-            },
-            message: "error ratio above threshold".into(),
-            fields: vec![("error_ratio".into(), "0.31 > 0.05".into())],
-            url: Some("http://127.0.0.1:7070/v1/runs/r1".into()),
-            timestamp_ms: 0,
-        };
-        let b = blocks(&event);
+        let b = blocks(&sample_event(EventKind::RolledBack));
         assert_eq!(
             b[0]["text"]["text"],
-            ":rewind: api 1.2.0 in production: error ratio above threshold"
+            ":rewind: api 1.2.0 in production: error ratio 0.31 above 0.05"
         );
         assert_eq!(b[1]["fields"][1]["text"], "*Environment*\nproduction");
-        assert_eq!(b[2]["elements"][0]["text"], "*error_ratio*: 0.31 > 0.05");
+        assert_eq!(b[2]["elements"][0]["text"], "*error_ratio*: 0.31");
         assert_eq!(
             b[3]["elements"][0]["url"],
-            "http://127.0.0.1:7070/v1/runs/r1"
+            "http://127.0.0.1:7070/v1/runs/run-42"
         );
     }
 }
