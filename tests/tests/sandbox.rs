@@ -407,6 +407,35 @@ async fn a_secret_not_granted_is_denied_and_a_granted_one_is_read() {
 }
 
 #[tokio::test]
+async fn opening_a_socket_is_denied() {
+    let rt = runtime();
+    let server = serve(200, "ok").await;
+    let p = misbehave(
+        &rt,
+        "raw",
+        "socket",
+        &server.to_string(),
+        grants(&["*:*"], &[]),
+    );
+    match check(&p).await.unwrap_err() {
+        PluginError::Denied {
+            plugin,
+            capability,
+            detail,
+        } => {
+            assert_eq!(plugin.as_str(), "raw");
+            assert_eq!(capability, "sockets");
+            // Connecting binds first: the first use refused is the bind.
+            assert!(
+                detail.starts_with("a socket (TcpBind 0.0.0.0:0); plugins get no sockets, use HTTP with allow_hosts"),
+                "{detail}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
 async fn plugin_output_does_not_break_the_call() {
     let rt = runtime();
     let p = misbehave(&rt, "chatty", "log", "", Grants::default());

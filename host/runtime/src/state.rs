@@ -71,13 +71,22 @@ impl CallState {
         let stderr = LogPipe::default();
         let mut builder = WasiCtx::builder();
         builder.stdout(stdout.clone()).stderr(stderr.clone());
-        // Sockets: every address is refused, and recorded as a denial.
-        builder.allow_ip_name_lookup(false);
+        // Sockets: creating one is allowed so that the address check below
+        // sees every attempt; it refuses every address and records a denial.
+        builder
+            .allow_tcp(true)
+            .allow_udp(true)
+            .allow_ip_name_lookup(false);
         {
             let denials = denials.clone();
             let id = plugin.id.clone();
-            builder.socket_addr_check(move |addr: SocketAddr, _use| {
-                record(&denials, &id, "sockets", format!("opening a socket to {addr} (plugins get no sockets; use HTTP with allow_hosts)"));
+            builder.socket_addr_check(move |addr: SocketAddr, using| {
+                record(
+                    &denials,
+                    &id,
+                    "sockets",
+                    format!("a socket ({using:?} {addr}); plugins get no sockets, use HTTP with allow_hosts"),
+                );
                 Box::pin(async { false })
             });
         }

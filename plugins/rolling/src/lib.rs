@@ -14,7 +14,7 @@ use rollcage_sdk::Strategy;
 use rollcage_sdk::strategy::plan::{
     apply, back_to_stable, first_deployment, next, route, version_slot,
 };
-use rollcage_sdk::types::{Action, AnalysisRequest, DeployState, Release};
+use rollcage_sdk::types::{Action, AnalysisRequest, DeployState, Release, StepRecord};
 use serde::Deserialize;
 
 /// A count or a percentage of the replica count (`2` or `"25%"`).
@@ -116,18 +116,9 @@ pub fn slot_name(release: &Release) -> String {
     version_slot(release)
 }
 
-/// The full forward plan for `replicas` instances, from `old` (the running
-/// release's slot, if any) to `new`.
-pub fn plan(params: &Params, replicas: u32, old: Option<&Release>, new: &Release) -> Vec<Action> {
-    let new_slot = slot_name(new);
-    let old = match old {
-        Some(old) if slot_name(old) != new_slot => old,
-        // First deployment (or a redeploy of the same version): all at once.
-        _ => return first_deployment(&new_slot, new, replicas),
-    };
-    let old_slot = slot_name(old);
-    let mut actions = Vec::new();
-    let n = replicas.max(1);
+/// The instance counts `(new, old)` after each batch, starting from
+/// `(0, n)` and ending at `(n, 0)`.
+pub fn batches(params: &Params, n: u32) -> Vec<(u32, u32)> {
     let surge = params.max_surge.resolve(n, true);
     let unavailable = params.max_unavailable.resolve(n, false);
     // Both resolving to 0 (a small percentage of few replicas) would never
@@ -137,20 +128,47 @@ pub fn plan(params: &Params, replicas: u32, old: Option<&Release>, new: &Release
     } else {
         unavailable
     };
+    let mut pairs = vec![(0, n)];
     let (mut cur_new, mut cur_old) = (0u32, n);
     while cur_new < n || cur_old > 0 {
-        let next_new = (n + surge).saturating_sub(cur_old).min(n).max(cur_new);
+        let mut next_new = (n + surge).saturating_sub(cur_old).min(n).max(cur_new);
         let mut next_old = n
             .saturating_sub(unavailable)
             .saturating_sub(next_new)
             .min(cur_old);
-        let mut next_new = next_new;
         // Never leave the service with no instance at all (one replica with
         // max_unavailable 1 and no surge would): surge by one instead.
         if next_new == 0 && next_old == 0 {
             next_new = 1;
             next_old = cur_old;
         }
+        pairs.push((next_new, next_old));
+        (cur_new, cur_old) = (next_new, next_old);
+    }
+    pairs
+}
+
+/// Traffic follows capacity: each slot's share of the instances.
+fn split(new_slot: &str, new: u32, old_slot: &str, old: u32) -> Action {
+    let w_new = new * 100 / (new + old);
+    route(&[(new_slot, w_new), (old_slot, 100 - w_new)])
+}
+
+/// The full forward plan for `replicas` instances, from `old` (the running
+/// release's slot, if any) to `new`. Each batch: grow the new slot, move
+/// traffic, shrink the old slot, analyse.
+pub fn plan(params: &Params, replicas: u32, old: Option<&Release>, new: &Release) -> Vec<Action> {
+    let new_slot = slot_name(new);
+    let old = match old {
+        Some(old) if slot_name(old) != new_slot => old,
+        // First deployment (or a redeploy of the same version): all at once.
+        _ => return first_deployment(&new_slot, new, replicas),
+    };
+    let old_slot = slot_name(old);
+    let n = replicas.max(1);
+    let mut actions = Vec::new();
+    for pair in batches(params, n).windows(2) {
+        let [(cur_new, cur_old), (next_new, next_old)] = [pair[0], pair[1]];
         if next_new > cur_new {
             actions.push(apply(&new_slot, new, next_new));
         }
@@ -158,12 +176,7 @@ pub fn plan(params: &Params, replicas: u32, old: Option<&Release>, new: &Release
             actions.push(route(&[(new_slot.as_str(), 100)]));
             actions.push(Action::RemoveSlot(old_slot.clone()));
         } else {
-            // Traffic follows capacity: the new slot's share of instances.
-            let w_new = next_new * 100 / (next_new + next_old);
-            actions.push(route(&[
-                (new_slot.as_str(), w_new),
-                (old_slot.as_str(), 100 - w_new),
-            ]));
+            actions.push(split(&new_slot, next_new, &old_slot, next_old));
             if next_old < cur_old {
                 actions.push(apply(&old_slot, old, next_old));
             }
@@ -174,10 +187,62 @@ pub fn plan(params: &Params, replicas: u32, old: Option<&Release>, new: &Release
                 slot: new_slot.clone(),
             }));
         }
-        cur_new = next_new;
-        cur_old = next_old;
     }
     actions.push(Action::Done);
+    actions
+}
+
+/// The rollback from wherever `history` got: the batches walked back in
+/// reverse order (grow the old slot, move traffic back, shrink the new one),
+/// then the new slot removed.
+pub fn rollback_plan(
+    params: &Params,
+    replicas: u32,
+    old: Option<&Release>,
+    new: &Release,
+    history: &[StepRecord],
+) -> Vec<Action> {
+    let new_slot = slot_name(new);
+    let Some(old) = old.filter(|old| slot_name(old) != new_slot) else {
+        return back_to_stable(None, &new_slot);
+    };
+    let old_slot = slot_name(old);
+    let n = replicas.max(1);
+    let pairs = batches(params, n);
+    // Batches whose route was executed; a new-slot apply after the last
+    // route means the next batch had begun.
+    let routes = history
+        .iter()
+        .filter(|h| matches!(h.action, Action::Route(_)))
+        .count();
+    let begun = history
+        .iter()
+        .rev()
+        .take_while(|h| !matches!(h.action, Action::Route(_)))
+        .any(|h| matches!(&h.action, Action::ApplySlot(s) if s.name == new_slot));
+    let reached = (routes + usize::from(begun)).min(pairs.len() - 1);
+    let (mut cur_new, mut cur_old) = pairs[reached];
+    let mut actions = Vec::new();
+    for &(prev_new, prev_old) in pairs[..reached].iter().rev() {
+        if prev_old > cur_old {
+            actions.push(apply(&old_slot, old, prev_old));
+        }
+        if prev_new == 0 {
+            actions.push(route(&[(old_slot.as_str(), 100)]));
+        } else {
+            actions.push(split(&new_slot, prev_new, &old_slot, prev_old));
+            if prev_new < cur_new {
+                actions.push(apply(&new_slot, new, prev_new));
+            }
+        }
+        (cur_new, cur_old) = (prev_new, prev_old);
+    }
+    if reached == 0 {
+        // Nothing of the new release took traffic yet.
+        actions.push(apply(&old_slot, old, n));
+        actions.push(route(&[(old_slot.as_str(), 100)]));
+    }
+    actions.push(Action::RemoveSlot(new_slot));
     actions
 }
 
@@ -200,21 +265,18 @@ impl Strategy for Rolling {
         Ok(next(&plan, state.history.len()))
     }
 
-    /// Put the old release back at full size, move all traffic to it, and
-    /// remove the new slot. Without an old release, remove the new slot.
+    /// Walk the batches back in reverse order to the old release at full
+    /// size, then remove the new slot. Without an old release, remove the
+    /// new slot.
     fn rollback(state: DeployState) -> Result<Vec<Action>, String> {
-        let new_slot = slot_name(&state.release);
-        let old = state
-            .stable
-            .as_ref()
-            .filter(|old| slot_name(old) != new_slot);
-        let mut actions = Vec::new();
-        if let Some(old) = old {
-            actions.push(apply(&slot_name(old), old, state.replicas.max(1)));
-        }
-        let old_slot = old.map(slot_name);
-        actions.extend(back_to_stable(old_slot.as_deref(), &new_slot));
-        Ok(actions)
+        let params = Params::parse(&state.params).map_err(|p| p.join("; "))?;
+        Ok(rollback_plan(
+            &params,
+            state.replicas,
+            state.stable.as_ref(),
+            &state.release,
+            &state.history,
+        ))
     }
 }
 
@@ -306,11 +368,38 @@ mod tests {
     }
 
     #[test]
-    fn rollback_restores_the_old_release() {
-        let plan =
-            Rolling::rollback(state("{}", Some(("1.0.0", "1.0.0")), "2.0.0", 3, &[])).unwrap();
-        assert_eq!(plan.len(), 3);
-        assert_eq!(plan[2], Action::RemoveSlot("2.0.0".into()));
+    fn rollback_walks_the_batches_back_from_any_cut() {
+        let p = r#"{"max_surge": 1}"#;
+        let full = plan(&params(p), 3, Some(&release("1.0.0")), &release("2.0.0"));
+        let start = Slots::from([("1.0.0".to_string(), 3)]);
+        let removal = full
+            .iter()
+            .position(|a| *a == Action::RemoveSlot("1.0.0".into()))
+            .unwrap();
+        for cut in 0..=removal {
+            let st = state(p, Some(("1.0.0", "1.0.0")), "2.0.0", 3, &full[..cut]);
+            let back = Rolling::rollback(st).unwrap();
+            let mut replay = full[..cut].to_vec();
+            replay.extend(back.clone());
+            let end = simulate(&start, &replay).unwrap_or_else(|e| panic!("cut {cut}: {e}"));
+            assert_eq!(end, start, "cut {cut}: {back:?}");
+            // Never more than one instance above the replica count on the way back.
+            for step in 1..=replay.len() {
+                let total: u32 = simulate(&start, &replay[..step]).unwrap().values().sum();
+                assert!(total <= 4, "cut {cut}: {replay:?}");
+            }
+        }
+        // From the middle, the old slot grows back one batch at a time.
+        let st = state(p, Some(("1.0.0", "1.0.0")), "2.0.0", 3, &full[..8]);
+        let old_sizes: Vec<u32> = Rolling::rollback(st)
+            .unwrap()
+            .iter()
+            .filter_map(|a| match a {
+                Action::ApplySlot(s) if s.name == "1.0.0" => Some(s.replicas),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(old_sizes, [2, 3]);
     }
 
     #[test]
@@ -347,6 +436,27 @@ mod properties {
             let start = Slots::from([("1.0.0".to_string(), replicas)]);
             let end = simulate(&start, &actions).map_err(TestCaseError::fail)?;
             prop_assert_eq!(end, Slots::from([("2.0.0".to_string(), replicas)]));
+        }
+
+        #[test]
+        fn rollback_from_any_point_restores_the_old_release(
+            surge in amount(), unavailable in amount(), replicas in 1u32..25, cut in 0usize..200
+        ) {
+            let json = format!(r#"{{"max_surge": {surge}, "max_unavailable": {unavailable}}}"#);
+            prop_assume!(Params::parse(&json).is_ok());
+            let p = Params::parse(&json).unwrap();
+            let (old, new) = (release("1.0.0"), release("2.0.0"));
+            let full = plan(&p, replicas, Some(&old), &new);
+            let removal = full.iter().position(|a| *a == Action::RemoveSlot("1.0.0".into())).unwrap();
+            let cut = cut % (removal + 1);
+            let history: Vec<StepRecord> = full[..cut]
+                .iter()
+                .map(|a| StepRecord { action: a.clone(), outcome: rollcage_sdk::types::Outcome::Ok })
+                .collect();
+            let mut replay = full[..cut].to_vec();
+            replay.extend(rollback_plan(&p, replicas, Some(&old), &new, &history));
+            let start = Slots::from([("1.0.0".to_string(), replicas)]);
+            prop_assert_eq!(simulate(&start, &replay).map_err(TestCaseError::fail)?, start);
         }
     }
 }

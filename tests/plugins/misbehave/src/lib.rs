@@ -40,6 +40,9 @@ impl HealthCheck for Misbehave {
                 .send()
                 .map(|r| r.status.to_string())?,
             "secret" => rollcage_sdk::secret(&config.arg)?,
+            "socket" => std::net::TcpStream::connect(config.arg.as_str())
+                .map(|_| "connected".to_string())
+                .map_err(|e| e.to_string())?,
             "log" => {
                 println!("to stdout");
                 eprintln!("to stderr");
