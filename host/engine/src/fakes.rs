@@ -1,0 +1,177 @@
+//! Plain Rust fakes of the plugin traits, for the engine's tests: fast,
+//! deterministic, driven with tokio's paused clock.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use rollcage_core::*;
+
+/// A health check answering from a script, one item per call; the last repeats.
+pub struct Scripted {
+    pub id: PluginId,
+    pub script: Mutex<Vec<Result<Verdict, ()>>>,
+    pub calls: Mutex<Vec<tokio::time::Instant>>,
+}
+
+impl Plugin for Scripted {
+    fn id(&self) -> &PluginId {
+        &self.id
+    }
+}
+
+#[async_trait]
+impl HealthCheck for Scripted {
+    async fn check(&self, _t: &CheckTarget) -> Result<Measurement, PluginError> {
+        self.calls.lock().unwrap().push(tokio::time::Instant::now());
+        let mut script = self.script.lock().unwrap();
+        let next = if script.len() > 1 {
+            script.remove(0)
+        } else {
+            script[0]
+        };
+        match next {
+            Ok(verdict) => Ok(Measurement {
+                verdict,
+                value: Some(0.1),
+                detail: format!("{verdict:?}"),
+            }),
+            Err(()) => Err(PluginError::Failed {
+                plugin: self.id.clone(),
+                message: "prometheus unreachable".into(),
+            }),
+        }
+    }
+}
+
+pub fn scripted(id: &str, script: Vec<Result<Verdict, ()>>) -> std::sync::Arc<Scripted> {
+    std::sync::Arc::new(Scripted {
+        id: id.parse().unwrap(),
+        script: Mutex::new(script),
+        calls: Mutex::new(Vec::new()),
+    })
+}
+
+/// An environment held in memory. Applied slots are ready at once, except
+/// those named in `never_ready`.
+pub struct FakeProvider {
+    pub id: PluginId,
+    pub slots: Mutex<BTreeMap<String, (String, u32)>>,
+    pub weights: Mutex<Vec<RouteWeight>>,
+    pub never_ready: Vec<String>,
+}
+
+impl FakeProvider {
+    /// Running `version` in slot `slot` with `replicas` instances, all traffic to it.
+    pub fn running(slot: &str, version: &str, replicas: u32) -> FakeProvider {
+        FakeProvider {
+            id: "fake".parse().unwrap(),
+            slots: Mutex::new(BTreeMap::from([(
+                slot.to_string(),
+                (version.to_string(), replicas),
+            )])),
+            weights: Mutex::new(vec![RouteWeight {
+                slot: slot.into(),
+                weight: 100,
+            }]),
+            never_ready: vec![],
+        }
+    }
+
+    /// `(slot, version, replicas)` of every slot.
+    pub fn snapshot(&self) -> Vec<(String, String, u32)> {
+        self.slots
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(k, (v, n))| (k.clone(), v.clone(), *n))
+            .collect()
+    }
+}
+
+impl Plugin for FakeProvider {
+    fn id(&self) -> &PluginId {
+        &self.id
+    }
+}
+
+#[async_trait]
+impl EnvironmentProvider for FakeProvider {
+    async fn prepare(&self, _t: &Target) -> Result<(), PluginError> {
+        Ok(())
+    }
+    async fn apply_slot(&self, _t: &Target, spec: &SlotSpec) -> Result<(), PluginError> {
+        self.slots.lock().unwrap().insert(
+            spec.name.clone(),
+            (spec.release.version.clone(), spec.replicas),
+        );
+        Ok(())
+    }
+    async fn route(&self, _t: &Target, weights: &[RouteWeight]) -> Result<(), PluginError> {
+        *self.weights.lock().unwrap() = weights.to_vec();
+        Ok(())
+    }
+    async fn status(&self, _t: &Target) -> Result<EnvironmentStatus, PluginError> {
+        let slots = self
+            .slots
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(name, (release, n))| SlotStatus {
+                name: name.clone(),
+                release: release.clone(),
+                desired: *n,
+                ready: if self.never_ready.contains(name) {
+                    0
+                } else {
+                    *n
+                },
+                endpoints: vec![format!("127.0.0.1:{}", 9000 + n)],
+            })
+            .collect();
+        Ok(EnvironmentStatus {
+            slots,
+            weights: self.weights.lock().unwrap().clone(),
+        })
+    }
+    async fn remove_slot(&self, _t: &Target, slot: &str) -> Result<(), PluginError> {
+        self.slots.lock().unwrap().remove(slot);
+        Ok(())
+    }
+    async fn run_job(&self, _t: &Target, _j: &Job) -> Result<JobResult, PluginError> {
+        Ok(JobResult {
+            exit_code: 0,
+            output: String::new(),
+        })
+    }
+}
+
+/// A strategy with a fixed plan: `plan[history.len()]`, then done.
+pub struct PlanStrategy {
+    pub id: PluginId,
+    pub plan: Vec<Action>,
+    pub rollback: Vec<Action>,
+}
+
+impl Plugin for PlanStrategy {
+    fn id(&self) -> &PluginId {
+        &self.id
+    }
+}
+
+#[async_trait]
+impl Strategy for PlanStrategy {
+    async fn validate(&self, _p: &str) -> Result<(), PluginError> {
+        Ok(())
+    }
+    async fn decide(&self, state: &DeployState) -> Result<Action, PluginError> {
+        Ok(self
+            .plan
+            .get(state.history.len())
+            .cloned()
+            .unwrap_or(Action::Done))
+    }
+    async fn rollback(&self, _state: &DeployState) -> Result<Vec<Action>, PluginError> {
+        Ok(self.rollback.clone())
+    }
+}

@@ -1,0 +1,319 @@
+//! One stage of a run: one environment driven from its current release to a
+//! new one by a strategy, with analysis gating every step and the strategy's
+//! rollback plan executed on any failure.
+//!
+//! The loop asks the strategy for the next action, executes it through the
+//! environment provider (waiting for readiness after `apply-slot`, within the
+//! progress deadline), records the action and its outcome, and asks again
+//! until `done`. Strategies are pure functions of the recorded history, so
+//! the history is all a stage needs to be resumed.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rollcage_core::{
+    Action, CheckTarget, DeployState, EnvironmentProvider, EnvironmentStatus, HealthCheck, Outcome,
+    Pause, Release, StepRecord, Strategy, Target,
+};
+use tokio::sync::mpsc;
+
+use crate::analysis::{self, AnalysisSpec};
+
+/// A person's answer to an approval pause (or to an inconclusive analysis).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Go on.
+    Approve { by: String },
+    /// Stop and roll back.
+    Abort { by: String },
+}
+
+/// Something the stage did, for the run's event log and the notifiers.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StageEvent {
+    /// An action was executed, with its outcome.
+    Step(StepRecord),
+    /// An analysis ran; its report.
+    Analysis(analysis::Report),
+    /// The stage waits for a person.
+    AwaitingApproval(String),
+    /// A rollback began, with its reason.
+    RollingBack(String),
+    /// A rollback action was executed.
+    RollbackStep(Action),
+}
+
+/// How the stage ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StageResult {
+    /// The release is fully promoted.
+    Succeeded,
+    /// Something failed and the rollback plan put the stable release back.
+    RolledBack { reason: String },
+    /// Something failed and the rollback could not complete either.
+    Failed { reason: String },
+}
+
+/// Everything a stage works with.
+pub struct Stage {
+    pub target: Target,
+    pub provider: Arc<dyn EnvironmentProvider>,
+    pub strategy: Arc<dyn Strategy>,
+    /// Checks by id, for analysis requests that name them.
+    pub checks: BTreeMap<String, Arc<dyn HealthCheck>>,
+    /// Checks run when an analysis request names none.
+    pub default_checks: Vec<String>,
+    pub analysis: AnalysisSpec,
+    /// Time allowed for an applied slot to become ready.
+    pub progress_deadline: Duration,
+    /// How often readiness is polled.
+    pub readiness_poll: Duration,
+    /// The strategy's parameters, as JSON.
+    pub params: String,
+    /// Instances wanted once promoted.
+    pub replicas: u32,
+}
+
+/// A strategy that never says `done` is stopped here.
+const MAX_STEPS: usize = 10_000;
+
+/// The running stage: its inputs, its history so far, and where events and
+/// decisions flow.
+pub struct StageRun<'a> {
+    pub stage: &'a Stage,
+    pub release: Release,
+    pub stable: Option<Release>,
+    pub history: Vec<StepRecord>,
+    pub events: &'a mut (dyn FnMut(StageEvent) + Send),
+    pub decisions: &'a mut mpsc::Receiver<Decision>,
+}
+
+impl StageRun<'_> {
+    /// Drive the stage to its end.
+    pub async fn run(mut self) -> (StageResult, Vec<StepRecord>) {
+        let result = self.forward().await;
+        let result = match result {
+            Ok(()) => StageResult::Succeeded,
+            Err(reason) => self.roll_back(reason).await,
+        };
+        (result, self.history)
+    }
+
+    async fn status(&self) -> Result<EnvironmentStatus, String> {
+        self.stage
+            .provider
+            .status(&self.stage.target)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    async fn state(&self) -> Result<DeployState, String> {
+        Ok(DeployState {
+            environment: self.stage.target.environment.clone(),
+            release: self.release.clone(),
+            stable: self.stable.clone(),
+            replicas: self.stage.replicas,
+            params: self.stage.params.clone(),
+            history: self.history.clone(),
+            status: self.status().await?,
+        })
+    }
+
+    /// The forward loop; `Err` is the reason to roll back.
+    async fn forward(&mut self) -> Result<(), String> {
+        for _ in 0..MAX_STEPS {
+            let state = self.state().await?;
+            let action = self
+                .stage
+                .strategy
+                .decide(&state)
+                .await
+                .map_err(|e| e.to_string())?;
+            if action == Action::Done {
+                return Ok(());
+            }
+            let outcome = self.execute(&action, &state.status).await;
+            let record = StepRecord {
+                action,
+                outcome: outcome.clone(),
+            };
+            self.history.push(record.clone());
+            (self.events)(StageEvent::Step(record));
+            match outcome {
+                Outcome::Ok | Outcome::AnalysisPassed => {}
+                Outcome::AnalysisFailed(reason) | Outcome::Failed(reason) => return Err(reason),
+            }
+        }
+        Err(format!(
+            "the strategy did not finish within {MAX_STEPS} steps"
+        ))
+    }
+
+    async fn execute(&mut self, action: &Action, status: &EnvironmentStatus) -> Outcome {
+        let stage = self.stage;
+        let failed = |e: rollcage_core::PluginError| Outcome::Failed(e.to_string());
+        match action {
+            Action::ApplySlot(spec) => {
+                if let Err(e) = stage.provider.apply_slot(&stage.target, spec).await {
+                    return failed(e);
+                }
+                match self.wait_ready(&spec.name, spec.replicas).await {
+                    Ok(()) => Outcome::Ok,
+                    Err(reason) => Outcome::Failed(reason),
+                }
+            }
+            Action::Route { weights } => match stage.provider.route(&stage.target, weights).await {
+                Ok(()) => Outcome::Ok,
+                Err(e) => failed(e),
+            },
+            Action::RemoveSlot { slot } => {
+                match stage.provider.remove_slot(&stage.target, slot).await {
+                    Ok(()) => Outcome::Ok,
+                    Err(e) => failed(e),
+                }
+            }
+            Action::Pause { pause } => self.pause(pause).await,
+            Action::Analyze(request) => {
+                let ids = if request.checks.is_empty() {
+                    &stage.default_checks
+                } else {
+                    &request.checks
+                };
+                let mut checks = Vec::new();
+                for id in ids {
+                    match stage.checks.get(id) {
+                        Some(c) => checks.push(c.clone()),
+                        None => {
+                            return Outcome::Failed(format!("analysis names unknown check `{id}`"));
+                        }
+                    }
+                }
+                if checks.is_empty() {
+                    // No checks configured: nothing to gate on.
+                    return Outcome::AnalysisPassed;
+                }
+                let slot = status.slot(&request.slot);
+                let target = CheckTarget {
+                    environment: stage.target.environment.clone(),
+                    slot: request.slot.clone(),
+                    release: slot.map(|s| s.release.clone()).unwrap_or_default(),
+                    endpoints: slot.map(|s| s.endpoints.clone()).unwrap_or_default(),
+                };
+                let report = analysis::run(&checks, &target, &stage.analysis).await;
+                let outcome = report.outcome.clone();
+                (self.events)(StageEvent::Analysis(report));
+                match outcome {
+                    analysis::Outcome::Passed => Outcome::AnalysisPassed,
+                    analysis::Outcome::Failed(r) | analysis::Outcome::Error(r) => {
+                        Outcome::AnalysisFailed(r)
+                    }
+                    analysis::Outcome::Inconclusive(r) => {
+                        (self.events)(StageEvent::AwaitingApproval(format!(
+                            "analysis inconclusive: {r}"
+                        )));
+                        match self.decisions.recv().await {
+                            Some(Decision::Approve { .. }) => Outcome::AnalysisPassed,
+                            Some(Decision::Abort { by }) => {
+                                Outcome::AnalysisFailed(format!("{r}; aborted by {by}"))
+                            }
+                            None => Outcome::AnalysisFailed(r),
+                        }
+                    }
+                }
+            }
+            Action::Done => Outcome::Ok,
+        }
+    }
+
+    async fn pause(&mut self, pause: &Pause) -> Outcome {
+        match pause {
+            Pause::DurationMs(ms) => {
+                let sleep = tokio::time::sleep(Duration::from_millis(*ms));
+                tokio::pin!(sleep);
+                // An abort cuts a timed pause short; an approval ends it early.
+                tokio::select! {
+                    () = &mut sleep => Outcome::Ok,
+                    d = self.decisions.recv() => match d {
+                        Some(Decision::Abort { by }) => Outcome::Failed(format!("aborted by {by}")),
+                        Some(Decision::Approve { .. }) => Outcome::Ok,
+                        // Nobody can decide any more: the pause runs its course.
+                        None => {
+                            sleep.as_mut().await;
+                            Outcome::Ok
+                        }
+                    },
+                }
+            }
+            Pause::Approval => {
+                (self.events)(StageEvent::AwaitingApproval(
+                    "the strategy asks for approval".into(),
+                ));
+                match self.decisions.recv().await {
+                    Some(Decision::Approve { .. }) => Outcome::Ok,
+                    Some(Decision::Abort { by }) => Outcome::Failed(format!("aborted by {by}")),
+                    None => Outcome::Failed("no one can approve: the run is closing".into()),
+                }
+            }
+        }
+    }
+
+    /// Poll until `slot` has `replicas` ready instances, within the deadline.
+    async fn wait_ready(&self, slot: &str, replicas: u32) -> Result<(), String> {
+        let deadline = tokio::time::Instant::now() + self.stage.progress_deadline;
+        loop {
+            let status = self.status().await?;
+            let ready = status.slot(slot).map_or(0, |s| s.ready);
+            if ready >= replicas {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(format!(
+                    "slot `{slot}` had {ready} of {replicas} instances ready at its progress deadline of {} s",
+                    self.stage.progress_deadline.as_secs()
+                ));
+            }
+            tokio::time::sleep(self.stage.readiness_poll).await;
+        }
+    }
+
+    /// Execute the strategy's rollback plan. Pauses and analyses in it are
+    /// skipped: a rollback does not wait.
+    async fn roll_back(&mut self, reason: String) -> StageResult {
+        (self.events)(StageEvent::RollingBack(reason.clone()));
+        let plan = match self.state().await {
+            Ok(state) => self
+                .stage
+                .strategy
+                .rollback(&state)
+                .await
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e),
+        };
+        let plan = match plan {
+            Ok(plan) => plan,
+            Err(e) => {
+                return StageResult::Failed {
+                    reason: format!("{reason}; and no rollback plan: {e}"),
+                };
+            }
+        };
+        for action in plan {
+            let status = EnvironmentStatus::default();
+            let outcome = match &action {
+                Action::Pause { .. } | Action::Analyze(_) | Action::Done => continue,
+                _ => self.execute(&action, &status).await,
+            };
+            (self.events)(StageEvent::RollbackStep(action.clone()));
+            if let Outcome::Failed(e) = outcome {
+                return StageResult::Failed {
+                    reason: format!("{reason}; and the rollback failed at {action:?}: {e}"),
+                };
+            }
+        }
+        StageResult::RolledBack { reason }
+    }
+}
+
+#[cfg(test)]
+mod tests;
