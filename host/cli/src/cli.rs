@@ -21,6 +21,23 @@ pub enum Command {
     /// Inspect plugins: the builtins, a configuration's, or one component file.
     #[command(subcommand)]
     Plugins(PluginsCommand),
+    /// Check a configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate a configuration and load every plugin it uses against its
+    /// world, without starting anything.
+    Check {
+        /// The configuration file.
+        #[arg(default_value = "rollcage.toml")]
+        file: PathBuf,
+        /// Compiled-component cache folder (default: the user cache folder).
+        #[arg(long)]
+        cache_dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

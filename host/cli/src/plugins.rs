@@ -1,11 +1,16 @@
-//! From configuration to loaded plugins: resolves each `[plugins.<id>]`
-//! component (builtin or file), finds its kind, and loads it into the
-//! runtime with its grants, limits and config.
+//! From configuration to loaded plugins: every `[plugins.<id>]` instance,
+//! every `[checks.<id>]` (its plugin's component and grants, with the check's
+//! config over the plugin's), and every builtin an environment or pipeline
+//! names directly. `${secret:NAME}` references are filled from the secret
+//! source here, at load, and go nowhere but into the plugin.
 
+use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use rollcage_config::{ComponentRef, Config, Context, KnownBuiltin, PluginConfig};
-use rollcage_core::{Grants, PluginKind};
+use rollcage_config::interpolate::fill_secrets;
+use rollcage_config::{ComponentRef, Config, Context, KnownBuiltin, PluginConfig, PluginRef};
+use rollcage_core::{Grants, PluginId, PluginKind};
 use rollcage_runtime::{Limits, LoadedPlugin, PluginSpec, Runtime};
 
 /// What the configuration may name as `builtin:<name>`.
@@ -18,41 +23,108 @@ pub fn config_context() -> Context {
                 kind: b.kind(),
             })
             .collect(),
+        vars: None,
     }
 }
 
-/// Load every plugin of `config`; one result per plugin, in id order.
-pub fn load_all(
-    runtime: &Runtime,
-    config: &Config,
-) -> Vec<(String, anyhow::Result<Arc<LoadedPlugin>>)> {
-    config
-        .plugins
-        .values()
-        .map(|p| (p.id.to_string(), load(runtime, p)))
-        .collect()
+/// Every plugin a configuration uses, loaded, by the name configuration
+/// refers to it with; and every failure, each naming its plugin.
+pub struct PluginSet {
+    pub loaded: BTreeMap<String, Arc<LoadedPlugin>>,
+    pub errors: Vec<String>,
 }
 
-fn load(runtime: &Runtime, p: &PluginConfig) -> anyhow::Result<Arc<LoadedPlugin>> {
-    let bytes: std::borrow::Cow<'static, [u8]> = match &p.component {
-        ComponentRef::Builtin(name) => rollcage_builtins::get(name)
-            .map(|b| std::borrow::Cow::Borrowed(b.wasm))
-            .ok_or_else(|| anyhow::anyhow!("plugin `{}`: no builtin named `{name}`", p.id))?,
-        ComponentRef::File(path) => {
-            std::fs::read(path)
-                .map(std::borrow::Cow::Owned)
-                .map_err(|e| {
-                    anyhow::anyhow!("plugin `{}`: cannot read {}: {e}", p.id, path.display())
-                })?
+impl PluginSet {
+    /// The plugin a reference points at.
+    pub fn get(&self, r: &PluginRef) -> Option<&Arc<LoadedPlugin>> {
+        self.loaded.get(r.name())
+    }
+}
+
+/// Load everything `config` uses.
+pub fn load_all(runtime: &Runtime, config: &Config) -> PluginSet {
+    let mut set = PluginSet {
+        loaded: BTreeMap::new(),
+        errors: Vec::new(),
+    };
+    let add =
+        |set: &mut PluginSet, name: String, result: anyhow::Result<Arc<LoadedPlugin>>| match result
+        {
+            Ok(p) => {
+                set.loaded.insert(name, p);
+            }
+            Err(e) => set.errors.push(format!("{e:#}")),
+        };
+    for p in config.plugins.values() {
+        add(
+            &mut set,
+            p.id.to_string(),
+            load(runtime, p, &p.id, &p.config),
+        );
+    }
+    for check in config.checks.values() {
+        let result = match &check.plugin {
+            PluginRef::Instance(id) => load(runtime, &config.plugins[id], &check.id, &check.config),
+            PluginRef::Builtin(name) => {
+                load(runtime, &builtin_instance(name), &check.id, &check.config)
+            }
+        };
+        add(&mut set, check.id.to_string(), result);
+    }
+    let direct = config
+        .environments
+        .values()
+        .flat_map(|e| [&e.provider, &e.strategy].into_iter().chain(&e.notify))
+        .chain(config.pipelines.values().flat_map(|p| &p.notify));
+    for r in direct {
+        if let PluginRef::Builtin(name) = r
+            && !set.loaded.contains_key(name)
+        {
+            let p = builtin_instance(name);
+            add(&mut set, name.clone(), load(runtime, &p, &p.id, &p.config));
         }
+    }
+    set
+}
+
+/// A builtin named directly (`strategy = { plugin = "canary" }`): no grants.
+fn builtin_instance(name: &str) -> PluginConfig {
+    PluginConfig {
+        id: name.parse().expect("builtin names are valid ids"),
+        component: ComponentRef::Builtin(name.to_string()),
+        kind: rollcage_builtins::get(name).map(|b| b.kind()),
+        allow_hosts: vec![],
+        secrets: vec![],
+        limits: Default::default(),
+        config: serde_json::json!({}),
+    }
+}
+
+/// Load `p`'s component as instance `id` with `config`.
+fn load(
+    runtime: &Runtime,
+    p: &PluginConfig,
+    id: &PluginId,
+    config: &serde_json::Value,
+) -> anyhow::Result<Arc<LoadedPlugin>> {
+    let bytes: Cow<'static, [u8]> = match &p.component {
+        ComponentRef::Builtin(name) => rollcage_builtins::get(name)
+            .map(|b| Cow::Borrowed(b.wasm))
+            .ok_or_else(|| anyhow::anyhow!("plugin `{id}`: no builtin named `{name}`"))?,
+        ComponentRef::File(path) => std::fs::read(path)
+            .map(Cow::Owned)
+            .map_err(|e| anyhow::anyhow!("plugin `{id}`: cannot read {}: {e}", path.display()))?,
     };
     let kind = match p.kind {
         Some(kind) => kind,
-        None => kind_of(runtime, &p.id.to_string(), &p.component.to_string(), &bytes)?,
+        None => kind_of(runtime, id.as_str(), &p.component.to_string(), &bytes)?,
     };
+    let secrets = runtime.secrets();
+    let config = fill_secrets(config, &|name| secrets.get(name))
+        .map_err(|e| anyhow::anyhow!("plugin `{id}`: {e}"))?;
     let defaults = Limits::default();
     let spec = PluginSpec {
-        id: p.id.clone(),
+        id: id.clone(),
         kind,
         source_name: p.component.to_string(),
         grants: Grants {
@@ -63,7 +135,7 @@ fn load(runtime: &Runtime, p: &PluginConfig) -> anyhow::Result<Arc<LoadedPlugin>
             memory_mb: p.limits.memory_mb.unwrap_or(defaults.memory_mb),
             timeout_ms: p.limits.timeout_ms.unwrap_or(defaults.timeout_ms),
         },
-        config_json: p.config.to_string(),
+        config_json: config.to_string(),
     };
     Ok(runtime.load(spec, &bytes)?)
 }

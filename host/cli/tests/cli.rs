@@ -163,3 +163,63 @@ fn plugins_check_refuses_what_is_not_a_component() {
     let missing = rollcage(&["plugins", "check", "/nonexistent.wasm"], cache.path());
     assert_eq!(missing.status.code(), Some(2));
 }
+
+/// A configuration with every section, using the fixture provider.
+fn full_config(dir: &Path, steps: &str) -> std::path::PathBuf {
+    let provider = rollcage_tests::fixture("static-provider");
+    let path = dir.join("rollcage.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+[plugins.platform]
+component = {provider:?}
+config = {{ slot = "1.0.0", release = "1.0.0", endpoint = "127.0.0.1:1" }}
+
+[checks.healthz]
+plugin = "http"
+config = {{ url = "http://{{endpoint}}/healthz" }}
+
+[environments.staging]
+provider = "platform"
+strategy = {{ plugin = "canary", steps = {steps} }}
+analysis = {{ checks = ["healthz"] }}
+
+[pipelines.api]
+stages = ["staging"]
+notify = ["console"]
+"#,
+            provider = provider.display().to_string()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+#[test]
+fn config_check_loads_every_plugin_a_configuration_uses() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = full_config(dir.path(), "[10, 50, 100]");
+    let out = rollcage(&["config", "check", path.to_str().unwrap()], dir.path());
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains(": ok (4 plugins, 1 checks, 1 environments, 1 pipelines)"),
+        "{}",
+        stdout(&out)
+    );
+}
+
+#[test]
+fn config_check_has_the_strategy_validate_its_parameters() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = full_config(dir.path(), "[50, 10]");
+    let out = rollcage(&["config", "check", path.to_str().unwrap()], dir.path());
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains(
+            "error: environment `staging`: plugin `canary` rejected its parameters: steps[2]: weight 10 is below the previous weight 50; weights only grow"
+        ),
+        "{}",
+        stderr(&out)
+    );
+}

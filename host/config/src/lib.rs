@@ -8,7 +8,10 @@
 //! them.
 
 mod error;
+pub mod interpolate;
 mod plugins;
+mod refs;
+mod sections;
 mod source;
 
 use std::collections::BTreeMap;
@@ -20,6 +23,11 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 
 pub use error::{ConfigError, ConfigErrors};
 pub use plugins::{ComponentRef, LimitsConfig, PluginConfig};
+pub use refs::PluginRef;
+pub use sections::{
+    AnalysisConfig, Approval, CheckConfig, Concurrency, EnvironmentConfig, JobConfig,
+    PipelineConfig, WindowPolicy,
+};
 pub use source::Source;
 
 /// A builtin plugin the configuration may name as `builtin:<name>`.
@@ -34,6 +42,37 @@ pub struct KnownBuiltin {
 pub struct Context {
     /// Builtin plugins available.
     pub builtins: Vec<KnownBuiltin>,
+    /// Variables for `${VAR}`; the process environment when `None`.
+    pub vars: Option<BTreeMap<String, String>>,
+}
+
+/// `[server] log = { level = "info", format = "json" }`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// `trace`, `debug`, `info`, `warn` or `error` (default `info`).
+    #[serde(default = "default_level")]
+    pub level: String,
+    /// `text` (default) or `json`: one JSON object a line, with run id,
+    /// stage and plugin id as fields.
+    #[serde(default = "default_format")]
+    pub format: String,
+}
+
+fn default_level() -> String {
+    "info".into()
+}
+fn default_format() -> String {
+    "text".into()
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: default_level(),
+            format: default_format(),
+        }
+    }
 }
 
 /// `[server]`.
@@ -49,6 +88,13 @@ pub struct ServerConfig {
     /// Where compiled plugin components are cached.
     #[serde(default)]
     pub cache_dir: Option<PathBuf>,
+    /// Logging.
+    #[serde(default)]
+    pub log: LogConfig,
+    /// A TOML file of `NAME = "value"` secrets (mode 0600); the process
+    /// environment when absent.
+    #[serde(default)]
+    pub secrets_file: Option<PathBuf>,
 }
 
 fn default_listen() -> String {
@@ -64,6 +110,8 @@ impl Default for ServerConfig {
             listen: default_listen(),
             database: default_database(),
             cache_dir: None,
+            log: LogConfig::default(),
+            secrets_file: None,
         }
     }
 }
@@ -77,9 +125,23 @@ pub struct Config {
     pub server: ServerConfig,
     /// `[plugins.<id>]`, by id.
     pub plugins: BTreeMap<PluginId, PluginConfig>,
+    /// `[checks.<id>]`, by id.
+    pub checks: BTreeMap<PluginId, CheckConfig>,
+    /// `[environments.<name>]`, from this file and its includes.
+    pub environments: BTreeMap<String, EnvironmentConfig>,
+    /// `[pipelines.<name>]`.
+    pub pipelines: BTreeMap<String, PipelineConfig>,
 }
 
-const SECTIONS: &[&str] = &["server", "plugins"];
+const SECTIONS: &[&str] = &[
+    "include",
+    "server",
+    "plugins",
+    "checks",
+    "environments",
+    "pipelines",
+];
+const INCLUDED_SECTIONS: &[&str] = &["checks", "environments"];
 
 impl Config {
     /// Read and validate the file at `path`.
@@ -93,8 +155,8 @@ impl Config {
         Config::parse(path, &text, cx)
     }
 
-    /// Validate `text`, read from `path` (used in messages and to resolve
-    /// relative component paths).
+    /// Validate `text`, read from `path` (used in messages, and to resolve
+    /// relative component paths and includes).
     pub fn parse(path: &Path, text: &str, cx: &Context) -> Result<Config, ConfigErrors> {
         let src = Source::new(path, text);
         let mut errors = Vec::new();
@@ -102,20 +164,27 @@ impl Config {
             Ok(root) => root,
             Err(e) => return Err(ConfigErrors(vec![src.toml_error(&e)])),
         };
+        let vars = interpolate::lookup_in(cx.vars.as_ref());
         let mut server = ServerConfig::default();
         let mut plugins = BTreeMap::new();
+        let mut includes: Vec<(PathBuf, String)> = Vec::new();
         for (key, value) in root.get_ref() {
             let name: &str = key.get_ref();
             match name {
                 "server" => match deserialize::<ServerConfig>(value) {
-                    Ok(s) => server = s,
+                    Ok(s) => {
+                        check_log(&src, value, &s.log, &mut errors);
+                        server = s;
+                    }
                     Err(e) => {
                         let mut err = src.toml_error(&e);
                         err.message = format!("[server]: {}", err.message);
                         errors.push(err);
                     }
                 },
-                "plugins" => plugins = plugins::parse(&src, value, cx, &mut errors),
+                "plugins" => plugins = plugins::parse(&src, value, cx, &vars, &mut errors),
+                "include" => includes = read_includes(&src, value, &mut errors),
+                "checks" | "environments" | "pipelines" => {}
                 other => errors.push(src.error(
                     key.span(),
                     format!("unknown section `{other}`"),
@@ -123,17 +192,175 @@ impl Config {
                 )),
             }
         }
+        // Included files hold checks and environments only.
+        let mut included = Vec::new();
+        for (inc_path, inc_text) in &includes {
+            let inc_src = Source::new(inc_path, inc_text);
+            match DeTable::parse(inc_text) {
+                Ok(t) => included.push((inc_src, t)),
+                Err(e) => errors.push(inc_src.toml_error(&e)),
+            }
+        }
+        let mut files: Vec<(&Source<'_>, &Spanned<DeTable<'_>>)> = vec![(&src, &root)];
+        files.extend(included.iter().map(|(s, t)| (s, t)));
+        for (file, table) in files.iter().skip(1) {
+            for (key, _) in table.get_ref() {
+                let k: &str = key.get_ref();
+                if !INCLUDED_SECTIONS.contains(&k) {
+                    errors.push(file.error(
+                        key.span(),
+                        format!("section `{k}` cannot be in an included file"),
+                        Some(format!(
+                            "included files hold: {}",
+                            INCLUDED_SECTIONS.join(", ")
+                        )),
+                    ));
+                }
+            }
+        }
+        let section = |name: &str| -> Vec<(&Source<'_>, &Spanned<DeValue<'_>>)> {
+            files
+                .iter()
+                .filter_map(|(file, table)| table.get_ref().get(name).map(|v| (*file, v)))
+                .collect()
+        };
+        let refs = refs::Refs {
+            plugins: &plugins,
+            cx,
+            vars: &vars,
+        };
+        let mut checks = BTreeMap::new();
+        for (file, value) in section("checks") {
+            for (id, check) in sections::parse_checks(file, value, &refs, &mut errors) {
+                if checks.contains_key(&id) {
+                    errors.push(ConfigError::whole_file(
+                        &file.path,
+                        format!("check `{id}` is defined twice"),
+                    ));
+                }
+                checks.insert(id, check);
+            }
+        }
+        let mut environment_names = Vec::new();
+        for (_, value) in section("environments") {
+            if let Some(t) = value.get_ref().as_table() {
+                environment_names.extend(t.iter().map(|(k, _)| k.get_ref().to_string()));
+            }
+        }
+        let mut environments = BTreeMap::new();
+        for (file, value) in section("environments") {
+            for (name, env) in
+                sections::parse_environments(file, value, &refs, &checks, &mut errors)
+            {
+                if environments.contains_key(&name) {
+                    errors.push(ConfigError::whole_file(
+                        &file.path,
+                        format!("environment `{name}` is defined twice"),
+                    ));
+                }
+                environments.insert(name, env);
+            }
+        }
+        let mut pipelines = BTreeMap::new();
+        if let Some(value) = root.get_ref().get("pipelines") {
+            pipelines = sections::parse_pipelines(
+                &src,
+                value,
+                &refs,
+                &environments,
+                &environment_names,
+                &mut errors,
+            );
+        }
         if errors.is_empty() {
             Ok(Config {
                 path: path.to_path_buf(),
                 server,
                 plugins,
+                checks,
+                environments,
+                pipelines,
             })
         } else {
-            errors.sort_by_key(|e| (e.line, e.column));
+            // The main file first, then each include; in file order within each.
+            let order = |p: &Path| if p == path { 0 } else { 1 };
+            errors.sort_by(|a, b| {
+                (order(&a.path), &a.path, a.line, a.column).cmp(&(
+                    order(&b.path),
+                    &b.path,
+                    b.line,
+                    b.column,
+                ))
+            });
             Err(ConfigErrors(errors))
         }
     }
+}
+
+fn check_log(
+    src: &Source<'_>,
+    value: &Spanned<DeValue<'_>>,
+    log: &LogConfig,
+    errors: &mut Vec<ConfigError>,
+) {
+    let span = value
+        .get_ref()
+        .get("log")
+        .map(|v| v.span())
+        .unwrap_or(value.span());
+    if !["trace", "debug", "info", "warn", "error"].contains(&log.level.as_str()) {
+        errors.push(src.error(
+            span.clone(),
+            format!(
+                "[server]: log.level = \"{}\": expected trace, debug, info, warn or error",
+                log.level
+            ),
+            None,
+        ));
+    }
+    if !["text", "json"].contains(&log.format.as_str()) {
+        errors.push(src.error(
+            span,
+            format!(
+                "[server]: log.format = \"{}\": expected \"text\" or \"json\"",
+                log.format
+            ),
+            None,
+        ));
+    }
+}
+
+fn read_includes(
+    src: &Source<'_>,
+    value: &Spanned<DeValue<'_>>,
+    errors: &mut Vec<ConfigError>,
+) -> Vec<(PathBuf, String)> {
+    let Some(items) = value.get_ref().as_array() else {
+        errors.push(src.error(
+            value.span(),
+            "include must be a list of file paths".into(),
+            Some("include = [\"environments/staging.toml\"]".into()),
+        ));
+        return Vec::new();
+    };
+    let base = src.path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let mut out = Vec::new();
+    for item in items.iter() {
+        let Some(rel) = item.get_ref().as_str() else {
+            errors.push(src.error(item.span(), "include entries are file paths".into(), None));
+            continue;
+        };
+        let path = base.join(rel);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => out.push((path, text)),
+            Err(e) => errors.push(src.error(
+                item.span(),
+                format!("cannot read included file `{}`: {e}", path.display()),
+                None,
+            )),
+        }
+    }
+    out
 }
 
 /// Deserialize one section, keeping the document's spans in errors.

@@ -86,6 +86,7 @@ pub(crate) fn parse(
     src: &Source<'_>,
     value: &Spanned<DeValue<'_>>,
     cx: &Context,
+    vars: &dyn Fn(&str) -> Option<String>,
     errors: &mut Vec<ConfigError>,
 ) -> BTreeMap<PluginId, PluginConfig> {
     let mut plugins = BTreeMap::new();
@@ -115,7 +116,7 @@ pub(crate) fn parse(
                 continue;
             }
         };
-        if let Some(p) = validate(src, &id, raw, cx, errors) {
+        if let Some(p) = validate(src, &id, key.span(), raw, cx, vars, errors) {
             plugins.insert(id, p);
         }
     }
@@ -125,8 +126,10 @@ pub(crate) fn parse(
 fn validate(
     src: &Source<'_>,
     id: &PluginId,
+    id_span: std::ops::Range<usize>,
     raw: RawPlugin,
     cx: &Context,
+    vars: &dyn Fn(&str) -> Option<String>,
     errors: &mut Vec<ConfigError>,
 ) -> Option<PluginConfig> {
     let before = errors.len();
@@ -247,10 +250,15 @@ fn validate(
         }
     }
 
-    let config = match raw.config {
+    let mut config = match raw.config {
         Some(table) => serde_json::to_value(table).unwrap_or(serde_json::Value::Null),
         None => serde_json::json!({}),
     };
+    let mut problems = Vec::new();
+    crate::interpolate::interpolate(&mut config, "config", vars, Some(&secrets), &mut problems);
+    for p in problems {
+        err(id_span.clone(), p, None);
+    }
 
     (errors.len() == before).then(|| PluginConfig {
         id: id.clone(),

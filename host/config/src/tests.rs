@@ -1,4 +1,5 @@
 use super::*;
+use std::collections::BTreeMap;
 
 fn cx() -> Context {
     Context {
@@ -11,7 +12,23 @@ fn cx() -> Context {
                 name: "rolling",
                 kind: PluginKind::Strategy,
             },
+            KnownBuiltin {
+                name: "canary",
+                kind: PluginKind::Strategy,
+            },
+            KnownBuiltin {
+                name: "prometheus",
+                kind: PluginKind::HealthCheck,
+            },
+            KnownBuiltin {
+                name: "local",
+                kind: PluginKind::EnvironmentProvider,
+            },
         ],
+        vars: Some(BTreeMap::from([(
+            "DB_HOST".to_string(),
+            "db.internal".to_string(),
+        )])),
     }
 }
 
@@ -49,4 +66,82 @@ fn line_and_column_count_characters() {
     assert_eq!(src.line_col(0), (1, 1));
     assert_eq!(src.line_col(6), (2, 1));
     assert_eq!(src.line_col(9), (2, 3));
+}
+
+#[test]
+fn a_whole_configuration_with_an_included_environment_is_read() {
+    let dir = std::env::temp_dir().join(format!("rollcage-config-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("environments")).unwrap();
+    std::fs::write(
+        dir.join("environments/staging.toml"),
+        r#"
+[environments.staging]
+provider = "local"
+strategy = { plugin = "rolling", max_surge = 1 }
+replicas = 1
+"#,
+    )
+    .unwrap();
+    let text = r##"
+include = ["environments/staging.toml"]
+
+[server]
+log = { level = "debug", format = "json" }
+
+[plugins.prom]
+component = "builtin:prometheus"
+allow_hosts = ["127.0.0.1:9090"]
+secrets = ["PROM_TOKEN"]
+config = { url = "http://127.0.0.1:9090", token = "${secret:PROM_TOKEN}" }
+
+[checks.error-rate]
+plugin = "prom"
+config = { query = 'sum(rate(errors{slot="{slot}"}[1m]))', pass_if = "< 0.05" }
+
+[environments.production]
+provider = "local"
+strategy = { plugin = "canary", steps = [10, 50, 100] }
+analysis = { checks = ["error-rate"], interval = "30s", count = 3, failure_limit = 1 }
+approval = "manual"
+require_different_approver = true
+window = "Mon-Thu 02:00-05:00 UTC"
+notify = ["console"]
+replicas = 3
+progress_deadline = "5m"
+jobs = { pre = [{ name = "migrate", command = ["./migrate", "--to", "latest"], timeout = "2m" }] }
+
+[pipelines.api]
+stages = ["staging", "production"]
+service = { command = ["./api", "--port", "{port}"], env = { DATABASE = "postgres://${DB_HOST}/api" } }
+notify = ["console"]
+"##;
+    let c = Config::parse(&dir.join("rollcage.toml"), text, &cx()).unwrap();
+    assert_eq!(c.server.log.format, "json");
+    let check = &c.checks[&"error-rate".parse::<PluginId>().unwrap()];
+    // The check's config goes over its plugin's; secrets stay references.
+    assert_eq!(check.config["url"], "http://127.0.0.1:9090");
+    assert_eq!(check.config["pass_if"], "< 0.05");
+    assert_eq!(check.config["token"], "${secret:PROM_TOKEN}");
+    let prod = &c.environments["production"];
+    assert_eq!(prod.strategy, PluginRef::Builtin("canary".into()));
+    assert_eq!(
+        prod.strategy_params,
+        serde_json::json!({"steps": [10, 50, 100]})
+    );
+    assert_eq!(prod.analysis.count, 3);
+    assert_eq!(prod.analysis.interval, std::time::Duration::from_secs(30));
+    assert_eq!(prod.approval, Approval::Manual);
+    assert!(prod.window.is_some());
+    assert_eq!(
+        prod.pre_jobs[0].timeout,
+        std::time::Duration::from_secs(120)
+    );
+    assert_eq!(c.environments["staging"].replicas, 1);
+    assert_eq!(c.pipelines["api"].stages, ["staging", "production"]);
+    assert_eq!(
+        c.pipelines["api"].service["env"]["DATABASE"],
+        "postgres://db.internal/api"
+    );
+    assert_eq!(c.pipelines["api"].service["name"], "api");
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -9,21 +9,18 @@ use rollcage_config::{Config, Context, KnownBuiltin};
 use rollcage_core::PluginKind;
 
 fn cx() -> Context {
+    let builtin = |name, kind| KnownBuiltin { name, kind };
     Context {
         builtins: vec![
-            KnownBuiltin {
-                name: "console",
-                kind: PluginKind::Notifier,
-            },
-            KnownBuiltin {
-                name: "http",
-                kind: PluginKind::HealthCheck,
-            },
-            KnownBuiltin {
-                name: "rolling",
-                kind: PluginKind::Strategy,
-            },
+            builtin("console", PluginKind::Notifier),
+            builtin("http", PluginKind::HealthCheck),
+            builtin("rolling", PluginKind::Strategy),
+            builtin("canary", PluginKind::Strategy),
+            builtin("blue-green", PluginKind::Strategy),
+            builtin("static-provider", PluginKind::EnvironmentProvider),
         ],
+        // No variable is set: messages do not depend on the machine.
+        vars: Some(Default::default()),
     }
 }
 

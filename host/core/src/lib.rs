@@ -5,9 +5,12 @@
 //! with wasm components; tests and benchmarks implement them with plain Rust
 //! fakes. The types mirror `wit/types.wit` one to one.
 
+pub mod duration;
 pub mod grants;
 pub mod plugin;
 pub mod types;
+pub mod version;
+pub mod window;
 
 pub use grants::{Grants, HostPattern, HostPatternError, is_denied_ip};
 pub use plugin::{
@@ -15,3 +18,5 @@ pub use plugin::{
     PluginKind, Strategy,
 };
 pub use types::*;
+pub use version::Version;
+pub use window::Window;

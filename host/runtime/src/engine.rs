@@ -146,6 +146,11 @@ impl Runtime {
         &self.inner.cache
     }
 
+    /// Where granted secrets are read from.
+    pub fn secrets(&self) -> Arc<dyn SecretSource> {
+        self.inner.secrets.clone()
+    }
+
     /// The wasmtime engine (for inspection and benchmarks).
     pub fn engine(&self) -> &wasmtime::Engine {
         &self.inner.engine

@@ -1,11 +1,16 @@
 //! One module per command; each returns the process exit code:
 //! 0 success, 1 failure, 2 bad input.
 
+mod config;
 mod plugins;
 
 use std::process::ExitCode;
 
-use crate::cli::{Command, PluginsCommand};
+use std::path::PathBuf;
+
+use rollcage_runtime::{ComponentCache, Runtime, RuntimeOptions};
+
+use crate::cli::{Command, ConfigCommand, PluginsCommand};
 
 /// Exit code for bad input (an invalid configuration, a missing file).
 pub const BAD_INPUT: u8 = 2;
@@ -18,5 +23,17 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Plugins(PluginsCommand::Check { file, cache_dir }) => {
             plugins::check(&file, cache_dir).await
         }
+        Command::Config(ConfigCommand::Check { file, cache_dir }) => {
+            config::check(&file, cache_dir).await
+        }
     }
+}
+
+/// The plugin runtime, with the compiled-component cache in `cache_dir` or
+/// the user cache folder.
+fn runtime(cache_dir: Option<PathBuf>) -> anyhow::Result<Runtime> {
+    Ok(Runtime::new(RuntimeOptions {
+        cache_dir: cache_dir.or_else(ComponentCache::default_dir),
+        ..RuntimeOptions::default()
+    })?)
 }

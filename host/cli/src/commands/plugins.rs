@@ -6,19 +6,10 @@ use std::sync::Arc;
 
 use rollcage_config::Config;
 use rollcage_core::{PluginId, PluginKind};
-use rollcage_runtime::{
-    ComponentCache, Grants, Limits, PluginSpec, Runtime, RuntimeOptions, WIT_VERSION,
-};
+use rollcage_runtime::{Grants, Limits, PluginSpec, WIT_VERSION};
 
 use super::BAD_INPUT;
 use crate::plugins::{config_context, kind_of, load_all};
-
-fn runtime(cache_dir: Option<PathBuf>) -> anyhow::Result<Runtime> {
-    Ok(Runtime::new(RuntimeOptions {
-        cache_dir: cache_dir.or_else(ComponentCache::default_dir),
-        ..RuntimeOptions::default()
-    })?)
-}
 
 struct Row {
     id: String,
@@ -108,24 +99,23 @@ pub async fn list(config: Option<&Path>, cache_dir: Option<PathBuf>) -> anyhow::
             return Ok(ExitCode::from(BAD_INPUT));
         }
     };
-    let runtime = runtime(cache_dir.or(config.server.cache_dir.clone()))?;
-    let mut rows = Vec::new();
-    let mut failed = false;
-    for (id, loaded) in load_all(&runtime, &config) {
-        match loaded {
-            Ok(p) => rows.push(Row {
-                id,
-                kind: p.kind().to_string(),
-                component: p.spec().source_name.clone(),
-                size: human_size(p.info().size),
-                grants: describe_grants(&p.spec().grants),
-            }),
-            Err(e) => {
-                failed = true;
-                eprintln!("error: {e:#}");
-            }
-        }
+    let runtime = super::runtime(cache_dir.or(config.server.cache_dir.clone()))?;
+    let set = load_all(&runtime, &config);
+    for e in &set.errors {
+        eprintln!("error: {e}");
     }
+    let failed = !set.errors.is_empty();
+    let rows: Vec<Row> = set
+        .loaded
+        .iter()
+        .map(|(id, p)| Row {
+            id: id.clone(),
+            kind: p.kind().to_string(),
+            component: p.spec().source_name.clone(),
+            size: human_size(p.info().size),
+            grants: describe_grants(&p.spec().grants),
+        })
+        .collect();
     print_table(&rows);
     Ok(if failed {
         ExitCode::from(1)
@@ -142,7 +132,7 @@ pub async fn check(file: &Path, cache_dir: Option<PathBuf>) -> anyhow::Result<Ex
             return Ok(ExitCode::from(BAD_INPUT));
         }
     };
-    let runtime = runtime(cache_dir)?;
+    let runtime = super::runtime(cache_dir)?;
     let source = file.display().to_string();
     let id: PluginId = "checked".parse().expect("valid id");
     println!("component: {source} ({})", human_size(bytes.len()));

@@ -1,0 +1,48 @@
+//! `rollcage config check`: validate a configuration and load every plugin
+//! it uses against its world, without starting anything. Strategy parameters
+//! are checked by the strategy plugins themselves (`validate`).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use rollcage_config::Config;
+
+use super::BAD_INPUT;
+use crate::plugins::{config_context, load_all};
+
+pub async fn check(path: &Path, cache_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let config = match Config::load(path, &config_context()) {
+        Ok(c) => c,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return Ok(ExitCode::from(BAD_INPUT));
+        }
+    };
+    let runtime = super::runtime(cache_dir.or(config.server.cache_dir.clone()))?;
+    let set = load_all(&runtime, &config);
+    let mut problems = set.errors.clone();
+    for env in config.environments.values() {
+        let Some(strategy) = set.get(&env.strategy).and_then(|p| p.strategy()) else {
+            continue;
+        };
+        if let Err(e) = strategy.validate(&env.strategy_params.to_string()).await {
+            problems.push(format!("environment `{}`: {e}", env.name));
+        }
+    }
+    for p in &problems {
+        eprintln!("error: {p}");
+    }
+    if !problems.is_empty() {
+        eprintln!("{} problem(s) in {}", problems.len(), path.display());
+        return Ok(ExitCode::from(BAD_INPUT));
+    }
+    println!(
+        "{}: ok ({} plugins, {} checks, {} environments, {} pipelines)",
+        path.display(),
+        set.loaded.len(),
+        config.checks.len(),
+        config.environments.len(),
+        config.pipelines.len()
+    );
+    Ok(ExitCode::SUCCESS)
+}
