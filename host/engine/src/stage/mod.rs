@@ -32,6 +32,9 @@ pub enum Decision {
 /// Something the stage did, for the run's event log and the notifiers.
 #[derive(Debug, Clone, PartialEq)]
 pub enum StageEvent {
+    /// An action is about to be executed: written before it runs, so that a
+    /// crash in between is visible and the action is repeated on resume.
+    Intent(Action),
     /// An action was executed, with its outcome.
     Step(StepRecord),
     /// An analysis ran; its report.
@@ -133,6 +136,7 @@ impl StageRun<'_> {
             if action == Action::Done {
                 return Ok(());
             }
+            (self.events)(StageEvent::Intent(action.clone()));
             let outcome = self.execute(&action, &state.status).await;
             let record = StepRecord {
                 action,

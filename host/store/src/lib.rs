@@ -1,0 +1,180 @@
+//! Rollcage's durable store: every run, and an append-only log of what
+//! happened in it. The API, the live event stream, the CLI and a restarted
+//! engine all read from here.
+//!
+//! [`Store`] is the trait the engine uses; [`SqliteStore`] is the embedded
+//! default (one file, WAL mode). Events are JSON documents with a kind, so
+//! the store needs no change when the engine records something new.
+
+mod sqlite;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+pub use sqlite::SqliteStore;
+
+/// Why the store could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database itself failed (I/O, corruption, a locked file).
+    #[error("store: {0}")]
+    Database(String),
+    /// No run has this id.
+    #[error("no run `{0}`")]
+    NoSuchRun(String),
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Database(e.to_string())
+    }
+}
+
+/// Where a run is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    /// Accepted, waiting for its environment or window.
+    Queued,
+    /// Moving.
+    Running,
+    /// Waiting for a person.
+    AwaitingApproval,
+    /// Every stage succeeded.
+    Succeeded,
+    /// A stage failed and was rolled back.
+    RolledBack,
+    /// A stage failed and could not be rolled back, or the run was refused.
+    Failed,
+}
+
+impl RunStatus {
+    /// Whether the run is over.
+    pub fn is_finished(self) -> bool {
+        matches!(
+            self,
+            RunStatus::Succeeded | RunStatus::RolledBack | RunStatus::Failed
+        )
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Queued => "queued",
+            RunStatus::Running => "running",
+            RunStatus::AwaitingApproval => "awaiting_approval",
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::RolledBack => "rolled_back",
+            RunStatus::Failed => "failed",
+        }
+    }
+
+    fn parse(s: &str) -> Result<Self, StoreError> {
+        Ok(match s {
+            "queued" => RunStatus::Queued,
+            "running" => RunStatus::Running,
+            "awaiting_approval" => RunStatus::AwaitingApproval,
+            "succeeded" => RunStatus::Succeeded,
+            "rolled_back" => RunStatus::RolledBack,
+            "failed" => RunStatus::Failed,
+            other => {
+                return Err(StoreError::Database(format!(
+                    "unknown run status `{other}`"
+                )));
+            }
+        })
+    }
+}
+
+/// A run as created.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewRun {
+    pub pipeline: String,
+    pub release: String,
+    pub notes: Option<String>,
+    pub params: Vec<(String, String)>,
+    /// Stages to run, in order.
+    pub stages: Vec<String>,
+    /// Who started it.
+    pub started_by: String,
+    /// Hash of the configuration it runs with, for the audit trail.
+    pub config_hash: String,
+}
+
+/// A run as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Run {
+    pub id: String,
+    pub run: NewRun,
+    pub status: RunStatus,
+    /// The stage in progress or last reached.
+    pub stage: Option<String>,
+    /// Why it ended, when it did not succeed.
+    pub reason: Option<String>,
+    pub created_ms: u64,
+    pub updated_ms: u64,
+}
+
+/// One entry of a run's log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// Position in the run's log, from 1; an SSE client resumes after it.
+    pub seq: u64,
+    /// Milliseconds since the Unix epoch.
+    pub at_ms: u64,
+    /// What kind of entry (`step`, `intent`, `measurement`...).
+    pub kind: String,
+    /// The stage it belongs to, if any.
+    pub stage: Option<String>,
+    /// The entry itself.
+    pub data: serde_json::Value,
+}
+
+/// Filters for [`Store::list_runs`].
+#[derive(Debug, Clone, Default)]
+pub struct RunFilter {
+    pub pipeline: Option<String>,
+    pub status: Option<RunStatus>,
+    /// Only runs created at or after this time.
+    pub since_ms: Option<u64>,
+    /// Only runs older than this id (cursor pagination, newest first).
+    pub before: Option<String>,
+    pub limit: usize,
+}
+
+/// What the engine and the API need from storage.
+#[async_trait]
+pub trait Store: Send + Sync {
+    /// Record a new run (status `queued`); its id.
+    async fn create_run(&self, run: NewRun) -> Result<String, StoreError>;
+    /// Append to a run's log; the entry's sequence number.
+    async fn append(
+        &self,
+        run_id: &str,
+        kind: &str,
+        stage: Option<&str>,
+        data: serde_json::Value,
+    ) -> Result<u64, StoreError>;
+    /// Entries of a run's log after `after_seq`, oldest first.
+    async fn events(&self, run_id: &str, after_seq: u64) -> Result<Vec<Event>, StoreError>;
+    /// Set a run's status, current stage and reason.
+    async fn set_status(
+        &self,
+        run_id: &str,
+        status: RunStatus,
+        stage: Option<&str>,
+        reason: Option<&str>,
+    ) -> Result<(), StoreError>;
+    /// One run.
+    async fn run(&self, run_id: &str) -> Result<Run, StoreError>;
+    /// Runs, newest first.
+    async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<Run>, StoreError>;
+    /// Runs not finished: what a restarted engine picks up.
+    async fn unfinished_runs(&self) -> Result<Vec<Run>, StoreError>;
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

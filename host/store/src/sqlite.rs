@@ -1,0 +1,409 @@
+//! The SQLite store: one file in WAL mode; one connection behind a mutex,
+//! used from blocking tasks so that the async executor never waits on disk.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::{Event, NewRun, Run, RunFilter, RunStatus, Store, StoreError, now_ms};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS runs (
+    id          TEXT PRIMARY KEY,
+    pipeline    TEXT NOT NULL,
+    spec        TEXT NOT NULL,
+    status      TEXT NOT NULL,
+    stage       TEXT,
+    reason      TEXT,
+    created_ms  INTEGER NOT NULL,
+    updated_ms  INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS runs_by_status ON runs (status);
+CREATE TABLE IF NOT EXISTS events (
+    run_id  TEXT NOT NULL REFERENCES runs (id),
+    seq     INTEGER NOT NULL,
+    at_ms   INTEGER NOT NULL,
+    kind    TEXT NOT NULL,
+    stage   TEXT,
+    data    TEXT NOT NULL,
+    PRIMARY KEY (run_id, seq)
+);
+";
+
+/// Runs and events in one SQLite file.
+#[derive(Clone)]
+pub struct SqliteStore {
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl SqliteStore {
+    /// Open (creating if needed) the database at `path`.
+    pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        let conn = Connection::open(path)
+            .map_err(|e| StoreError::Database(format!("{}: {e}", path.display())))?;
+        Self::init(conn)
+    }
+
+    /// A database in memory, for tests and dry runs.
+    pub fn in_memory() -> Result<SqliteStore, StoreError> {
+        Self::init(Connection::open_in_memory()?)
+    }
+
+    fn init(conn: Connection) -> Result<SqliteStore, StoreError> {
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        // Each append is durable before the action it announces runs.
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(SqliteStore {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    async fn with<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || f(&mut conn.lock().unwrap()))
+            .await
+            .map_err(|e| StoreError::Database(format!("store task: {e}")))?
+    }
+}
+
+fn new_id() -> String {
+    // Time-ordered and unique enough for one host: milliseconds, then a
+    // random suffix from the OS.
+    let mut bytes = [0u8; 4];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        use std::io::Read;
+        let _ = f.read_exact(&mut bytes);
+    }
+    format!(
+        "r{:012x}{}",
+        now_ms(),
+        bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    )
+}
+
+fn row_to_run(row: &rusqlite::Row<'_>) -> rusqlite::Result<Run> {
+    let bad = |e: String| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, e.into())
+    };
+    let spec: String = row.get(1)?;
+    let status: String = row.get(2)?;
+    Ok(Run {
+        id: row.get(0)?,
+        run: serde_json::from_str(&spec).map_err(|e| bad(e.to_string()))?,
+        status: RunStatus::parse(&status).map_err(|e| bad(e.to_string()))?,
+        stage: row.get(3)?,
+        reason: row.get(4)?,
+        created_ms: row.get::<_, i64>(5)? as u64,
+        updated_ms: row.get::<_, i64>(6)? as u64,
+    })
+}
+
+const RUN_COLUMNS: &str = "id, spec, status, stage, reason, created_ms, updated_ms";
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn create_run(&self, run: NewRun) -> Result<String, StoreError> {
+        self.with(move |c| {
+            let id = new_id();
+            let spec = serde_json::to_string(&run).map_err(|e| StoreError::Database(e.to_string()))?;
+            let now = now_ms();
+            c.execute(
+                "INSERT INTO runs (id, pipeline, spec, status, created_ms, updated_ms) VALUES (?1, ?2, ?3, 'queued', ?4, ?4)",
+                params![id, run.pipeline, spec, now as i64],
+            )?;
+            Ok(id)
+        })
+        .await
+    }
+
+    async fn append(
+        &self,
+        run_id: &str,
+        kind: &str,
+        stage: Option<&str>,
+        data: serde_json::Value,
+    ) -> Result<u64, StoreError> {
+        let (run_id, kind, stage) = (
+            run_id.to_string(),
+            kind.to_string(),
+            stage.map(str::to_string),
+        );
+        self.with(move |c| {
+            let tx = c.transaction()?;
+            let exists: Option<String> = tx.query_row("SELECT id FROM runs WHERE id = ?1", [&run_id], |r| r.get(0)).optional()?;
+            if exists.is_none() {
+                return Err(StoreError::NoSuchRun(run_id));
+            }
+            let seq = tx.query_row("SELECT COALESCE(MAX(seq), 0) + 1 FROM events WHERE run_id = ?1", [&run_id], |r| r.get::<_, i64>(0))? as u64;
+            tx.execute(
+                "INSERT INTO events (run_id, seq, at_ms, kind, stage, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![run_id, seq as i64, now_ms() as i64, kind, stage, data.to_string()],
+            )?;
+            tx.commit()?;
+            Ok(seq)
+        })
+        .await
+    }
+
+    async fn events(&self, run_id: &str, after_seq: u64) -> Result<Vec<Event>, StoreError> {
+        let run_id = run_id.to_string();
+        self.with(move |c| {
+            let mut stmt = c.prepare("SELECT seq, at_ms, kind, stage, data FROM events WHERE run_id = ?1 AND seq > ?2 ORDER BY seq")?;
+            let rows = stmt.query_map(params![run_id, after_seq as i64], |r| {
+                Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64, r.get::<_, String>(2)?, r.get::<_, Option<String>>(3)?, r.get::<_, String>(4)?))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (seq, at_ms, kind, stage, data) = row?;
+                out.push(Event {
+                    seq,
+                    at_ms,
+                    kind,
+                    stage,
+                    data: serde_json::from_str(&data).map_err(|e| StoreError::Database(e.to_string()))?,
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn set_status(
+        &self,
+        run_id: &str,
+        status: RunStatus,
+        stage: Option<&str>,
+        reason: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let (run_id, stage, reason) = (
+            run_id.to_string(),
+            stage.map(str::to_string),
+            reason.map(str::to_string),
+        );
+        self.with(move |c| {
+            let n = c.execute(
+                "UPDATE runs SET status = ?2, stage = COALESCE(?3, stage), reason = COALESCE(?4, reason), updated_ms = ?5 WHERE id = ?1",
+                params![run_id, status.as_str(), stage, reason, now_ms() as i64],
+            )?;
+            if n == 0 { Err(StoreError::NoSuchRun(run_id)) } else { Ok(()) }
+        })
+        .await
+    }
+
+    async fn run(&self, run_id: &str) -> Result<Run, StoreError> {
+        let run_id = run_id.to_string();
+        self.with(move |c| {
+            let row = c
+                .query_row(
+                    &format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?1"),
+                    [&run_id],
+                    row_to_run,
+                )
+                .optional()?;
+            row.ok_or(StoreError::NoSuchRun(run_id))
+        })
+        .await
+    }
+
+    async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<Run>, StoreError> {
+        let f = filter.clone();
+        self.with(move |c| {
+            let mut sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE 1 = 1");
+            let mut args: Vec<Box<dyn rusqlite::ToSql>> = Vec::new();
+            if let Some(p) = f.pipeline {
+                args.push(Box::new(p));
+                sql.push_str(&format!(" AND pipeline = ?{}", args.len()));
+            }
+            if let Some(s) = f.status {
+                args.push(Box::new(s.as_str()));
+                sql.push_str(&format!(" AND status = ?{}", args.len()));
+            }
+            if let Some(t) = f.since_ms {
+                args.push(Box::new(t as i64));
+                sql.push_str(&format!(" AND created_ms >= ?{}", args.len()));
+            }
+            if let Some(b) = f.before {
+                args.push(Box::new(b));
+                sql.push_str(&format!(" AND id < ?{}", args.len()));
+            }
+            sql.push_str(" ORDER BY id DESC");
+            let limit = if f.limit == 0 { 50 } else { f.limit.min(500) };
+            sql.push_str(&format!(" LIMIT {limit}"));
+            let mut stmt = c.prepare(&sql)?;
+            let rows = stmt.query_map(
+                rusqlite::params_from_iter(args.iter().map(|a| a.as_ref())),
+                row_to_run,
+            )?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    async fn unfinished_runs(&self) -> Result<Vec<Run>, StoreError> {
+        self.with(move |c| {
+            let mut stmt = c.prepare(&format!(
+                "SELECT {RUN_COLUMNS} FROM runs WHERE status NOT IN ('succeeded', 'rolled_back', 'failed') ORDER BY id"
+            ))?;
+            let rows = stmt.query_map([], row_to_run)?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn new_run(pipeline: &str) -> NewRun {
+        NewRun {
+            pipeline: pipeline.into(),
+            release: "1.4.0".into(),
+            notes: None,
+            params: vec![("issue_key".into(), "OPS-12".into())],
+            stages: vec!["staging".into(), "production".into()],
+            started_by: "alice".into(),
+            config_hash: "abc123".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn runs_and_their_logs_survive_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rollcage.db");
+        let id = {
+            let store = SqliteStore::open(&path).unwrap();
+            let id = store.create_run(new_run("api")).await.unwrap();
+            assert_eq!(
+                store
+                    .append(&id, "intent", Some("staging"), json!({"action": "apply"}))
+                    .await
+                    .unwrap(),
+                1
+            );
+            assert_eq!(
+                store
+                    .append(&id, "step", Some("staging"), json!({"outcome": "ok"}))
+                    .await
+                    .unwrap(),
+                2
+            );
+            store
+                .set_status(&id, RunStatus::Running, Some("staging"), None)
+                .await
+                .unwrap();
+            id
+        };
+        // A new process opens the same file.
+        let store = SqliteStore::open(&path).unwrap();
+        let run = store.run(&id).await.unwrap();
+        assert_eq!(run.status, RunStatus::Running);
+        assert_eq!(run.stage.as_deref(), Some("staging"));
+        assert_eq!(run.run, new_run("api"));
+        let events = store.events(&id, 0).await.unwrap();
+        assert_eq!(events.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2]);
+        assert_eq!(events[1].data, json!({"outcome": "ok"}));
+        assert_eq!(store.events(&id, 1).await.unwrap().len(), 1);
+        assert_eq!(store.unfinished_runs().await.unwrap().len(), 1);
+        store
+            .set_status(&id, RunStatus::RolledBack, None, Some("error ratio 0.31"))
+            .await
+            .unwrap();
+        assert!(store.unfinished_runs().await.unwrap().is_empty());
+        let run = store.run(&id).await.unwrap();
+        assert_eq!(
+            (run.stage.as_deref(), run.reason.as_deref()),
+            (Some("staging"), Some("error ratio 0.31"))
+        );
+    }
+
+    #[tokio::test]
+    async fn unknown_runs_are_errors_and_nothing_is_written() {
+        let store = SqliteStore::in_memory().unwrap();
+        let err = store
+            .append("nope", "step", None, json!({}))
+            .await
+            .unwrap_err();
+        assert_eq!(err.to_string(), "no run `nope`");
+        assert!(matches!(
+            store.run("nope").await,
+            Err(StoreError::NoSuchRun(_))
+        ));
+        assert!(
+            store
+                .set_status("nope", RunStatus::Failed, None, None)
+                .await
+                .is_err()
+        );
+    }
+
+    #[tokio::test]
+    async fn runs_are_listed_newest_first_with_filters_and_a_cursor() {
+        let store = SqliteStore::in_memory().unwrap();
+        let mut ids = Vec::new();
+        for p in ["api", "web", "api", "api"] {
+            ids.push(store.create_run(new_run(p)).await.unwrap());
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+        store
+            .set_status(&ids[3], RunStatus::Succeeded, None, None)
+            .await
+            .unwrap();
+        let api = store
+            .list_runs(&RunFilter {
+                pipeline: Some("api".into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            api.iter().map(|r| r.id.clone()).collect::<Vec<_>>(),
+            [ids[3].clone(), ids[2].clone(), ids[0].clone()]
+        );
+        let page = store
+            .list_runs(&RunFilter {
+                pipeline: Some("api".into()),
+                limit: 1,
+                before: Some(ids[3].clone()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(page[0].id, ids[2]);
+        let done = store
+            .list_runs(&RunFilter {
+                status: Some(RunStatus::Succeeded),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(done.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn concurrent_appends_get_distinct_sequence_numbers() {
+        let store = SqliteStore::in_memory().unwrap();
+        let id = store.create_run(new_run("api")).await.unwrap();
+        let mut tasks = Vec::new();
+        for i in 0..50 {
+            let (s, id) = (store.clone(), id.clone());
+            tasks.push(tokio::spawn(async move {
+                s.append(&id, "step", None, json!({"i": i})).await.unwrap()
+            }));
+        }
+        let mut seqs = Vec::new();
+        for t in tasks {
+            seqs.push(t.await.unwrap());
+        }
+        seqs.sort();
+        assert_eq!(seqs, (1..=50).collect::<Vec<u64>>());
+    }
+}
