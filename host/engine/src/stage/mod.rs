@@ -47,6 +47,21 @@ pub enum StageEvent {
     RollbackStep(Action),
 }
 
+/// Where a stage's events go. Awaited in order: a store-backed sink has
+/// written each event (an intent, say) before the stage goes on.
+#[async_trait::async_trait]
+pub trait StageSink: Send + Sync {
+    async fn emit(&mut self, event: StageEvent);
+}
+
+/// Collects events in memory (tests, dry runs).
+#[async_trait::async_trait]
+impl StageSink for Vec<StageEvent> {
+    async fn emit(&mut self, event: StageEvent) {
+        self.push(event);
+    }
+}
+
 /// How the stage ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StageResult {
@@ -88,7 +103,7 @@ pub struct StageRun<'a> {
     pub release: Release,
     pub stable: Option<Release>,
     pub history: Vec<StepRecord>,
-    pub events: &'a mut (dyn FnMut(StageEvent) + Send),
+    pub events: &'a mut dyn StageSink,
     pub decisions: &'a mut mpsc::Receiver<Decision>,
 }
 
@@ -136,14 +151,14 @@ impl StageRun<'_> {
             if action == Action::Done {
                 return Ok(());
             }
-            (self.events)(StageEvent::Intent(action.clone()));
+            self.events.emit(StageEvent::Intent(action.clone())).await;
             let outcome = self.execute(&action, &state.status).await;
             let record = StepRecord {
                 action,
                 outcome: outcome.clone(),
             };
             self.history.push(record.clone());
-            (self.events)(StageEvent::Step(record));
+            self.events.emit(StageEvent::Step(record)).await;
             match outcome {
                 Outcome::Ok | Outcome::AnalysisPassed => {}
                 Outcome::AnalysisFailed(reason) | Outcome::Failed(reason) => return Err(reason),
@@ -206,16 +221,18 @@ impl StageRun<'_> {
                 };
                 let report = analysis::run(&checks, &target, &stage.analysis).await;
                 let outcome = report.outcome.clone();
-                (self.events)(StageEvent::Analysis(report));
+                self.events.emit(StageEvent::Analysis(report)).await;
                 match outcome {
                     analysis::Outcome::Passed => Outcome::AnalysisPassed,
                     analysis::Outcome::Failed(r) | analysis::Outcome::Error(r) => {
                         Outcome::AnalysisFailed(r)
                     }
                     analysis::Outcome::Inconclusive(r) => {
-                        (self.events)(StageEvent::AwaitingApproval(format!(
-                            "analysis inconclusive: {r}"
-                        )));
+                        self.events
+                            .emit(StageEvent::AwaitingApproval(format!(
+                                "analysis inconclusive: {r}"
+                            )))
+                            .await;
                         match self.decisions.recv().await {
                             Some(Decision::Approve { .. }) => Outcome::AnalysisPassed,
                             Some(Decision::Abort { by }) => {
@@ -250,9 +267,11 @@ impl StageRun<'_> {
                 }
             }
             Pause::Approval => {
-                (self.events)(StageEvent::AwaitingApproval(
-                    "the strategy asks for approval".into(),
-                ));
+                self.events
+                    .emit(StageEvent::AwaitingApproval(
+                        "the strategy asks for approval".into(),
+                    ))
+                    .await;
                 match self.decisions.recv().await {
                     Some(Decision::Approve { .. }) => Outcome::Ok,
                     Some(Decision::Abort { by }) => Outcome::Failed(format!("aborted by {by}")),
@@ -284,7 +303,9 @@ impl StageRun<'_> {
     /// Execute the strategy's rollback plan. Pauses and analyses in it are
     /// skipped: a rollback does not wait.
     async fn roll_back(&mut self, reason: String) -> StageResult {
-        (self.events)(StageEvent::RollingBack(reason.clone()));
+        self.events
+            .emit(StageEvent::RollingBack(reason.clone()))
+            .await;
         let plan = match self.state().await {
             Ok(state) => self
                 .stage
@@ -308,7 +329,9 @@ impl StageRun<'_> {
                 Action::Pause { .. } | Action::Analyze(_) | Action::Done => continue,
                 _ => self.execute(&action, &status).await,
             };
-            (self.events)(StageEvent::RollbackStep(action.clone()));
+            self.events
+                .emit(StageEvent::RollbackStep(action.clone()))
+                .await;
             if let Outcome::Failed(e) = outcome {
                 return StageResult::Failed {
                     reason: format!("{reason}; and the rollback failed at {action:?}: {e}"),

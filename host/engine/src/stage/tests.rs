@@ -102,14 +102,13 @@ async fn run(
     h: &mut Harness,
     history: Vec<StepRecord>,
 ) -> (StageResult, Vec<StepRecord>, Vec<StageEvent>) {
-    let mut events = Vec::new();
-    let mut sink = |e: StageEvent| events.push(e);
+    let mut events: Vec<StageEvent> = Vec::new();
     let (result, history) = StageRun {
         stage: &h.stage,
         release: Release::new("2.0.0"),
         stable: Some(Release::new("1.0.0")),
         history,
-        events: &mut sink,
+        events: &mut events,
         decisions: &mut h.rx,
     }
     .run()

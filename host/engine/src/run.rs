@@ -1,0 +1,764 @@
+//! A run: a release taken through a pipeline's stages in order. Per stage:
+//! the environment lock (one run per environment), the window gate, the
+//! approval gate, `prepare`, pre-deploy jobs, the strategy loop, post-deploy
+//! jobs. A stage that does not succeed stops the run. Everything is appended
+//! to the run's log in the store as it happens, and the log is all a
+//! restarted engine needs to resume: finished stages are skipped and the
+//! stage in progress continues from its recorded steps.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rollcage_core::{
+    Action, EnvironmentProvider, Event, EventKind, HealthCheck, Job, Outcome, Release, StepRecord,
+    Strategy, Target, Version, Window,
+};
+use rollcage_notify::Dispatcher;
+use rollcage_store::{RunStatus, Store, StoreError};
+use serde_json::json;
+use tokio::sync::mpsc;
+
+use crate::analysis::{self, AnalysisSpec};
+use crate::stage::{Decision, Stage, StageEvent, StageResult, StageRun, StageSink};
+
+/// An environment ready to take runs.
+pub struct EnvironmentPlan {
+    pub name: String,
+    pub provider: Arc<dyn EnvironmentProvider>,
+    pub strategy: Arc<dyn Strategy>,
+    pub strategy_params: String,
+    pub checks: BTreeMap<String, Arc<dyn HealthCheck>>,
+    pub default_checks: Vec<String>,
+    pub analysis: AnalysisSpec,
+    pub replicas: u32,
+    pub progress_deadline: Duration,
+    pub readiness_poll: Duration,
+    /// A person approves before the stage starts.
+    pub approval: bool,
+    pub window: Option<Window>,
+    /// Outside the window: refuse (`true`) or wait (`false`).
+    pub refuse_outside_window: bool,
+    /// Busy with another run: refuse (`true`) or queue (`false`).
+    pub refuse_when_busy: bool,
+    pub pre_jobs: Vec<Job>,
+    pub post_jobs: Vec<Job>,
+    pub notify: Dispatcher,
+}
+
+/// A pipeline ready to take runs.
+pub struct PipelinePlan {
+    pub name: String,
+    pub stages: Vec<String>,
+    pub service: String,
+    /// The provider-specific service definition, as JSON.
+    pub service_spec: String,
+    pub notify: Dispatcher,
+}
+
+/// What a person or a CI job asks for.
+#[derive(Debug, Clone)]
+pub struct RunRequest {
+    pub pipeline: String,
+    pub release: String,
+    pub notes: Option<String>,
+    pub params: Vec<(String, String)>,
+    /// Only these stages (in pipeline order); all when `None`.
+    pub stages: Option<Vec<String>>,
+    pub started_by: String,
+}
+
+/// Why a run could not be started or steered.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("unknown pipeline `{0}`")]
+    UnknownPipeline(String),
+    #[error("{0}")]
+    InvalidRelease(String),
+    #[error("pipeline `{pipeline}` has no stage `{stage}`")]
+    UnknownStage { pipeline: String, stage: String },
+    #[error("run `{0}` is not waiting for a decision")]
+    NotWaiting(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Takes runs through pipelines.
+pub struct Engine {
+    store: Arc<dyn Store>,
+    environments: BTreeMap<String, Arc<EnvironmentPlan>>,
+    pipelines: BTreeMap<String, PipelinePlan>,
+    locks: BTreeMap<String, Arc<tokio::sync::Mutex<()>>>,
+    decisions: Mutex<HashMap<String, mpsc::Sender<Decision>>>,
+    config_hash: String,
+    /// Seconds since the Unix epoch, for windows (replaceable in tests).
+    pub clock: fn() -> u64,
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl Engine {
+    pub fn new(
+        store: Arc<dyn Store>,
+        environments: Vec<EnvironmentPlan>,
+        pipelines: Vec<PipelinePlan>,
+        config_hash: String,
+    ) -> Engine {
+        let locks = environments
+            .iter()
+            .map(|e| (e.name.clone(), Arc::default()))
+            .collect();
+        Engine {
+            store,
+            environments: environments
+                .into_iter()
+                .map(|e| (e.name.clone(), Arc::new(e)))
+                .collect(),
+            pipelines: pipelines.into_iter().map(|p| (p.name.clone(), p)).collect(),
+            locks,
+            decisions: Mutex::new(HashMap::new()),
+            config_hash,
+            clock: unix_now,
+        }
+    }
+
+    /// The store runs are recorded in.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// Check a request and record the run (queued); its id. Nothing is
+    /// recorded for an invalid request.
+    pub async fn create(&self, req: RunRequest) -> Result<String, EngineError> {
+        let pipeline = self
+            .pipelines
+            .get(&req.pipeline)
+            .ok_or_else(|| EngineError::UnknownPipeline(req.pipeline.clone()))?;
+        req.release
+            .parse::<Version>()
+            .map_err(EngineError::InvalidRelease)?;
+        let stages = match &req.stages {
+            None => pipeline.stages.clone(),
+            Some(wanted) => {
+                for s in wanted {
+                    if !pipeline.stages.contains(s) {
+                        return Err(EngineError::UnknownStage {
+                            pipeline: pipeline.name.clone(),
+                            stage: s.clone(),
+                        });
+                    }
+                }
+                pipeline
+                    .stages
+                    .iter()
+                    .filter(|s| wanted.contains(s))
+                    .cloned()
+                    .collect()
+            }
+        };
+        Ok(self
+            .store
+            .create_run(rollcage_store::NewRun {
+                pipeline: req.pipeline,
+                release: req.release,
+                notes: req.notes,
+                params: req.params,
+                stages,
+                started_by: req.started_by,
+                config_hash: self.config_hash.clone(),
+            })
+            .await?)
+    }
+
+    /// Pass a person's decision to a run waiting for one.
+    pub fn decide(&self, run_id: &str, decision: Decision) -> Result<(), EngineError> {
+        let sender = self.decisions.lock().unwrap().get(run_id).cloned();
+        match sender {
+            Some(tx) => tx
+                .try_send(decision)
+                .map_err(|_| EngineError::NotWaiting(run_id.to_string())),
+            None => Err(EngineError::NotWaiting(run_id.to_string())),
+        }
+    }
+
+    /// Every run the store has not seen finish, driven to its end.
+    pub async fn resume_all(self: &Arc<Self>) -> Result<Vec<(String, RunStatus)>, EngineError> {
+        let mut out = Vec::new();
+        for run in self.store.unfinished_runs().await? {
+            tracing::info!(run_id = %run.id, "resuming run");
+            out.push((run.id.clone(), self.execute(&run.id).await?));
+        }
+        Ok(out)
+    }
+
+    /// Drive run `run_id` to its end, from wherever its log says it is.
+    pub async fn execute(&self, run_id: &str) -> Result<RunStatus, EngineError> {
+        let (tx, mut rx) = mpsc::channel(8);
+        self.decisions
+            .lock()
+            .unwrap()
+            .insert(run_id.to_string(), tx);
+        let result = self.drive(run_id, &mut rx).await;
+        self.decisions.lock().unwrap().remove(run_id);
+        result
+    }
+
+    async fn drive(
+        &self,
+        run_id: &str,
+        decisions: &mut mpsc::Receiver<Decision>,
+    ) -> Result<RunStatus, EngineError> {
+        let run = self.store.run(run_id).await?;
+        if run.status.is_finished() {
+            return Ok(run.status);
+        }
+        let log = self.store.events(run_id, 0).await?;
+        let pipeline = self
+            .pipelines
+            .get(&run.run.pipeline)
+            .ok_or_else(|| EngineError::UnknownPipeline(run.run.pipeline.clone()))?;
+        let release = Release {
+            version: run.run.release.clone(),
+            notes: run.run.notes.clone(),
+            params: run.run.params.clone(),
+        };
+        let ctx = Notify {
+            run_id: run_id.to_string(),
+            pipeline: pipeline.name.clone(),
+            release: release.clone(),
+        };
+        let has = |kind: &str, stage: Option<&str>| {
+            log.iter()
+                .any(|e| e.kind == kind && e.stage.as_deref() == stage)
+        };
+        self.store
+            .set_status(run_id, RunStatus::Running, None, None)
+            .await?;
+        if !has("run-started", None) {
+            self.store
+                .append(run_id, "run-started", None, json!({"by": run.run.started_by, "config_hash": run.run.config_hash, "stages": run.run.stages}))
+                .await?;
+            let event = ctx.event(
+                EventKind::RunStarted,
+                None,
+                format!("started by {}", run.run.started_by),
+                vec![],
+            );
+            self.deliver(run_id, &pipeline.notify, None, &event).await?;
+        }
+        for stage_name in &run.run.stages {
+            if has("stage-finished", Some(stage_name)) {
+                continue;
+            }
+            let env = self.environments[stage_name].clone();
+            let notify = |event: &Event| {
+                let (p, e) = (pipeline.notify.clone(), env.notify.clone());
+                let event = event.clone();
+                async move {
+                    let mut d = p.deliver(&event).await;
+                    d.extend(e.deliver(&event).await);
+                    d
+                }
+            };
+            let finish = |status: RunStatus, reason: String| async move {
+                self.store
+                    .set_status(run_id, status, Some(stage_name), Some(&reason))
+                    .await?;
+                Ok::<_, EngineError>(status)
+            };
+
+            // One run per environment at a time.
+            let lock = self.locks[stage_name].clone();
+            let _guard = if env.refuse_when_busy {
+                match lock.try_lock_owned() {
+                    Ok(g) => g,
+                    Err(_) => {
+                        let reason = format!("environment `{stage_name}` is busy with another run");
+                        self.store
+                            .append(
+                                run_id,
+                                "refused",
+                                Some(stage_name),
+                                json!({"reason": reason}),
+                            )
+                            .await?;
+                        return finish(RunStatus::Failed, reason).await;
+                    }
+                }
+            } else {
+                lock.lock_owned().await
+            };
+
+            if let Some(window) = &env.window {
+                let wait = window.wait_secs((self.clock)());
+                if wait > 0 {
+                    if env.refuse_outside_window {
+                        let reason =
+                            format!("environment `{stage_name}` is outside its window `{window}`");
+                        self.store
+                            .append(
+                                run_id,
+                                "refused",
+                                Some(stage_name),
+                                json!({"reason": reason}),
+                            )
+                            .await?;
+                        let event =
+                            ctx.event(EventKind::Failed, Some(stage_name), reason.clone(), vec![]);
+                        self.record_deliveries(run_id, Some(stage_name), notify(&event).await)
+                            .await?;
+                        return finish(RunStatus::Failed, reason).await;
+                    }
+                    self.store
+                        .append(
+                            run_id,
+                            "waiting-for-window",
+                            Some(stage_name),
+                            json!({"window": window.to_string(), "seconds": wait}),
+                        )
+                        .await?;
+                    tokio::time::sleep(Duration::from_secs(wait)).await;
+                }
+            }
+
+            if env.approval && !has("approved", Some(stage_name)) {
+                self.store
+                    .set_status(run_id, RunStatus::AwaitingApproval, Some(stage_name), None)
+                    .await?;
+                self.store
+                    .append(
+                        run_id,
+                        "awaiting-approval",
+                        Some(stage_name),
+                        json!({"gate": "stage"}),
+                    )
+                    .await?;
+                let event = ctx.event(
+                    EventKind::AwaitingApproval,
+                    Some(stage_name),
+                    format!("{stage_name} waits for approval"),
+                    vec![],
+                );
+                self.record_deliveries(run_id, Some(stage_name), notify(&event).await)
+                    .await?;
+                match decisions.recv().await {
+                    Some(Decision::Approve { by }) => {
+                        self.store
+                            .append(run_id, "approved", Some(stage_name), json!({"by": by}))
+                            .await?;
+                        self.store
+                            .set_status(run_id, RunStatus::Running, Some(stage_name), None)
+                            .await?;
+                    }
+                    Some(Decision::Abort { by }) => {
+                        let reason = format!("aborted by {by} before {stage_name} started");
+                        self.store
+                            .append(run_id, "aborted", Some(stage_name), json!({"by": by}))
+                            .await?;
+                        return finish(RunStatus::Failed, reason).await;
+                    }
+                    None => {
+                        return finish(RunStatus::Failed, "the engine is shutting down".into())
+                            .await;
+                    }
+                }
+            }
+
+            let target = Target {
+                environment: stage_name.clone(),
+                service: pipeline.service.clone(),
+                service_spec: pipeline.service_spec.clone(),
+            };
+            // The stable release is read once, when the stage starts, and
+            // kept in the log so that a resumed stage sees the same one.
+            let stable: Option<Release> = match log.iter().find(|e| {
+                e.kind == "stage-started" && e.stage.as_deref() == Some(stage_name.as_str())
+            }) {
+                Some(e) => e.data["stable"].as_str().map(Release::new),
+                None => {
+                    if let Err(e) = env.provider.prepare(&target).await {
+                        let reason = e.to_string();
+                        self.store
+                            .append(
+                                run_id,
+                                "stage-finished",
+                                Some(stage_name),
+                                json!({"result": "failed", "reason": reason}),
+                            )
+                            .await?;
+                        return finish(RunStatus::Failed, reason).await;
+                    }
+                    let status = env.provider.status(&target).await.ok();
+                    let stable = status.and_then(|s| {
+                        s.weights
+                            .iter()
+                            .max_by_key(|w| w.weight)
+                            .and_then(|w| s.slot(&w.slot).map(|slot| slot.release.clone()))
+                    });
+                    self.store
+                        .append(
+                            run_id,
+                            "stage-started",
+                            Some(stage_name),
+                            json!({"stable": stable}),
+                        )
+                        .await?;
+                    let event = ctx.event(
+                        EventKind::StageStarted,
+                        Some(stage_name),
+                        format!("{stage_name} started"),
+                        vec![],
+                    );
+                    self.record_deliveries(run_id, Some(stage_name), notify(&event).await)
+                        .await?;
+                    stable.map(Release::new)
+                }
+            };
+
+            if !has("pre-jobs-done", Some(stage_name)) {
+                if let Err(reason) = run_jobs(&*env.provider, &target, &env.pre_jobs).await {
+                    self.store
+                        .append(
+                            run_id,
+                            "stage-finished",
+                            Some(stage_name),
+                            json!({"result": "failed", "reason": reason}),
+                        )
+                        .await?;
+                    let event =
+                        ctx.event(EventKind::Failed, Some(stage_name), reason.clone(), vec![]);
+                    self.record_deliveries(run_id, Some(stage_name), notify(&event).await)
+                        .await?;
+                    return finish(RunStatus::Failed, reason).await;
+                }
+                self.store
+                    .append(run_id, "pre-jobs-done", Some(stage_name), json!({}))
+                    .await?;
+            }
+
+            let history: Vec<StepRecord> = log
+                .iter()
+                .filter(|e| e.kind == "step" && e.stage.as_deref() == Some(stage_name.as_str()))
+                .filter_map(|e| serde_json::from_value(e.data.clone()).ok())
+                .collect();
+            let stage = Stage {
+                target: target.clone(),
+                provider: env.provider.clone(),
+                strategy: env.strategy.clone(),
+                checks: env.checks.clone(),
+                default_checks: env.default_checks.clone(),
+                analysis: env.analysis,
+                progress_deadline: env.progress_deadline,
+                readiness_poll: env.readiness_poll,
+                params: env.strategy_params.clone(),
+                replicas: env.replicas,
+            };
+            let mut sink = StoreSink {
+                engine: self,
+                run_id,
+                stage: stage_name,
+                ctx: &ctx,
+                pipeline_notify: &pipeline.notify,
+                env_notify: &env.notify,
+                failed: None,
+            };
+            let (result, _) = StageRun {
+                stage: &stage,
+                release: release.clone(),
+                stable,
+                history,
+                events: &mut sink,
+                decisions,
+            }
+            .run()
+            .await;
+            if let Some(e) = sink.failed {
+                return Err(e);
+            }
+            let result = match result {
+                StageResult::Succeeded => {
+                    match run_jobs(&*env.provider, &target, &env.post_jobs).await {
+                        Ok(()) => StageResult::Succeeded,
+                        Err(reason) => StageResult::Failed { reason },
+                    }
+                }
+                other => other,
+            };
+            let (status, kind, reason) = match &result {
+                StageResult::Succeeded => {
+                    self.store
+                        .append(
+                            run_id,
+                            "stage-finished",
+                            Some(stage_name),
+                            json!({"result": "succeeded"}),
+                        )
+                        .await?;
+                    continue;
+                }
+                StageResult::RolledBack { reason } => {
+                    (RunStatus::RolledBack, EventKind::RolledBack, reason.clone())
+                }
+                StageResult::Failed { reason } => {
+                    (RunStatus::Failed, EventKind::Failed, reason.clone())
+                }
+            };
+            let label = if status == RunStatus::RolledBack {
+                "rolled_back"
+            } else {
+                "failed"
+            };
+            self.store
+                .append(
+                    run_id,
+                    "stage-finished",
+                    Some(stage_name),
+                    json!({"result": label, "reason": reason}),
+                )
+                .await?;
+            let event = ctx.event(kind, Some(stage_name), reason.clone(), vec![]);
+            self.record_deliveries(run_id, Some(stage_name), notify(&event).await)
+                .await?;
+            return finish(status, reason).await;
+        }
+        self.store
+            .set_status(run_id, RunStatus::Succeeded, None, None)
+            .await?;
+        self.store
+            .append(run_id, "run-finished", None, json!({"result": "succeeded"}))
+            .await?;
+        let event = ctx.event(
+            EventKind::Succeeded,
+            None,
+            format!("{} is live in every stage", release.version),
+            vec![],
+        );
+        self.deliver(run_id, &pipeline.notify, None, &event).await?;
+        Ok(RunStatus::Succeeded)
+    }
+
+    async fn deliver(
+        &self,
+        run_id: &str,
+        d: &Dispatcher,
+        stage: Option<&str>,
+        event: &Event,
+    ) -> Result<(), EngineError> {
+        let deliveries = d.deliver(event).await;
+        self.record_deliveries(run_id, stage, deliveries).await
+    }
+
+    async fn record_deliveries(
+        &self,
+        run_id: &str,
+        stage: Option<&str>,
+        deliveries: Vec<rollcage_notify::Delivery>,
+    ) -> Result<(), EngineError> {
+        for d in deliveries {
+            self.store
+                .append(run_id, "notification", stage, json!({"notifier": d.notifier.as_str(), "attempts": d.attempts, "error": d.result.err()}))
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+/// Run `jobs` in order; the first that fails stops the rest.
+async fn run_jobs(
+    provider: &dyn EnvironmentProvider,
+    target: &Target,
+    jobs: &[Job],
+) -> Result<(), String> {
+    for job in jobs {
+        match provider.run_job(target, job).await {
+            Ok(r) if r.exit_code == 0 => {}
+            Ok(r) => {
+                let tail: String = r
+                    .output
+                    .lines()
+                    .rev()
+                    .take(5)
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
+                    .collect::<Vec<_>>()
+                    .join("\n");
+                return Err(format!(
+                    "job `{}` exited with {}: {tail}",
+                    job.name, r.exit_code
+                ));
+            }
+            Err(e) => return Err(format!("job `{}`: {e}", job.name)),
+        }
+    }
+    Ok(())
+}
+
+/// The facts every notification of a run carries.
+struct Notify {
+    run_id: String,
+    pipeline: String,
+    release: Release,
+}
+
+impl Notify {
+    fn event(
+        &self,
+        kind: EventKind,
+        stage: Option<&str>,
+        message: String,
+        fields: Vec<(String, String)>,
+    ) -> Event {
+        Event {
+            kind,
+            run_id: self.run_id.clone(),
+            pipeline: self.pipeline.clone(),
+            environment: stage.map(str::to_string),
+            release: self.release.clone(),
+            message,
+            fields,
+            url: None,
+            timestamp_ms: (unix_now() * 1000),
+        }
+    }
+}
+
+/// Writes a stage's events to the run's log, and tells the notifiers of
+/// traffic changes, failed analyses and approvals.
+struct StoreSink<'a> {
+    engine: &'a Engine,
+    run_id: &'a str,
+    stage: &'a str,
+    ctx: &'a Notify,
+    pipeline_notify: &'a Dispatcher,
+    env_notify: &'a Dispatcher,
+    /// The first store error: the stage cannot be recorded, so the run stops.
+    failed: Option<EngineError>,
+}
+
+impl StoreSink<'_> {
+    async fn append(&mut self, kind: &str, data: serde_json::Value) {
+        if self.failed.is_some() {
+            return;
+        }
+        if let Err(e) = self
+            .engine
+            .store
+            .append(self.run_id, kind, Some(self.stage), data)
+            .await
+        {
+            self.failed = Some(e.into());
+        }
+    }
+
+    async fn notify(&mut self, kind: EventKind, message: String, fields: Vec<(String, String)>) {
+        let event = self.ctx.event(kind, Some(self.stage), message, fields);
+        let mut d = self.pipeline_notify.deliver(&event).await;
+        d.extend(self.env_notify.deliver(&event).await);
+        if let Err(e) = self
+            .engine
+            .record_deliveries(self.run_id, Some(self.stage), d)
+            .await
+        {
+            self.failed.get_or_insert(e);
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl StageSink for StoreSink<'_> {
+    async fn emit(&mut self, event: StageEvent) {
+        match event {
+            StageEvent::Intent(action) => self.append("intent", json!(action)).await,
+            StageEvent::Step(record) => {
+                self.append("step", json!(record)).await;
+                // A person answered: the run moves again.
+                if matches!(record.action, Action::Pause { .. } | Action::Analyze(_))
+                    && let Err(e) = self
+                        .engine
+                        .store
+                        .set_status(self.run_id, RunStatus::Running, Some(self.stage), None)
+                        .await
+                {
+                    self.failed.get_or_insert(e.into());
+                }
+                if let (Action::Route { weights }, Outcome::Ok) = (&record.action, &record.outcome)
+                {
+                    let split = weights
+                        .iter()
+                        .map(|w| format!("{}={}%", w.slot, w.weight))
+                        .collect::<Vec<_>>()
+                        .join(" ");
+                    self.notify(
+                        EventKind::Step,
+                        format!("traffic {split}"),
+                        vec![("traffic".into(), split.clone())],
+                    )
+                    .await;
+                }
+            }
+            StageEvent::Analysis(report) => {
+                let measurements: Vec<serde_json::Value> = report
+                    .measurements
+                    .iter()
+                    .map(|t| match &t.result {
+                        Ok(m) => json!({"check": t.check.as_str(), "verdict": m.verdict, "value": m.value, "detail": m.detail}),
+                        Err(e) => json!({"check": t.check.as_str(), "error": e}),
+                    })
+                    .collect();
+                let outcome = format!("{:?}", report.outcome);
+                self.append(
+                    "analysis",
+                    json!({"outcome": outcome, "measurements": measurements}),
+                )
+                .await;
+                if let analysis::Outcome::Failed(why) | analysis::Outcome::Error(why) =
+                    &report.outcome
+                {
+                    let values: Vec<(String, String)> = report
+                        .measurements
+                        .iter()
+                        .filter_map(|t| {
+                            t.result
+                                .as_ref()
+                                .ok()
+                                .and_then(|m| m.value.map(|v| (t.check.to_string(), v.to_string())))
+                        })
+                        .collect();
+                    self.notify(EventKind::AnalysisFailed, why.clone(), values)
+                        .await;
+                }
+            }
+            StageEvent::AwaitingApproval(why) => {
+                self.append("awaiting-approval", json!({"gate": "step", "why": why}))
+                    .await;
+                if let Err(e) = self
+                    .engine
+                    .store
+                    .set_status(
+                        self.run_id,
+                        RunStatus::AwaitingApproval,
+                        Some(self.stage),
+                        None,
+                    )
+                    .await
+                {
+                    self.failed.get_or_insert(e.into());
+                }
+                self.notify(EventKind::AwaitingApproval, why, vec![]).await;
+            }
+            StageEvent::RollingBack(reason) => {
+                self.append("rolling-back", json!({"reason": reason})).await
+            }
+            StageEvent::RollbackStep(action) => self.append("rollback-step", json!(action)).await,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

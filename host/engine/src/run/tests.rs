@@ -1,0 +1,413 @@
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use rollcage_core::{
+    AnalysisRequest, Plugin, PluginError, PluginId, RouteWeight, SlotSpec, Verdict,
+};
+use rollcage_notify::RetryPolicy;
+use rollcage_store::SqliteStore;
+
+use super::*;
+use crate::fakes::{FakeProvider, PlanStrategy, scripted};
+
+/// A notifier that remembers the kinds it was told of.
+struct Recorder {
+    id: PluginId,
+    seen: Mutex<Vec<(EventKind, Option<String>)>>,
+}
+
+impl Plugin for Recorder {
+    fn id(&self) -> &PluginId {
+        &self.id
+    }
+}
+
+#[async_trait]
+impl rollcage_core::Notifier for Recorder {
+    async fn notify(&self, e: &Event) -> Result<(), PluginError> {
+        self.seen
+            .lock()
+            .unwrap()
+            .push((e.kind, e.environment.clone()));
+        Ok(())
+    }
+}
+
+fn apply(slot: &str, n: u32) -> Action {
+    Action::ApplySlot(SlotSpec {
+        name: slot.into(),
+        release: Release::new(slot),
+        replicas: n,
+    })
+}
+
+fn route(pairs: &[(&str, u32)]) -> Action {
+    Action::Route {
+        weights: pairs
+            .iter()
+            .map(|(s, w)| RouteWeight {
+                slot: s.to_string(),
+                weight: *w,
+            })
+            .collect(),
+    }
+}
+
+/// A canary from 1.0.0 to 2.0.0 with one analysis.
+fn strategy() -> Arc<PlanStrategy> {
+    Arc::new(PlanStrategy {
+        id: "canary".parse().unwrap(),
+        plan: vec![
+            apply("2.0.0", 1),
+            route(&[("2.0.0", 50), ("1.0.0", 50)]),
+            Action::Analyze(AnalysisRequest {
+                checks: vec![],
+                slot: "2.0.0".into(),
+            }),
+            apply("2.0.0", 2),
+            route(&[("2.0.0", 100)]),
+            Action::RemoveSlot {
+                slot: "1.0.0".into(),
+            },
+        ],
+        rollback: vec![
+            route(&[("1.0.0", 100)]),
+            Action::RemoveSlot {
+                slot: "2.0.0".into(),
+            },
+        ],
+    })
+}
+
+struct World {
+    engine: Arc<Engine>,
+    providers: BTreeMap<String, Arc<FakeProvider>>,
+    recorder: Arc<Recorder>,
+}
+
+fn world(
+    verdicts: &[(&str, Verdict)],
+    approval_in: &[&str],
+    window: Option<(&str, bool)>,
+) -> World {
+    let recorder = Arc::new(Recorder {
+        id: "console".parse().unwrap(),
+        seen: Mutex::default(),
+    });
+    let notify = Dispatcher::new(vec![recorder.clone()], RetryPolicy::default());
+    let mut providers = BTreeMap::new();
+    let mut envs = Vec::new();
+    for (name, verdict) in verdicts {
+        let provider = Arc::new(FakeProvider::running("1.0.0", "1.0.0", 2));
+        providers.insert(name.to_string(), provider.clone());
+        envs.push(EnvironmentPlan {
+            name: name.to_string(),
+            provider,
+            strategy: strategy(),
+            strategy_params: "{}".into(),
+            checks: BTreeMap::from([(
+                "error-rate".to_string(),
+                scripted("error-rate", vec![Ok(*verdict)]) as Arc<dyn HealthCheck>,
+            )]),
+            default_checks: vec!["error-rate".into()],
+            analysis: AnalysisSpec::default(),
+            replicas: 2,
+            progress_deadline: Duration::from_secs(60),
+            readiness_poll: Duration::from_secs(1),
+            approval: approval_in.contains(name),
+            window: window.map(|(w, _)| w.parse().unwrap()),
+            refuse_outside_window: window.is_some_and(|(_, refuse)| refuse),
+            refuse_when_busy: false,
+            pre_jobs: vec![],
+            post_jobs: vec![],
+            notify: Dispatcher::new(vec![], RetryPolicy::default()),
+        });
+    }
+    let pipeline = PipelinePlan {
+        name: "api".into(),
+        stages: verdicts.iter().map(|(n, _)| n.to_string()).collect(),
+        service: "api".into(),
+        service_spec: "{}".into(),
+        notify,
+    };
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().unwrap());
+    World {
+        engine: Arc::new(Engine::new(store, envs, vec![pipeline], "hash".into())),
+        providers,
+        recorder,
+    }
+}
+
+fn request(release: &str) -> RunRequest {
+    RunRequest {
+        pipeline: "api".into(),
+        release: release.into(),
+        notes: None,
+        params: vec![],
+        stages: None,
+        started_by: "alice".into(),
+    }
+}
+
+async fn kinds(engine: &Engine, id: &str) -> Vec<(String, Option<String>)> {
+    engine
+        .store()
+        .events(id, 0)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.kind != "notification" && e.kind != "intent")
+        .map(|e| (e.kind, e.stage))
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_good_release_goes_through_every_stage() {
+    let w = world(
+        &[("staging", Verdict::Pass), ("production", Verdict::Pass)],
+        &[],
+        None,
+    );
+    let id = w.engine.create(request("2.0.0")).await.unwrap();
+    assert_eq!(w.engine.execute(&id).await.unwrap(), RunStatus::Succeeded);
+    for p in w.providers.values() {
+        assert_eq!(
+            p.snapshot(),
+            [("2.0.0".to_string(), "2.0.0".to_string(), 2)]
+        );
+    }
+    let run = w.engine.store().run(&id).await.unwrap();
+    assert_eq!(run.status, RunStatus::Succeeded);
+    let seen: Vec<EventKind> = w
+        .recorder
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(k, _)| *k)
+        .collect();
+    assert_eq!(seen.first(), Some(&EventKind::RunStarted));
+    assert_eq!(seen.last(), Some(&EventKind::Succeeded));
+    assert_eq!(
+        seen.iter()
+            .filter(|k| **k == EventKind::StageStarted)
+            .count(),
+        2
+    );
+    assert_eq!(seen.iter().filter(|k| **k == EventKind::Step).count(), 4);
+    // Every action's intent is logged before its outcome.
+    let log = w.engine.store().events(&id, 0).await.unwrap();
+    let first_intent = log.iter().position(|e| e.kind == "intent").unwrap();
+    let first_step = log.iter().position(|e| e.kind == "step").unwrap();
+    assert!(first_intent < first_step);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_stage_rolls_back_and_stops_the_pipeline() {
+    let w = world(
+        &[
+            ("staging", Verdict::Pass),
+            ("production", Verdict::Fail),
+            ("eu", Verdict::Pass),
+        ],
+        &[],
+        None,
+    );
+    let id = w.engine.create(request("2.0.0")).await.unwrap();
+    assert_eq!(w.engine.execute(&id).await.unwrap(), RunStatus::RolledBack);
+    assert_eq!(
+        w.providers["production"].snapshot(),
+        [("1.0.0".to_string(), "1.0.0".to_string(), 2)]
+    );
+    // Later stages never ran.
+    assert_eq!(
+        w.providers["eu"].snapshot(),
+        [("1.0.0".to_string(), "1.0.0".to_string(), 2)]
+    );
+    let run = w.engine.store().run(&id).await.unwrap();
+    assert_eq!(run.stage.as_deref(), Some("production"));
+    assert!(run.reason.unwrap().contains("check `error-rate` failed"));
+    let seen = w.recorder.seen.lock().unwrap().clone();
+    assert!(seen.contains(&(EventKind::AnalysisFailed, Some("production".into()))));
+    assert!(seen.contains(&(EventKind::RolledBack, Some("production".into()))));
+    assert!(!seen.iter().any(|(_, env)| env.as_deref() == Some("eu")));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_approval_gate_waits_and_an_abort_stops_the_run() {
+    let w = world(
+        &[("staging", Verdict::Pass), ("production", Verdict::Pass)],
+        &["production"],
+        None,
+    );
+    let id = w.engine.create(request("2.0.0")).await.unwrap();
+    let engine = w.engine.clone();
+    let run_id = id.clone();
+    let task = tokio::spawn(async move { engine.execute(&run_id).await.unwrap() });
+    // Wait until the run asks for approval.
+    loop {
+        if w.engine.store().run(&id).await.unwrap().status == RunStatus::AwaitingApproval {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    w.engine
+        .decide(&id, Decision::Abort { by: "bob".into() })
+        .unwrap();
+    assert_eq!(task.await.unwrap(), RunStatus::Failed);
+    let run = w.engine.store().run(&id).await.unwrap();
+    assert_eq!(
+        run.reason.as_deref(),
+        Some("aborted by bob before production started")
+    );
+    // Staging went through; production was never touched.
+    assert_eq!(
+        w.providers["production"].snapshot(),
+        [("1.0.0".to_string(), "1.0.0".to_string(), 2)]
+    );
+    assert!(matches!(
+        w.engine.decide(&id, Decision::Approve { by: "x".into() }),
+        Err(EngineError::NotWaiting(_))
+    ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn outside_its_window_an_environment_refuses_or_waits() {
+    // Never open at the engine's clock time: a window on a day that is not today.
+    let w = world(
+        &[("production", Verdict::Pass)],
+        &[],
+        Some(("Mon 02:00-03:00 UTC", true)),
+    );
+    let mut engine = Arc::try_unwrap(w.engine).ok().unwrap();
+    engine.clock = || 1_795_651_200; // a Thursday, 00:00 UTC
+    let id = engine.create(request("2.0.0")).await.unwrap();
+    assert_eq!(engine.execute(&id).await.unwrap(), RunStatus::Failed);
+    let run = engine.store().run(&id).await.unwrap();
+    assert_eq!(
+        run.reason.as_deref(),
+        Some("environment `production` is outside its window `Mon 02:00-03:00 UTC`")
+    );
+    assert_eq!(
+        w.providers["production"].snapshot(),
+        [("1.0.0".to_string(), "1.0.0".to_string(), 2)]
+    );
+
+    let w = world(
+        &[("production", Verdict::Pass)],
+        &[],
+        Some(("Thu 02:00-03:00 UTC", false)),
+    );
+    let mut engine = Arc::try_unwrap(w.engine).ok().unwrap();
+    engine.clock = || 1_795_651_200;
+    let id = engine.create(request("2.0.0")).await.unwrap();
+    let started = tokio::time::Instant::now();
+    assert_eq!(engine.execute(&id).await.unwrap(), RunStatus::Succeeded);
+    assert!(started.elapsed() >= Duration::from_secs(2 * 3600));
+}
+
+#[tokio::test(start_paused = true)]
+async fn bad_requests_record_nothing() {
+    let w = world(&[("staging", Verdict::Pass)], &[], None);
+    assert!(matches!(
+        w.engine.create(request("v2")).await,
+        Err(EngineError::InvalidRelease(_))
+    ));
+    let mut r = request("2.0.0");
+    r.pipeline = "web".into();
+    assert_eq!(
+        w.engine.create(r).await.unwrap_err().to_string(),
+        "unknown pipeline `web`"
+    );
+    let mut r = request("2.0.0");
+    r.stages = Some(vec!["prod".into()]);
+    assert_eq!(
+        w.engine.create(r).await.unwrap_err().to_string(),
+        "pipeline `api` has no stage `prod`"
+    );
+    assert!(
+        w.engine
+            .store()
+            .list_runs(&Default::default())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_run_cut_short_resumes_from_its_log() {
+    let w = world(
+        &[("staging", Verdict::Pass), ("production", Verdict::Pass)],
+        &[],
+        None,
+    );
+    let id = w.engine.create(request("2.0.0")).await.unwrap();
+    // As if a host died during production: staging finished, production
+    // started with two steps done (and the environment shows them).
+    let store = w.engine.store();
+    store
+        .append(&id, "run-started", None, json!({}))
+        .await
+        .unwrap();
+    store
+        .append(
+            &id,
+            "stage-finished",
+            Some("staging"),
+            json!({"result": "succeeded"}),
+        )
+        .await
+        .unwrap();
+    store
+        .append(
+            &id,
+            "stage-started",
+            Some("production"),
+            json!({"stable": "1.0.0"}),
+        )
+        .await
+        .unwrap();
+    store
+        .append(&id, "pre-jobs-done", Some("production"), json!({}))
+        .await
+        .unwrap();
+    for action in &strategy().plan[..2] {
+        store
+            .append(
+                &id,
+                "step",
+                Some("production"),
+                json!(StepRecord {
+                    action: action.clone(),
+                    outcome: Outcome::Ok
+                }),
+            )
+            .await
+            .unwrap();
+    }
+    store
+        .set_status(&id, RunStatus::Running, Some("production"), None)
+        .await
+        .unwrap();
+    w.providers["production"]
+        .slots
+        .lock()
+        .unwrap()
+        .insert("2.0.0".into(), ("2.0.0".into(), 1));
+
+    let resumed = w.engine.resume_all().await.unwrap();
+    assert_eq!(resumed, [(id.clone(), RunStatus::Succeeded)]);
+    // Staging was not run again; production finished.
+    assert_eq!(
+        w.providers["staging"].snapshot(),
+        [("1.0.0".to_string(), "1.0.0".to_string(), 2)]
+    );
+    assert_eq!(
+        w.providers["production"].snapshot(),
+        [("2.0.0".to_string(), "2.0.0".to_string(), 2)]
+    );
+    let log = kinds(&w.engine, &id).await;
+    assert_eq!(log.iter().filter(|(k, _)| k == "step").count(), 6);
+    assert_eq!(log.iter().filter(|(k, _)| k == "run-started").count(), 1);
+}
