@@ -363,6 +363,25 @@ fn read_includes(
     out
 }
 
+/// Deserialize one `[<section>.<name>]` entry; on error, record it with
+/// `what` (`plugin `slack``) before the message.
+pub(crate) fn deserialize_entry<'i, T: serde::de::Deserialize<'i>>(
+    src: &Source<'_>,
+    what: &str,
+    entry: &Spanned<DeValue<'i>>,
+    errors: &mut Vec<ConfigError>,
+) -> Option<T> {
+    match deserialize(entry) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            let mut err = src.toml_error(&e);
+            err.message = format!("{what}: {}", err.message);
+            errors.push(err);
+            None
+        }
+    }
+}
+
 /// Deserialize one section, keeping the document's spans in errors.
 pub(crate) fn deserialize<'i, T: serde::de::Deserialize<'i>>(
     value: &Spanned<DeValue<'i>>,

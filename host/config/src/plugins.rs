@@ -19,9 +19,9 @@ use serde::Deserialize;
 use toml::Spanned;
 use toml::de::DeValue;
 
+use crate::Context;
 use crate::error::ConfigError;
 use crate::source::Source;
-use crate::{Context, deserialize};
 
 /// Where a plugin's component comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -107,14 +107,10 @@ pub(crate) fn parse(
                 continue;
             }
         };
-        let raw: RawPlugin = match deserialize(entry) {
-            Ok(raw) => raw,
-            Err(e) => {
-                let mut err = src.toml_error(&e);
-                err.message = format!("plugin `{id}`: {}", err.message);
-                errors.push(err);
-                continue;
-            }
+        let Some(raw) =
+            crate::deserialize_entry::<RawPlugin>(src, &format!("plugin `{id}`"), entry, errors)
+        else {
+            continue;
         };
         if let Some(p) = validate(src, &id, key.span(), raw, cx, vars, errors) {
             plugins.insert(id, p);

@@ -33,7 +33,6 @@ use serde::Deserialize;
 use toml::Spanned;
 use toml::de::DeValue;
 
-use crate::deserialize;
 use crate::error::ConfigError;
 use crate::interpolate::interpolate;
 use crate::refs::{PluginRef, Refs};
@@ -260,14 +259,10 @@ pub(crate) fn parse_checks(
 ) -> BTreeMap<PluginId, CheckConfig> {
     let mut checks = BTreeMap::new();
     for (name, span, entry) in entries(src, "checks", value, errors) {
-        let raw: RawCheck = match deserialize(entry) {
-            Ok(r) => r,
-            Err(e) => {
-                let mut err = src.toml_error(&e);
-                err.message = format!("check `{name}`: {}", err.message);
-                errors.push(err);
-                continue;
-            }
+        let Some(raw) =
+            crate::deserialize_entry::<RawCheck>(src, &format!("check `{name}`"), entry, errors)
+        else {
+            continue;
         };
         let what = format!("check `{name}`");
         let Some(plugin) = refs.resolve(
@@ -315,14 +310,13 @@ pub(crate) fn parse_environments(
 ) -> BTreeMap<String, EnvironmentConfig> {
     let mut envs = BTreeMap::new();
     for (name, _span, entry) in entries(src, "environments", value, errors) {
-        let raw: RawEnvironment = match deserialize(entry) {
-            Ok(r) => r,
-            Err(e) => {
-                let mut err = src.toml_error(&e);
-                err.message = format!("environment `{name}`: {}", err.message);
-                errors.push(err);
-                continue;
-            }
+        let Some(raw) = crate::deserialize_entry::<RawEnvironment>(
+            src,
+            &format!("environment `{name}`"),
+            entry,
+            errors,
+        ) else {
+            continue;
         };
         let before = errors.len();
         let what = format!("environment `{name}`");
@@ -591,14 +585,13 @@ pub(crate) fn parse_pipelines(
 ) -> BTreeMap<String, PipelineConfig> {
     let mut pipelines = BTreeMap::new();
     for (name, span, entry) in entries(src, "pipelines", value, errors) {
-        let raw: RawPipeline = match deserialize(entry) {
-            Ok(r) => r,
-            Err(e) => {
-                let mut err = src.toml_error(&e);
-                err.message = format!("pipeline `{name}`: {}", err.message);
-                errors.push(err);
-                continue;
-            }
+        let Some(raw) = crate::deserialize_entry::<RawPipeline>(
+            src,
+            &format!("pipeline `{name}`"),
+            entry,
+            errors,
+        ) else {
+            continue;
         };
         let what = format!("pipeline `{name}`");
         let before = errors.len();

@@ -175,3 +175,25 @@ impl Strategy for PlanStrategy {
         Ok(self.rollback.clone())
     }
 }
+
+/// `apply-slot` of `n` instances of `version` in slot `slot`.
+pub fn apply(slot: &str, version: &str, n: u32) -> Action {
+    Action::ApplySlot(SlotSpec {
+        name: slot.into(),
+        release: Release::new(version),
+        replicas: n,
+    })
+}
+
+/// `route` with these `(slot, weight)` pairs.
+pub fn route(pairs: &[(&str, u32)]) -> Action {
+    Action::Route {
+        weights: pairs
+            .iter()
+            .map(|(s, w)| RouteWeight {
+                slot: s.to_string(),
+                weight: *w,
+            })
+            .collect(),
+    }
+}

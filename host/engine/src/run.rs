@@ -256,13 +256,15 @@ impl Engine {
                 continue;
             }
             let env = self.environments[stage_name].clone();
-            let notify = |event: &Event| {
+            // Tell the pipeline's and the environment's notifiers, and log
+            // each delivery.
+            let tell = |kind: EventKind, message: String| {
+                let event = ctx.event(kind, Some(stage_name), message, vec![]);
                 let (p, e) = (pipeline.notify.clone(), env.notify.clone());
-                let event = event.clone();
                 async move {
                     let mut d = p.deliver(&event).await;
                     d.extend(e.deliver(&event).await);
-                    d
+                    self.record_deliveries(run_id, Some(stage_name), d).await
                 }
             };
             let finish = |status: RunStatus, reason: String| async move {
@@ -308,10 +310,7 @@ impl Engine {
                                 json!({"reason": reason}),
                             )
                             .await?;
-                        let event =
-                            ctx.event(EventKind::Failed, Some(stage_name), reason.clone(), vec![]);
-                        self.record_deliveries(run_id, Some(stage_name), notify(&event).await)
-                            .await?;
+                        tell(EventKind::Failed, reason.clone()).await?;
                         return finish(RunStatus::Failed, reason).await;
                     }
                     self.store
@@ -338,14 +337,11 @@ impl Engine {
                         json!({"gate": "stage"}),
                     )
                     .await?;
-                let event = ctx.event(
+                tell(
                     EventKind::AwaitingApproval,
-                    Some(stage_name),
                     format!("{stage_name} waits for approval"),
-                    vec![],
-                );
-                self.record_deliveries(run_id, Some(stage_name), notify(&event).await)
-                    .await?;
+                )
+                .await?;
                 match decisions.recv().await {
                     Some(Decision::Approve { by }) => {
                         self.store
@@ -408,14 +404,7 @@ impl Engine {
                             json!({"stable": stable}),
                         )
                         .await?;
-                    let event = ctx.event(
-                        EventKind::StageStarted,
-                        Some(stage_name),
-                        format!("{stage_name} started"),
-                        vec![],
-                    );
-                    self.record_deliveries(run_id, Some(stage_name), notify(&event).await)
-                        .await?;
+                    tell(EventKind::StageStarted, format!("{stage_name} started")).await?;
                     stable.map(Release::new)
                 }
             };
@@ -430,10 +419,7 @@ impl Engine {
                             json!({"result": "failed", "reason": reason}),
                         )
                         .await?;
-                    let event =
-                        ctx.event(EventKind::Failed, Some(stage_name), reason.clone(), vec![]);
-                    self.record_deliveries(run_id, Some(stage_name), notify(&event).await)
-                        .await?;
+                    tell(EventKind::Failed, reason.clone()).await?;
                     return finish(RunStatus::Failed, reason).await;
                 }
                 self.store
@@ -521,9 +507,7 @@ impl Engine {
                     json!({"result": label, "reason": reason}),
                 )
                 .await?;
-            let event = ctx.event(kind, Some(stage_name), reason.clone(), vec![]);
-            self.record_deliveries(run_id, Some(stage_name), notify(&event).await)
-                .await?;
+            tell(kind, reason.clone()).await?;
             return finish(status, reason).await;
         }
         self.store

@@ -5,18 +5,13 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use rollcage_config::Config;
-
 use super::BAD_INPUT;
-use crate::plugins::{config_context, load_all};
+use crate::plugins::load_all;
 
 pub async fn check(path: &Path, cache_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
-    let config = match Config::load(path, &config_context()) {
+    let config = match super::load_config(path) {
         Ok(c) => c,
-        Err(errors) => {
-            eprintln!("{errors}");
-            return Ok(ExitCode::from(BAD_INPUT));
-        }
+        Err(code) => return Ok(code),
     };
     let runtime = super::runtime(cache_dir.or(config.server.cache_dir.clone()))?;
     let set = load_all(&runtime, &config);

@@ -37,3 +37,12 @@ fn runtime(cache_dir: Option<PathBuf>) -> anyhow::Result<Runtime> {
         ..RuntimeOptions::default()
     })?)
 }
+
+/// Read and validate a configuration; on errors, print them all and give the
+/// bad-input exit code.
+fn load_config(path: &std::path::Path) -> Result<rollcage_config::Config, ExitCode> {
+    rollcage_config::Config::load(path, &crate::plugins::config_context()).map_err(|errors| {
+        eprintln!("{errors}");
+        ExitCode::from(BAD_INPUT)
+    })
+}

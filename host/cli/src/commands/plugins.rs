@@ -4,12 +4,11 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use rollcage_config::Config;
 use rollcage_core::{PluginId, PluginKind};
 use rollcage_runtime::{Grants, Limits, PluginSpec, WIT_VERSION};
 
 use super::BAD_INPUT;
-use crate::plugins::{config_context, kind_of, load_all};
+use crate::plugins::{kind_of, load_all};
 
 struct Row {
     id: String,
@@ -92,12 +91,9 @@ pub async fn list(config: Option<&Path>, cache_dir: Option<PathBuf>) -> anyhow::
         print_table(&rows);
         return Ok(ExitCode::SUCCESS);
     };
-    let config = match Config::load(path, &config_context()) {
+    let config = match super::load_config(path) {
         Ok(c) => c,
-        Err(errors) => {
-            eprintln!("{errors}");
-            return Ok(ExitCode::from(BAD_INPUT));
-        }
+        Err(code) => return Ok(code),
     };
     let runtime = super::runtime(cache_dir.or(config.server.cache_dir.clone()))?;
     let set = load_all(&runtime, &config);

@@ -1,14 +1,12 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use rollcage_core::{
-    AnalysisRequest, Plugin, PluginError, PluginId, RouteWeight, SlotSpec, Verdict,
-};
+use rollcage_core::{AnalysisRequest, Plugin, PluginError, PluginId, Verdict};
 use rollcage_notify::RetryPolicy;
 use rollcage_store::SqliteStore;
 
 use super::*;
-use crate::fakes::{FakeProvider, PlanStrategy, scripted};
+use crate::fakes::{FakeProvider, PlanStrategy, apply, route, scripted};
 
 /// A notifier that remembers the kinds it was told of.
 struct Recorder {
@@ -33,38 +31,18 @@ impl rollcage_core::Notifier for Recorder {
     }
 }
 
-fn apply(slot: &str, n: u32) -> Action {
-    Action::ApplySlot(SlotSpec {
-        name: slot.into(),
-        release: Release::new(slot),
-        replicas: n,
-    })
-}
-
-fn route(pairs: &[(&str, u32)]) -> Action {
-    Action::Route {
-        weights: pairs
-            .iter()
-            .map(|(s, w)| RouteWeight {
-                slot: s.to_string(),
-                weight: *w,
-            })
-            .collect(),
-    }
-}
-
 /// A canary from 1.0.0 to 2.0.0 with one analysis.
 fn strategy() -> Arc<PlanStrategy> {
     Arc::new(PlanStrategy {
         id: "canary".parse().unwrap(),
         plan: vec![
-            apply("2.0.0", 1),
+            apply("2.0.0", "2.0.0", 1),
             route(&[("2.0.0", 50), ("1.0.0", 50)]),
             Action::Analyze(AnalysisRequest {
                 checks: vec![],
                 slot: "2.0.0".into(),
             }),
-            apply("2.0.0", 2),
+            apply("2.0.0", "2.0.0", 2),
             route(&[("2.0.0", 100)]),
             Action::RemoveSlot {
                 slot: "1.0.0".into(),

@@ -1,29 +1,9 @@
 use std::sync::Arc;
 
-use rollcage_core::{AnalysisRequest, RouteWeight, SlotSpec, Verdict};
+use rollcage_core::{AnalysisRequest, RouteWeight, Verdict};
 
 use super::*;
-use crate::fakes::{FakeProvider, PlanStrategy, scripted};
-
-fn apply(slot: &str, version: &str, n: u32) -> Action {
-    Action::ApplySlot(SlotSpec {
-        name: slot.into(),
-        release: Release::new(version),
-        replicas: n,
-    })
-}
-
-fn route(pairs: &[(&str, u32)]) -> Action {
-    Action::Route {
-        weights: pairs
-            .iter()
-            .map(|(s, w)| RouteWeight {
-                slot: s.to_string(),
-                weight: *w,
-            })
-            .collect(),
-    }
-}
+use crate::fakes::{FakeProvider, PlanStrategy, apply, route, scripted};
 
 fn analyze() -> Action {
     Action::Analyze(AnalysisRequest {
