@@ -1,0 +1,284 @@
+//! Circuit breakers, one per plugin instance: after `failures` failed calls
+//! in a row the breaker opens, and for `cool_down` calls fail fast with an
+//! error that says so, instead of waiting on a plugin (or the service behind
+//! it) that is down. After the cool-down one call goes through: a success
+//! closes the breaker, a failure opens it again.
+//!
+//! [`guard_check`], [`guard_notifier`], [`guard_provider`] and
+//! [`guard_strategy`] wrap a plugin so that every call passes its breaker.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rollcage_core::*;
+use tokio::time::Instant;
+
+/// When a breaker opens and for how long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BreakerConfig {
+    /// Failed calls in a row that open the breaker (default 5).
+    pub failures: u32,
+    /// How long it stays open (default 30 s).
+    pub cool_down: Duration,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        BreakerConfig {
+            failures: 5,
+            cool_down: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What a breaker is doing, for events and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BreakerState {
+    /// Calls go through.
+    Closed,
+    /// Calls fail fast for this much longer.
+    Open { remaining: Duration },
+    /// The cool-down is over: the next call decides.
+    HalfOpen,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    failures_in_a_row: u32,
+    open_until: Option<Instant>,
+}
+
+/// One plugin instance's breaker.
+#[derive(Debug)]
+pub struct Breaker {
+    plugin: PluginId,
+    config: BreakerConfig,
+    inner: Mutex<Inner>,
+}
+
+impl Breaker {
+    pub fn new(plugin: PluginId, config: BreakerConfig) -> Arc<Breaker> {
+        Arc::new(Breaker {
+            plugin,
+            config,
+            inner: Mutex::default(),
+        })
+    }
+
+    /// The current state.
+    pub fn state(&self) -> BreakerState {
+        let inner = self.inner.lock().unwrap();
+        match inner.open_until {
+            None => BreakerState::Closed,
+            Some(until) => {
+                let now = Instant::now();
+                if now < until {
+                    BreakerState::Open {
+                        remaining: until - now,
+                    }
+                } else {
+                    BreakerState::HalfOpen
+                }
+            }
+        }
+    }
+
+    /// `Err` when the breaker is open: the call must not be made.
+    pub fn admit(&self) -> Result<(), PluginError> {
+        match self.state() {
+            BreakerState::Open { remaining } => Err(PluginError::Host {
+                plugin: self.plugin.clone(),
+                message: format!(
+                    "circuit open after {} failed calls in a row; calls fail fast for {} s more",
+                    self.config.failures,
+                    remaining.as_secs().max(1)
+                ),
+            }),
+            BreakerState::Closed | BreakerState::HalfOpen => Ok(()),
+        }
+    }
+
+    /// Count a call's result.
+    pub fn record<T>(&self, result: &Result<T, PluginError>) {
+        let mut inner = self.inner.lock().unwrap();
+        match result {
+            Ok(_) => *inner = Inner::default(),
+            Err(_) => {
+                inner.failures_in_a_row += 1;
+                let half_open = inner.open_until.is_some();
+                if half_open || inner.failures_in_a_row >= self.config.failures {
+                    inner.open_until = Some(Instant::now() + self.config.cool_down);
+                    tracing::warn!(plugin = %self.plugin, failures = inner.failures_in_a_row, "circuit breaker open");
+                }
+            }
+        }
+    }
+
+    async fn call<T>(
+        &self,
+        f: impl Future<Output = Result<T, PluginError>>,
+    ) -> Result<T, PluginError> {
+        self.admit()?;
+        let result = f.await;
+        self.record(&result);
+        result
+    }
+}
+
+/// A plugin behind its breaker.
+pub struct Guarded<P: ?Sized> {
+    inner: Arc<P>,
+    breaker: Arc<Breaker>,
+}
+
+impl<P: ?Sized + Plugin> Plugin for Guarded<P> {
+    fn id(&self) -> &PluginId {
+        self.inner.id()
+    }
+}
+
+fn guard<P: ?Sized + Plugin>(inner: Arc<P>, config: BreakerConfig) -> (Guarded<P>, Arc<Breaker>) {
+    let breaker = Breaker::new(inner.id().clone(), config);
+    (
+        Guarded {
+            inner,
+            breaker: breaker.clone(),
+        },
+        breaker,
+    )
+}
+
+/// `check` behind a breaker; the breaker, for its state.
+pub fn guard_check(
+    inner: Arc<dyn HealthCheck>,
+    config: BreakerConfig,
+) -> (Arc<dyn HealthCheck>, Arc<Breaker>) {
+    let (g, b) = guard(inner, config);
+    (Arc::new(g), b)
+}
+
+/// `notifier` behind a breaker.
+pub fn guard_notifier(
+    inner: Arc<dyn Notifier>,
+    config: BreakerConfig,
+) -> (Arc<dyn Notifier>, Arc<Breaker>) {
+    let (g, b) = guard(inner, config);
+    (Arc::new(g), b)
+}
+
+/// `provider` behind a breaker.
+pub fn guard_provider(
+    inner: Arc<dyn EnvironmentProvider>,
+    config: BreakerConfig,
+) -> (Arc<dyn EnvironmentProvider>, Arc<Breaker>) {
+    let (g, b) = guard(inner, config);
+    (Arc::new(g), b)
+}
+
+/// `strategy` behind a breaker.
+pub fn guard_strategy(
+    inner: Arc<dyn Strategy>,
+    config: BreakerConfig,
+) -> (Arc<dyn Strategy>, Arc<Breaker>) {
+    let (g, b) = guard(inner, config);
+    (Arc::new(g), b)
+}
+
+#[async_trait]
+impl HealthCheck for Guarded<dyn HealthCheck> {
+    async fn check(&self, target: &CheckTarget) -> Result<Measurement, PluginError> {
+        self.breaker.call(self.inner.check(target)).await
+    }
+}
+
+#[async_trait]
+impl Notifier for Guarded<dyn Notifier> {
+    async fn notify(&self, event: &Event) -> Result<(), PluginError> {
+        self.breaker.call(self.inner.notify(event)).await
+    }
+}
+
+#[async_trait]
+impl Strategy for Guarded<dyn Strategy> {
+    async fn validate(&self, params: &str) -> Result<(), PluginError> {
+        self.breaker.call(self.inner.validate(params)).await
+    }
+    async fn decide(&self, state: &DeployState) -> Result<Action, PluginError> {
+        self.breaker.call(self.inner.decide(state)).await
+    }
+    async fn rollback(&self, state: &DeployState) -> Result<Vec<Action>, PluginError> {
+        self.breaker.call(self.inner.rollback(state)).await
+    }
+}
+
+#[async_trait]
+impl EnvironmentProvider for Guarded<dyn EnvironmentProvider> {
+    async fn prepare(&self, target: &Target) -> Result<(), PluginError> {
+        self.breaker.call(self.inner.prepare(target)).await
+    }
+    async fn apply_slot(&self, target: &Target, spec: &SlotSpec) -> Result<(), PluginError> {
+        self.breaker.call(self.inner.apply_slot(target, spec)).await
+    }
+    async fn route(&self, target: &Target, weights: &[RouteWeight]) -> Result<(), PluginError> {
+        self.breaker.call(self.inner.route(target, weights)).await
+    }
+    async fn status(&self, target: &Target) -> Result<EnvironmentStatus, PluginError> {
+        self.breaker.call(self.inner.status(target)).await
+    }
+    async fn remove_slot(&self, target: &Target, slot: &str) -> Result<(), PluginError> {
+        self.breaker
+            .call(self.inner.remove_slot(target, slot))
+            .await
+    }
+    async fn run_job(&self, target: &Target, job: &Job) -> Result<JobResult, PluginError> {
+        self.breaker.call(self.inner.run_job(target, job)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fakes::scripted;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_breaker_opens_fails_fast_and_closes_after_a_success() {
+        // Fails three times, then passes.
+        let check = scripted(
+            "error-rate",
+            vec![Err(()), Err(()), Err(()), Ok(Verdict::Pass)],
+        );
+        let config = BreakerConfig {
+            failures: 2,
+            cool_down: Duration::from_secs(30),
+        };
+        let (guarded, breaker) = guard_check(check.clone(), config);
+        let t = CheckTarget::default();
+        assert!(guarded.check(&t).await.is_err());
+        assert_eq!(breaker.state(), BreakerState::Closed);
+        assert!(guarded.check(&t).await.is_err());
+        assert_eq!(
+            breaker.state(),
+            BreakerState::Open {
+                remaining: Duration::from_secs(30)
+            }
+        );
+        // Open: the plugin is not called.
+        let err = guarded.check(&t).await.unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "plugin `error-rate` could not be run: circuit open after 2 failed calls in a row; calls fail fast for 30 s more"
+        );
+        assert_eq!(check.calls.lock().unwrap().len(), 2);
+        // After the cool-down one call goes through; it fails, so it opens again.
+        tokio::time::advance(Duration::from_secs(30)).await;
+        assert_eq!(breaker.state(), BreakerState::HalfOpen);
+        assert!(guarded.check(&t).await.is_err());
+        assert!(matches!(breaker.state(), BreakerState::Open { .. }));
+        // The next half-open call succeeds and closes it.
+        tokio::time::advance(Duration::from_secs(30)).await;
+        assert!(guarded.check(&t).await.is_ok());
+        assert_eq!(breaker.state(), BreakerState::Closed);
+        assert_eq!(check.calls.lock().unwrap().len(), 4);
+    }
+}
