@@ -263,14 +263,8 @@ impl Config {
         }
         let mut pipelines = BTreeMap::new();
         if let Some(value) = root.get_ref().get("pipelines") {
-            pipelines = sections::parse_pipelines(
-                &src,
-                value,
-                &refs,
-                &environments,
-                &environment_names,
-                &mut errors,
-            );
+            pipelines =
+                sections::parse_pipelines(&src, value, &refs, &environment_names, &mut errors);
         }
         if errors.is_empty() {
             Ok(Config {

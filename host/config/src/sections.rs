@@ -579,7 +579,6 @@ pub(crate) fn parse_pipelines(
     src: &Source<'_>,
     value: &Spanned<DeValue<'_>>,
     refs: &Refs<'_>,
-    environments: &BTreeMap<String, EnvironmentConfig>,
     environment_names: &[String],
     errors: &mut Vec<ConfigError>,
 ) -> BTreeMap<String, PipelineConfig> {
@@ -652,8 +651,6 @@ pub(crate) fn parse_pipelines(
         for p in problems {
             errors.push(src.error(span.clone(), format!("{what}: {p}"), None));
         }
-        // An environment that failed to validate was reported already.
-        let _ = environments;
         if errors.len() == before {
             pipelines.insert(
                 name.clone(),

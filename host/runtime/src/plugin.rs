@@ -9,7 +9,6 @@ use rollcage_core::{
     Action, CheckTarget, DeployState, EnvironmentStatus, Event, Job, JobResult, Measurement,
     Plugin, PluginError, PluginId, PluginKind, RouteWeight, SlotSpec, Target,
 };
-use wasmtime::component::Component;
 use wasmtime::{Store, Trap, UpdateDeadline};
 
 use crate::bindings::{health_check, notifier, provider, strategy};
@@ -111,7 +110,7 @@ impl Runtime {
             .inner
             .linker
             .instantiate_pre(&component)
-            .map_err(|e| unknown_import(&spec, &info, &component, e))?;
+            .map_err(|e| unknown_import(&spec, &info, e))?;
         let world_err = |e: wasmtime::Error| LoadError::WrongWorld {
             plugin: spec.id.clone(),
             source_name: spec.source_name.clone(),
@@ -155,12 +154,7 @@ impl Runtime {
     }
 }
 
-fn unknown_import(
-    spec: &PluginSpec,
-    info: &ComponentInfo,
-    _component: &Component,
-    e: wasmtime::Error,
-) -> LoadError {
+fn unknown_import(spec: &PluginSpec, info: &ComponentInfo, e: wasmtime::Error) -> LoadError {
     let detail = format!("{e:?}");
     let import = info
         .imports
