@@ -52,6 +52,21 @@ impl Refs<'_> {
     ) -> Option<PluginRef> {
         resolve(src, span, name, kind, what, self, errors)
     }
+
+    /// Resolve every name of a list (`notify = [...]`); the ones that resolve.
+    pub(crate) fn resolve_all(
+        &self,
+        src: &Source<'_>,
+        names: &[toml::Spanned<String>],
+        kind: PluginKind,
+        what: &str,
+        errors: &mut Vec<ConfigError>,
+    ) -> Vec<PluginRef> {
+        names
+            .iter()
+            .filter_map(|n| self.resolve(src, n.span(), n.get_ref(), kind, what, errors))
+            .collect()
+    }
 }
 
 fn resolve(

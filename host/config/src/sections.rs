@@ -486,20 +486,13 @@ pub(crate) fn parse_environments(
                 Concurrency::Queue
             }
         };
-        let notify: Vec<PluginRef> = raw
-            .notify
-            .iter()
-            .filter_map(|n| {
-                refs.resolve(
-                    src,
-                    n.span(),
-                    n.get_ref(),
-                    PluginKind::Notifier,
-                    &format!("{what}: notify"),
-                    errors,
-                )
-            })
-            .collect();
+        let notify = refs.resolve_all(
+            src,
+            &raw.notify,
+            PluginKind::Notifier,
+            &format!("{what}: notify"),
+            errors,
+        );
         let replicas = match &raw.replicas {
             Some(r) if *r.get_ref() == 0 || *r.get_ref() > 1000 => {
                 err(
@@ -627,20 +620,13 @@ pub(crate) fn parse_pipelines(
             }
             stages.push(stage.clone());
         }
-        let notify: Vec<PluginRef> = raw
-            .notify
-            .iter()
-            .filter_map(|n| {
-                refs.resolve(
-                    src,
-                    n.span(),
-                    n.get_ref(),
-                    PluginKind::Notifier,
-                    &format!("{what}: notify"),
-                    errors,
-                )
-            })
-            .collect();
+        let notify = refs.resolve_all(
+            src,
+            &raw.notify,
+            PluginKind::Notifier,
+            &format!("{what}: notify"),
+            errors,
+        );
         let mut service = serde_json::to_value(raw.service.unwrap_or_default()).unwrap_or_default();
         if let Some(map) = service.as_object_mut() {
             map.entry("name")

@@ -274,22 +274,30 @@ impl Engine {
                 Ok::<_, EngineError>(status)
             };
 
+            // Refused before anything was touched: logged, told, failed.
+            let refuse = |reason: String| async move {
+                self.store
+                    .append(
+                        run_id,
+                        "refused",
+                        Some(stage_name),
+                        json!({"reason": reason}),
+                    )
+                    .await?;
+                tell(EventKind::Failed, reason.clone()).await?;
+                finish(RunStatus::Failed, reason).await
+            };
+
             // One run per environment at a time.
             let lock = self.locks[stage_name].clone();
             let _guard = if env.refuse_when_busy {
                 match lock.try_lock_owned() {
                     Ok(g) => g,
                     Err(_) => {
-                        let reason = format!("environment `{stage_name}` is busy with another run");
-                        self.store
-                            .append(
-                                run_id,
-                                "refused",
-                                Some(stage_name),
-                                json!({"reason": reason}),
-                            )
-                            .await?;
-                        return finish(RunStatus::Failed, reason).await;
+                        return refuse(format!(
+                            "environment `{stage_name}` is busy with another run"
+                        ))
+                        .await;
                     }
                 }
             } else {
@@ -300,18 +308,10 @@ impl Engine {
                 let wait = window.wait_secs((self.clock)());
                 if wait > 0 {
                     if env.refuse_outside_window {
-                        let reason =
-                            format!("environment `{stage_name}` is outside its window `{window}`");
-                        self.store
-                            .append(
-                                run_id,
-                                "refused",
-                                Some(stage_name),
-                                json!({"reason": reason}),
-                            )
-                            .await?;
-                        tell(EventKind::Failed, reason.clone()).await?;
-                        return finish(RunStatus::Failed, reason).await;
+                        return refuse(format!(
+                            "environment `{stage_name}` is outside its window `{window}`"
+                        ))
+                        .await;
                     }
                     self.store
                         .append(

@@ -389,3 +389,41 @@ async fn a_run_cut_short_resumes_from_its_log() {
     assert_eq!(log.iter().filter(|(k, _)| k == "step").count(), 6);
     assert_eq!(log.iter().filter(|(k, _)| k == "run-started").count(), 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_busy_environment_refuses_a_second_run_when_told_to() {
+    let w = world(&[("production", Verdict::Pass)], &["production"], None);
+    let mut engine = Arc::try_unwrap(w.engine).ok().unwrap();
+    let env = engine.environments.remove("production").unwrap();
+    let mut env = Arc::try_unwrap(env).ok().unwrap();
+    env.refuse_when_busy = true;
+    engine
+        .environments
+        .insert("production".into(), Arc::new(env));
+    let engine = Arc::new(engine);
+    // The first run holds production while it waits for approval.
+    let first = engine.create(request("2.0.0")).await.unwrap();
+    let (e, id) = (engine.clone(), first.clone());
+    let task = tokio::spawn(async move { e.execute(&id).await.unwrap() });
+    while engine.store().run(&first).await.unwrap().status != RunStatus::AwaitingApproval {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let second = engine.create(request("2.1.0")).await.unwrap();
+    assert_eq!(engine.execute(&second).await.unwrap(), RunStatus::Failed);
+    let run = engine.store().run(&second).await.unwrap();
+    assert_eq!(
+        run.reason.as_deref(),
+        Some("environment `production` is busy with another run")
+    );
+    assert!(
+        w.recorder
+            .seen
+            .lock()
+            .unwrap()
+            .contains(&(EventKind::Failed, Some("production".into())))
+    );
+    engine
+        .decide(&first, Decision::Approve { by: "alice".into() })
+        .unwrap();
+    assert_eq!(task.await.unwrap(), RunStatus::Succeeded);
+}
