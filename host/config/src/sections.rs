@@ -235,6 +235,36 @@ fn entries<'v, 'i>(
     out
 }
 
+/// One of a few words (`approval = "manual"`); `default` when absent or
+/// invalid, with an error naming the key and the options when invalid.
+fn choice<T: Copy>(
+    src: &Source<'_>,
+    what: &str,
+    key: &str,
+    value: &Option<Spanned<String>>,
+    options: &[(&str, T)],
+    default: T,
+    errors: &mut Vec<ConfigError>,
+) -> T {
+    let Some(v) = value else { return default };
+    match options.iter().find(|(word, _)| word == v.get_ref()) {
+        Some((_, t)) => *t,
+        None => {
+            let words: Vec<String> = options.iter().map(|(w, _)| format!("\"{w}\"")).collect();
+            errors.push(src.error(
+                v.span(),
+                format!(
+                    "{what}: {key} = \"{}\": expected {}",
+                    v.get_ref(),
+                    words.join(" or ")
+                ),
+                None,
+            ));
+            default
+        }
+    }
+}
+
 fn duration(
     src: &Source<'_>,
     what: &str,
@@ -425,23 +455,15 @@ pub(crate) fn parse_environments(
             consecutive_error_limit: a.consecutive_error_limit.unwrap_or(4),
         };
 
-        let approval = match raw
-            .approval
-            .as_ref()
-            .map(|a| (a.get_ref().as_str(), a.span()))
-        {
-            None | Some(("none", _)) => Approval::None,
-            Some(("manual", _)) => Approval::Manual,
-            Some((other, span)) => {
-                err(
-                    errors,
-                    span,
-                    format!("approval = \"{other}\": expected \"manual\" or \"none\""),
-                    None,
-                );
-                Approval::None
-            }
-        };
+        let approval = choice(
+            src,
+            &what,
+            "approval",
+            &raw.approval,
+            &[("manual", Approval::Manual), ("none", Approval::None)],
+            Approval::None,
+            errors,
+        );
         let window = raw
             .window
             .as_ref()
@@ -452,40 +474,30 @@ pub(crate) fn parse_environments(
                     None
                 }
             });
-        let outside_window = match raw
-            .outside_window
-            .as_ref()
-            .map(|o| (o.get_ref().as_str(), o.span()))
-        {
-            None | Some(("wait", _)) => WindowPolicy::Wait,
-            Some(("refuse", _)) => WindowPolicy::Refuse,
-            Some((other, span)) => {
-                err(
-                    errors,
-                    span,
-                    format!("outside_window = \"{other}\": expected \"wait\" or \"refuse\""),
-                    None,
-                );
-                WindowPolicy::Wait
-            }
-        };
-        let concurrency = match raw
-            .concurrency
-            .as_ref()
-            .map(|o| (o.get_ref().as_str(), o.span()))
-        {
-            None | Some(("queue", _)) => Concurrency::Queue,
-            Some(("refuse", _)) => Concurrency::Refuse,
-            Some((other, span)) => {
-                err(
-                    errors,
-                    span,
-                    format!("concurrency = \"{other}\": expected \"queue\" or \"refuse\""),
-                    None,
-                );
-                Concurrency::Queue
-            }
-        };
+        let outside_window = choice(
+            src,
+            &what,
+            "outside_window",
+            &raw.outside_window,
+            &[
+                ("wait", WindowPolicy::Wait),
+                ("refuse", WindowPolicy::Refuse),
+            ],
+            WindowPolicy::Wait,
+            errors,
+        );
+        let concurrency = choice(
+            src,
+            &what,
+            "concurrency",
+            &raw.concurrency,
+            &[
+                ("queue", Concurrency::Queue),
+                ("refuse", Concurrency::Refuse),
+            ],
+            Concurrency::Queue,
+            errors,
+        );
         let notify = refs.resolve_all(
             src,
             &raw.notify,

@@ -288,6 +288,20 @@ impl Engine {
                 finish(RunStatus::Failed, reason).await
             };
 
+            // The stage failed before its strategy ran: logged, told, failed.
+            let fail_stage = |reason: String| async move {
+                self.store
+                    .append(
+                        run_id,
+                        "stage-finished",
+                        Some(stage_name),
+                        json!({"result": "failed", "reason": reason}),
+                    )
+                    .await?;
+                tell(EventKind::Failed, reason.clone()).await?;
+                finish(RunStatus::Failed, reason).await
+            };
+
             // One run per environment at a time.
             let lock = self.locks[stage_name].clone();
             let _guard = if env.refuse_when_busy {
@@ -378,16 +392,7 @@ impl Engine {
                 Some(e) => e.data["stable"].as_str().map(Release::new),
                 None => {
                     if let Err(e) = env.provider.prepare(&target).await {
-                        let reason = e.to_string();
-                        self.store
-                            .append(
-                                run_id,
-                                "stage-finished",
-                                Some(stage_name),
-                                json!({"result": "failed", "reason": reason}),
-                            )
-                            .await?;
-                        return finish(RunStatus::Failed, reason).await;
+                        return fail_stage(e.to_string()).await;
                     }
                     let status = env.provider.status(&target).await.ok();
                     let stable = status.and_then(|s| {
@@ -411,16 +416,7 @@ impl Engine {
 
             if !has("pre-jobs-done", Some(stage_name)) {
                 if let Err(reason) = run_jobs(&*env.provider, &target, &env.pre_jobs).await {
-                    self.store
-                        .append(
-                            run_id,
-                            "stage-finished",
-                            Some(stage_name),
-                            json!({"result": "failed", "reason": reason}),
-                        )
-                        .await?;
-                    tell(EventKind::Failed, reason.clone()).await?;
-                    return finish(RunStatus::Failed, reason).await;
+                    return fail_stage(reason).await;
                 }
                 self.store
                     .append(run_id, "pre-jobs-done", Some(stage_name), json!({}))
