@@ -1,0 +1,1 @@
+//! The demo service (work in progress).

@@ -1,0 +1,1 @@
+//! The embedded local runtime (work in progress).
