@@ -282,9 +282,85 @@ impl Url {
     }
 }
 
+/// Percent-encode a URL path segment or query value (RFC 3986 unreserved
+/// characters kept).
+pub fn encode(text: &str) -> String {
+    let mut out = String::new();
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// A short reason from an error answer's body: `message (code)` of a
+/// `{"error": {"code", "message"}}` body, the string of `{"error": "..."}`,
+/// or else the start of the body as text.
+pub fn error_reason(body: &[u8]) -> String {
+    let error = serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v.get("error").cloned());
+    match error {
+        Some(serde_json::Value::Object(e)) => {
+            let message = e
+                .get("message")
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or("no message");
+            match e.get("code").and_then(serde_json::Value::as_str) {
+                Some(code) => format!("{message} ({code})"),
+                None => message.to_string(),
+            }
+        }
+        Some(serde_json::Value::String(message)) => message,
+        _ => {
+            let text: String = String::from_utf8_lossy(body).chars().take(200).collect();
+            match text.trim() {
+                "" => "no error message".into(),
+                t => t.to_string(),
+            }
+        }
+    }
+}
+
+/// `text` with every occurrence of `secret` masked as `<redacted>`: for
+/// messages that may quote a request or an answer carrying it.
+pub fn redact(text: &str, secret: &str) -> String {
+    if secret.is_empty() {
+        text.to_string()
+    } else {
+        text.replace(secret, "<redacted>")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn error_reasons_read_the_usual_shapes() {
+        assert_eq!(
+            error_reason(br#"{"error":{"code":"bad_request","message":"weights: sum to 90"}}"#),
+            "weights: sum to 90 (bad_request)"
+        );
+        assert_eq!(error_reason(br#"{"error":"nope"}"#), "nope");
+        assert_eq!(error_reason(b"bad gateway\n"), "bad gateway");
+        assert_eq!(error_reason(b""), "no error message");
+    }
+
+    #[test]
+    fn encoding_keeps_unreserved_characters() {
+        assert_eq!(encode("staging-api_1.0~x"), "staging-api_1.0~x");
+        assert_eq!(encode("a b/c?"), "a%20b%2Fc%3F");
+    }
+
+    #[test]
+    fn secrets_are_masked() {
+        assert_eq!(redact("Bearer s3cret", "s3cret"), "Bearer <redacted>");
+        assert_eq!(redact("nothing", ""), "nothing");
+    }
 
     #[test]
     fn urls_split_into_scheme_authority_and_path() {

@@ -38,6 +38,7 @@
 //! [`Strategy`] / [`export_strategy!`], [`HealthCheck`] / [`export_health_check!`]
 //! and [`EnvironmentProvider`] / [`export_environment_provider!`]; see each trait.
 
+pub mod condition;
 pub mod duration;
 pub mod http;
 pub mod log;

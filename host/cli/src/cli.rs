@@ -24,6 +24,132 @@ pub enum Command {
     /// Check a configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Take a release through a pipeline's stages, showing progress.
+    /// Exit code 0 succeeded, 1 failed or rolled back, 2 bad input.
+    Run(RunArgs),
+    /// List, show, approve, abort and resume runs.
+    #[command(subcommand)]
+    Runs(RunsCommand),
+    /// Deploy a demo service on this machine: a good release promoted
+    /// through staging and production, a bad one rolled back by analysis.
+    Demo(DemoArgs),
+    /// The demo service itself (what the demo's local runtime starts).
+    #[command(hide = true)]
+    DemoService {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DemoArgs {
+    /// Keep the demo's configuration, database and logs in this folder
+    /// (default: a temporary folder, removed at the end).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Compiled-component cache folder (default: the user cache folder).
+    #[arg(long)]
+    pub cache_dir: Option<PathBuf>,
+}
+
+/// Output for people or for machines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Default)]
+pub enum Output {
+    #[default]
+    Text,
+    /// One JSON document per line: each event, then the run.
+    Json,
+}
+
+/// Where the host's configuration and cache are.
+#[derive(Debug, Clone, clap::Args)]
+pub struct HostArgs {
+    /// The configuration file.
+    #[arg(long, short = 'c', default_value = "rollcage.toml")]
+    pub config: PathBuf,
+    /// Compiled-component cache folder (default: the user cache folder).
+    #[arg(long)]
+    pub cache_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// The pipeline to run.
+    pub pipeline: String,
+    /// The release, a SemVer version such as 1.4.0.
+    #[arg(long, short = 'r')]
+    pub release: String,
+    /// A file of release notes.
+    #[arg(long)]
+    pub notes: Option<PathBuf>,
+    /// A run parameter, such as jira_issue=OPS-12 (repeatable).
+    #[arg(long = "param", short = 'p', value_name = "KEY=VALUE")]
+    pub params: Vec<String>,
+    /// Only this stage (repeatable); all stages when absent.
+    #[arg(long = "stage", short = 's')]
+    pub stages: Vec<String>,
+    /// Print the plan and the rollback plan; touch nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Who starts the run (default: $USER).
+    #[arg(long = "as", value_name = "NAME")]
+    pub by: Option<String>,
+    #[arg(long, value_enum, default_value_t)]
+    pub output: Output,
+    #[command(flatten)]
+    pub host: HostArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RunsCommand {
+    /// Runs, newest first.
+    List {
+        #[arg(long)]
+        pipeline: Option<String>,
+        /// queued, running, awaiting_approval, succeeded, rolled_back, failed.
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
+        #[command(flatten)]
+        host: HostArgs,
+    },
+    /// A run and its whole log: stages, steps, analysis measurements,
+    /// notifications.
+    Show {
+        id: String,
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
+        #[command(flatten)]
+        host: HostArgs,
+    },
+    /// Approve a run waiting for a person.
+    Approve {
+        id: String,
+        /// Who approves (default: $USER).
+        #[arg(long = "as", value_name = "NAME")]
+        by: Option<String>,
+        #[command(flatten)]
+        host: HostArgs,
+    },
+    /// Abort a run: it rolls back at its next step.
+    Abort {
+        id: String,
+        /// Who aborts (default: $USER).
+        #[arg(long = "as", value_name = "NAME")]
+        by: Option<String>,
+        #[command(flatten)]
+        host: HostArgs,
+    },
+    /// Drive every unfinished run (after a crash) to its end.
+    Resume {
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
+        #[command(flatten)]
+        host: HostArgs,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -23,8 +23,19 @@ pub fn config_context() -> Context {
                 kind: b.kind(),
             })
             .collect(),
-        vars: None,
+        vars: Some(config_vars()),
     }
+}
+
+/// What `${VAR}` may name: the environment, plus `ROLLCAGE_EXE`, the path
+/// of this very binary (the demo service is one of its subcommands).
+fn config_vars() -> BTreeMap<String, String> {
+    let mut vars: BTreeMap<String, String> = std::env::vars().collect();
+    if let Ok(exe) = std::env::current_exe() {
+        vars.entry("ROLLCAGE_EXE".into())
+            .or_insert_with(|| exe.to_string_lossy().into_owned());
+    }
+    vars
 }
 
 /// Every plugin a configuration uses, loaded, by the name configuration
@@ -41,8 +52,44 @@ impl PluginSet {
     }
 }
 
-/// Load everything `config` uses.
-pub fn load_all(runtime: &Runtime, config: &Config) -> PluginSet {
+/// What the host grants the builtins that drive its local runtime (`local`,
+/// `router-metrics`): its admin API's address and token. An operator never
+/// writes them, and they change at every start.
+pub struct LocalGrant {
+    pub admin_url: String,
+    /// `127.0.0.1:PORT`, as an `allow_hosts` entry.
+    pub admin_host: String,
+    pub token: String,
+}
+
+impl LocalGrant {
+    /// `p` with the grant added, if `p` is a local-runtime builtin.
+    fn apply(
+        &self,
+        p: &PluginConfig,
+        config: &serde_json::Value,
+    ) -> (PluginConfig, serde_json::Value) {
+        let mut p = p.clone();
+        let mut config = config.clone();
+        if matches!(&p.component, ComponentRef::Builtin(n) if n == "local" || n == "router-metrics")
+        {
+            if let Ok(host) = self.admin_host.parse() {
+                p.allow_hosts.push(host);
+            }
+            if let Some(map) = config.as_object_mut() {
+                map.entry("admin_url")
+                    .or_insert_with(|| self.admin_url.clone().into());
+                map.entry("token")
+                    .or_insert_with(|| self.token.clone().into());
+            }
+        }
+        (p, config)
+    }
+}
+
+/// Load everything `config` uses; `local` is the local runtime's grant when
+/// the host runs one.
+pub fn load_all(runtime: &Runtime, config: &Config, local: Option<&LocalGrant>) -> PluginSet {
     let mut set = PluginSet {
         loaded: BTreeMap::new(),
         errors: Vec::new(),
@@ -55,19 +102,20 @@ pub fn load_all(runtime: &Runtime, config: &Config) -> PluginSet {
             }
             Err(e) => set.errors.push(format!("{e:#}")),
         };
+    let load = |p: &PluginConfig, id: &PluginId, config: &serde_json::Value| match local {
+        Some(grant) => {
+            let (p, config) = grant.apply(p, config);
+            load(runtime, &p, id, &config)
+        }
+        None => load(runtime, p, id, config),
+    };
     for p in config.plugins.values() {
-        add(
-            &mut set,
-            p.id.to_string(),
-            load(runtime, p, &p.id, &p.config),
-        );
+        add(&mut set, p.id.to_string(), load(p, &p.id, &p.config));
     }
     for check in config.checks.values() {
         let result = match &check.plugin {
-            PluginRef::Instance(id) => load(runtime, &config.plugins[id], &check.id, &check.config),
-            PluginRef::Builtin(name) => {
-                load(runtime, &builtin_instance(name), &check.id, &check.config)
-            }
+            PluginRef::Instance(id) => load(&config.plugins[id], &check.id, &check.config),
+            PluginRef::Builtin(name) => load(&builtin_instance(name), &check.id, &check.config),
         };
         add(&mut set, check.id.to_string(), result);
     }
@@ -81,7 +129,7 @@ pub fn load_all(runtime: &Runtime, config: &Config) -> PluginSet {
             && !set.loaded.contains_key(name)
         {
             let p = builtin_instance(name);
-            add(&mut set, name.clone(), load(runtime, &p, &p.id, &p.config));
+            add(&mut set, name.clone(), load(&p, &p.id, &p.config));
         }
     }
     set
@@ -96,6 +144,7 @@ fn builtin_instance(name: &str) -> PluginConfig {
         allow_hosts: vec![],
         secrets: vec![],
         limits: Default::default(),
+        breaker: Default::default(),
         config: serde_json::json!({}),
     }
 }

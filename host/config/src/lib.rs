@@ -14,6 +14,7 @@ mod refs;
 mod sections;
 mod source;
 
+use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -22,7 +23,7 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 
 pub use error::{ConfigError, ConfigErrors};
-pub use plugins::{ComponentRef, LimitsConfig, PluginConfig};
+pub use plugins::{BreakerSettings, ComponentRef, LimitsConfig, PluginConfig};
 pub use refs::PluginRef;
 pub use sections::{
     AnalysisConfig, Approval, CheckConfig, Concurrency, EnvironmentConfig, JobConfig,
@@ -121,6 +122,8 @@ impl Default for ServerConfig {
 pub struct Config {
     /// The file it came from.
     pub path: PathBuf,
+    /// A short hash of the file and its includes, for the audit trail.
+    pub hash: String,
     /// `[server]`.
     pub server: ServerConfig,
     /// `[plugins.<id>]`, by id.
@@ -267,8 +270,18 @@ impl Config {
                 sections::parse_pipelines(&src, value, &refs, &environment_names, &mut errors);
         }
         if errors.is_empty() {
+            // The audit trail names the configuration a run used: the main
+            // file and its includes, in order.
+            let mut hasher = Sha256::new();
+            hasher.update(text.as_bytes());
+            for (p, t) in &includes {
+                hasher.update(p.to_string_lossy().as_bytes());
+                hasher.update(t.as_bytes());
+            }
+            let hash = hex::encode(&hasher.finalize()[..8]);
             Ok(Config {
                 path: path.to_path_buf(),
+                hash,
                 server,
                 plugins,
                 checks,

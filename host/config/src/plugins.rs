@@ -51,6 +51,30 @@ pub struct LimitsConfig {
     pub timeout_ms: Option<u64>,
 }
 
+/// `breaker = { failures = 5, cool_down = "30s" }`: after `failures` failed
+/// calls in a row, calls to the instance fail fast for `cool_down`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BreakerSettings {
+    pub failures: u32,
+    pub cool_down: std::time::Duration,
+}
+
+impl Default for BreakerSettings {
+    fn default() -> Self {
+        BreakerSettings {
+            failures: 5,
+            cool_down: std::time::Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBreaker {
+    failures: Option<u32>,
+    cool_down: Option<String>,
+}
+
 /// One validated plugin instance.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PluginConfig {
@@ -62,6 +86,7 @@ pub struct PluginConfig {
     pub allow_hosts: Vec<HostPattern>,
     pub secrets: Vec<String>,
     pub limits: LimitsConfig,
+    pub breaker: BreakerSettings,
     /// The plugin's own `config` table, as JSON.
     pub config: serde_json::Value,
 }
@@ -78,6 +103,8 @@ struct RawPlugin {
     secrets: Vec<Spanned<String>>,
     #[serde(default)]
     limits: Option<Spanned<LimitsConfig>>,
+    #[serde(default)]
+    breaker: Option<Spanned<RawBreaker>>,
     #[serde(default)]
     config: Option<toml::Table>,
 }
@@ -246,6 +273,26 @@ fn validate(
         }
     }
 
+    let mut breaker = BreakerSettings::default();
+    if let Some(b) = &raw.breaker {
+        let raw_b = b.get_ref();
+        match raw_b.failures {
+            Some(n) if !(1..=1000).contains(&n) => err(
+                b.span(),
+                format!("breaker.failures = {n} is outside 1-1000"),
+                None,
+            ),
+            Some(n) => breaker.failures = n,
+            None => {}
+        }
+        if let Some(text) = &raw_b.cool_down {
+            match rollcage_core::duration::parse(text) {
+                Ok(d) => breaker.cool_down = d,
+                Err(e) => err(b.span(), format!("breaker.cool_down: {e}"), None),
+            }
+        }
+    }
+
     let mut config = match raw.config {
         Some(table) => serde_json::to_value(table).unwrap_or(serde_json::Value::Null),
         None => serde_json::json!({}),
@@ -263,6 +310,7 @@ fn validate(
         allow_hosts,
         secrets,
         limits,
+        breaker,
         config,
     })
 }

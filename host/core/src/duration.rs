@@ -35,9 +35,40 @@ pub fn parse(text: &str) -> Result<Duration, String> {
     Ok(total)
 }
 
+/// Milliseconds as an operator would write them: `250ms`, `30s`, `5m`,
+/// `1h30m`; the inverse of [`parse`] for whole units.
+pub fn format(ms: u64) -> String {
+    if ms == 0 || !ms.is_multiple_of(1000) {
+        return format!("{ms}ms");
+    }
+    let secs = ms / 1000;
+    let (h, m, s) = (secs / 3600, secs % 3600 / 60, secs % 60);
+    let mut out = String::new();
+    for (n, unit) in [(h, "h"), (m, "m"), (s, "s")] {
+        if n > 0 {
+            out.push_str(&format!("{n}{unit}"));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn format_is_the_inverse_of_parse() {
+        for (ms, text) in [
+            (250, "250ms"),
+            (30_000, "30s"),
+            (300_000, "5m"),
+            (5_400_000, "1h30m"),
+            (0, "0ms"),
+        ] {
+            assert_eq!(format(ms), text);
+            assert_eq!(parse(text).unwrap().as_millis() as u64, ms);
+        }
+    }
 
     #[test]
     fn durations_parse() {

@@ -111,6 +111,36 @@ pub enum Action {
     Done,
 }
 
+impl std::fmt::Display for Action {
+    /// One line for a person: `route canary=10% stable=90%`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Action::ApplySlot(s) => write!(
+                f,
+                "apply slot {}: {} x{}",
+                s.name, s.release.version, s.replicas
+            ),
+            Action::Route { weights } => {
+                f.write_str("route")?;
+                for w in weights {
+                    write!(f, " {}={}%", w.slot, w.weight)?;
+                }
+                Ok(())
+            }
+            Action::RemoveSlot { slot } => write!(f, "remove slot {slot}"),
+            Action::Pause {
+                pause: Pause::DurationMs(ms),
+            } => write!(f, "pause {}", crate::duration::format(*ms)),
+            Action::Pause {
+                pause: Pause::Approval,
+            } => f.write_str("pause for approval"),
+            Action::Analyze(r) if r.checks.is_empty() => write!(f, "analyze {}", r.slot),
+            Action::Analyze(r) => write!(f, "analyze {} ({})", r.slot, r.checks.join(", ")),
+            Action::Done => f.write_str("done"),
+        }
+    }
+}
+
 /// How an executed action ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "type", content = "reason")]

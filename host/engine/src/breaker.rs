@@ -59,6 +59,11 @@ pub struct Breaker {
 
 impl Breaker {
     pub fn new(plugin: PluginId, config: BreakerConfig) -> Arc<Breaker> {
+        // A breaker that could never open would hide a broken plugin.
+        let config = BreakerConfig {
+            failures: config.failures.max(1),
+            ..config
+        };
         Arc::new(Breaker {
             plugin,
             config,
@@ -138,51 +143,35 @@ impl<P: ?Sized + Plugin> Plugin for Guarded<P> {
     }
 }
 
-fn guard<P: ?Sized + Plugin>(inner: Arc<P>, config: BreakerConfig) -> (Guarded<P>, Arc<Breaker>) {
-    let breaker = Breaker::new(inner.id().clone(), config);
-    (
-        Guarded {
-            inner,
-            breaker: breaker.clone(),
-        },
-        breaker,
-    )
+fn guard<P: ?Sized + Plugin>(inner: Arc<P>, breaker: &Arc<Breaker>) -> Guarded<P> {
+    Guarded {
+        inner,
+        breaker: breaker.clone(),
+    }
 }
 
-/// `check` behind a breaker; the breaker, for its state.
-pub fn guard_check(
-    inner: Arc<dyn HealthCheck>,
-    config: BreakerConfig,
-) -> (Arc<dyn HealthCheck>, Arc<Breaker>) {
-    let (g, b) = guard(inner, config);
-    (Arc::new(g), b)
+/// `check` behind `breaker`. One breaker per plugin instance: every
+/// environment using the instance shares it.
+pub fn guard_check(inner: Arc<dyn HealthCheck>, breaker: &Arc<Breaker>) -> Arc<dyn HealthCheck> {
+    Arc::new(guard(inner, breaker))
 }
 
-/// `notifier` behind a breaker.
-pub fn guard_notifier(
-    inner: Arc<dyn Notifier>,
-    config: BreakerConfig,
-) -> (Arc<dyn Notifier>, Arc<Breaker>) {
-    let (g, b) = guard(inner, config);
-    (Arc::new(g), b)
+/// `notifier` behind `breaker`.
+pub fn guard_notifier(inner: Arc<dyn Notifier>, breaker: &Arc<Breaker>) -> Arc<dyn Notifier> {
+    Arc::new(guard(inner, breaker))
 }
 
-/// `provider` behind a breaker.
+/// `provider` behind `breaker`.
 pub fn guard_provider(
     inner: Arc<dyn EnvironmentProvider>,
-    config: BreakerConfig,
-) -> (Arc<dyn EnvironmentProvider>, Arc<Breaker>) {
-    let (g, b) = guard(inner, config);
-    (Arc::new(g), b)
+    breaker: &Arc<Breaker>,
+) -> Arc<dyn EnvironmentProvider> {
+    Arc::new(guard(inner, breaker))
 }
 
-/// `strategy` behind a breaker.
-pub fn guard_strategy(
-    inner: Arc<dyn Strategy>,
-    config: BreakerConfig,
-) -> (Arc<dyn Strategy>, Arc<Breaker>) {
-    let (g, b) = guard(inner, config);
-    (Arc::new(g), b)
+/// `strategy` behind `breaker`.
+pub fn guard_strategy(inner: Arc<dyn Strategy>, breaker: &Arc<Breaker>) -> Arc<dyn Strategy> {
+    Arc::new(guard(inner, breaker))
 }
 
 #[async_trait]
@@ -252,7 +241,8 @@ mod tests {
             failures: 2,
             cool_down: Duration::from_secs(30),
         };
-        let (guarded, breaker) = guard_check(check.clone(), config);
+        let breaker = Breaker::new(check.id().clone(), config);
+        let guarded = guard_check(check.clone(), &breaker);
         let t = CheckTarget::default();
         assert!(guarded.check(&t).await.is_err());
         assert_eq!(breaker.state(), BreakerState::Closed);

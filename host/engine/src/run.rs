@@ -6,8 +6,8 @@
 //! restarted engine needs to resume: finished stages are skipped and the
 //! stage in progress continues from its recorded steps.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use rollcage_core::{
@@ -15,12 +15,16 @@ use rollcage_core::{
     Strategy, Target, Version, Window,
 };
 use rollcage_notify::Dispatcher;
-use rollcage_store::{RunStatus, Store, StoreError};
+use rollcage_store::{DecisionAction, DecisionRequest, RunStatus, Store, StoreError};
 use serde_json::json;
 use tokio::sync::mpsc;
+use tracing::Instrument;
 
 use crate::analysis::{self, AnalysisSpec};
 use crate::stage::{Decision, Stage, StageEvent, StageResult, StageRun, StageSink};
+
+/// How often a run looks for decisions asked for through the store.
+const DECISION_POLL: Duration = Duration::from_millis(200);
 
 /// An environment ready to take runs.
 pub struct EnvironmentPlan {
@@ -36,6 +40,8 @@ pub struct EnvironmentPlan {
     pub readiness_poll: Duration,
     /// A person approves before the stage starts.
     pub approval: bool,
+    /// The approver must not be the person who started the run.
+    pub require_different_approver: bool,
     pub window: Option<Window>,
     /// Outside the window: refuse (`true`) or wait (`false`).
     pub refuse_outside_window: bool,
@@ -79,6 +85,10 @@ pub enum EngineError {
     UnknownStage { pipeline: String, stage: String },
     #[error("run `{0}` is not waiting for a decision")]
     NotWaiting(String),
+    #[error("run `{0}` is finished ({1})")]
+    Finished(String, &'static str),
+    #[error("`{environment}` needs an approver other than the one who started the run ({by})")]
+    SameApprover { environment: String, by: String },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -89,7 +99,6 @@ pub struct Engine {
     environments: BTreeMap<String, Arc<EnvironmentPlan>>,
     pipelines: BTreeMap<String, PipelinePlan>,
     locks: BTreeMap<String, Arc<tokio::sync::Mutex<()>>>,
-    decisions: Mutex<HashMap<String, mpsc::Sender<Decision>>>,
     config_hash: String,
     /// Seconds since the Unix epoch, for windows (replaceable in tests).
     pub clock: fn() -> u64,
@@ -121,10 +130,14 @@ impl Engine {
                 .collect(),
             pipelines: pipelines.into_iter().map(|p| (p.name.clone(), p)).collect(),
             locks,
-            decisions: Mutex::new(HashMap::new()),
             config_hash,
             clock: unix_now,
         }
+    }
+
+    /// An environment's plan.
+    pub fn environment(&self, name: &str) -> Option<&Arc<EnvironmentPlan>> {
+        self.environments.get(name)
     }
 
     /// The store runs are recorded in.
@@ -175,15 +188,46 @@ impl Engine {
             .await?)
     }
 
-    /// Pass a person's decision to a run waiting for one.
-    pub fn decide(&self, run_id: &str, decision: Decision) -> Result<(), EngineError> {
-        let sender = self.decisions.lock().unwrap().get(run_id).cloned();
-        match sender {
-            Some(tx) => tx
-                .try_send(decision)
-                .map_err(|_| EngineError::NotWaiting(run_id.to_string())),
-            None => Err(EngineError::NotWaiting(run_id.to_string())),
+    /// Record a person's decision for a run. It goes through the store, so
+    /// that whichever process (or host) drives the run takes it; an approval
+    /// is accepted only while the run waits for one, and an abort while the
+    /// run is not finished.
+    pub async fn decide(&self, run_id: &str, decision: Decision) -> Result<(), EngineError> {
+        let run = self.store.run(run_id).await?;
+        if run.status.is_finished() {
+            return Err(EngineError::Finished(
+                run_id.to_string(),
+                run.status.as_str(),
+            ));
         }
+        let (action, by) = match &decision {
+            Decision::Approve { by } => (DecisionAction::Approve, by),
+            Decision::Abort { by } => (DecisionAction::Abort, by),
+        };
+        if action == DecisionAction::Approve {
+            if run.status != RunStatus::AwaitingApproval {
+                return Err(EngineError::NotWaiting(run_id.to_string()));
+            }
+            let env = run.stage.as_deref().and_then(|s| self.environments.get(s));
+            if let Some(env) = env
+                && env.require_different_approver
+                && *by == run.run.started_by
+            {
+                return Err(EngineError::SameApprover {
+                    environment: env.name.clone(),
+                    by: by.clone(),
+                });
+            }
+        }
+        let request = DecisionRequest {
+            action,
+            by: by.clone(),
+        };
+        self.store.request_decision(run_id, &request).await?;
+        self.store
+            .append(run_id, "decision", run.stage.as_deref(), json!(request))
+            .await?;
+        Ok(())
     }
 
     /// Every run the store has not seen finish, driven to its end.
@@ -199,12 +243,34 @@ impl Engine {
     /// Drive run `run_id` to its end, from wherever its log says it is.
     pub async fn execute(&self, run_id: &str) -> Result<RunStatus, EngineError> {
         let (tx, mut rx) = mpsc::channel(8);
-        self.decisions
-            .lock()
-            .unwrap()
-            .insert(run_id.to_string(), tx);
-        let result = self.drive(run_id, &mut rx).await;
-        self.decisions.lock().unwrap().remove(run_id);
+        // Decisions are asked for through the store; carry them to the run.
+        let (store, id) = (self.store.clone(), run_id.to_string());
+        let poller = tokio::spawn(async move {
+            loop {
+                match store.take_decisions(&id).await {
+                    Ok(taken) => {
+                        for d in taken {
+                            let decision = match d.action {
+                                DecisionAction::Approve => Decision::Approve { by: d.by },
+                                DecisionAction::Abort => Decision::Abort { by: d.by },
+                            };
+                            if tx.send(decision).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    Err(e) => tracing::warn!(run_id = %id, "cannot read decisions: {e}"),
+                }
+                tokio::time::sleep(DECISION_POLL).await;
+            }
+        });
+        // Every log line of the run (the engine's and its plugins') carries
+        // the run id.
+        let result = self
+            .drive(run_id, &mut rx)
+            .instrument(tracing::info_span!("run", run_id = %run_id))
+            .await;
+        poller.abort();
         result
     }
 
@@ -428,6 +494,14 @@ impl Engine {
                 .filter(|e| e.kind == "step" && e.stage.as_deref() == Some(stage_name.as_str()))
                 .filter_map(|e| serde_json::from_value(e.data.clone()).ok())
                 .collect();
+            // An intent with no step after it was in flight at a crash.
+            let in_flight_since_ms = log
+                .iter()
+                .rev()
+                .filter(|e| e.stage.as_deref() == Some(stage_name.as_str()))
+                .find(|e| e.kind == "intent" || e.kind == "step")
+                .filter(|e| e.kind == "intent")
+                .map(|e| e.at_ms);
             let stage = Stage {
                 target: target.clone(),
                 provider: env.provider.clone(),
@@ -456,8 +530,11 @@ impl Engine {
                 history,
                 events: &mut sink,
                 decisions,
+                in_flight_since_ms,
+                early: None,
             }
             .run()
+            .instrument(tracing::info_span!("stage", stage = %stage_name))
             .await;
             if let Some(e) = sink.failed {
                 return Err(e);

@@ -57,7 +57,8 @@ impl RunStatus {
         )
     }
 
-    fn as_str(self) -> &'static str {
+    /// The name used in the store, the API and the CLI.
+    pub fn as_str(self) -> &'static str {
         match self {
             RunStatus::Queued => "queued",
             RunStatus::Running => "running",
@@ -129,6 +130,24 @@ pub struct Event {
     pub data: serde_json::Value,
 }
 
+/// A person's answer to a run, asked for from anywhere (the CLI of another
+/// process, the API of another host) and taken by the engine driving the run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DecisionRequest {
+    /// `approve` or `abort`.
+    pub action: DecisionAction,
+    /// Who decided.
+    pub by: String,
+}
+
+/// What a person decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DecisionAction {
+    Approve,
+    Abort,
+}
+
 /// Filters for [`Store::list_runs`].
 #[derive(Debug, Clone, Default)]
 pub struct RunFilter {
@@ -170,6 +189,14 @@ pub trait Store: Send + Sync {
     async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<Run>, StoreError>;
     /// Runs not finished: what a restarted engine picks up.
     async fn unfinished_runs(&self) -> Result<Vec<Run>, StoreError>;
+    /// Queue a decision for a run; the engine driving it takes it.
+    async fn request_decision(
+        &self,
+        run_id: &str,
+        decision: &DecisionRequest,
+    ) -> Result<(), StoreError>;
+    /// Take (remove) the decisions queued for a run, oldest first.
+    async fn take_decisions(&self, run_id: &str) -> Result<Vec<DecisionRequest>, StoreError>;
 }
 
 fn now_ms() -> u64 {

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
 
-use crate::{Event, NewRun, Run, RunFilter, RunStatus, Store, StoreError, now_ms};
+use crate::{DecisionRequest, Event, NewRun, Run, RunFilter, RunStatus, Store, StoreError, now_ms};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS runs (
@@ -29,6 +29,11 @@ CREATE TABLE IF NOT EXISTS events (
     stage   TEXT,
     data    TEXT NOT NULL,
     PRIMARY KEY (run_id, seq)
+);
+CREATE TABLE IF NOT EXISTS decisions (
+    id      INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id  TEXT NOT NULL REFERENCES runs (id),
+    data    TEXT NOT NULL
 );
 ";
 
@@ -256,6 +261,51 @@ impl Store for SqliteStore {
         })
         .await
     }
+
+    async fn request_decision(
+        &self,
+        run_id: &str,
+        decision: &DecisionRequest,
+    ) -> Result<(), StoreError> {
+        let run_id = run_id.to_string();
+        let data =
+            serde_json::to_string(decision).map_err(|e| StoreError::Database(e.to_string()))?;
+        self.with(move |c| {
+            let tx = c.transaction()?;
+            let exists: Option<String> = tx
+                .query_row("SELECT id FROM runs WHERE id = ?1", [&run_id], |r| r.get(0))
+                .optional()?;
+            if exists.is_none() {
+                return Err(StoreError::NoSuchRun(run_id));
+            }
+            tx.execute(
+                "INSERT INTO decisions (run_id, data) VALUES (?1, ?2)",
+                params![run_id, data],
+            )?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn take_decisions(&self, run_id: &str) -> Result<Vec<DecisionRequest>, StoreError> {
+        let run_id = run_id.to_string();
+        self.with(move |c| {
+            let tx = c.transaction()?;
+            let rows: Vec<String> = {
+                let mut stmt =
+                    tx.prepare("SELECT data FROM decisions WHERE run_id = ?1 ORDER BY id")?;
+                stmt.query_map([&run_id], |r| r.get(0))?
+                    .collect::<Result<_, _>>()?
+            };
+            tx.execute("DELETE FROM decisions WHERE run_id = ?1", [&run_id])?;
+            tx.commit()?;
+            rows.iter()
+                .map(|d| serde_json::from_str(d).map_err(|e| StoreError::Database(e.to_string())))
+                .collect()
+        })
+        .await
+    }
 }
 
 #[cfg(test)]
@@ -386,6 +436,31 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(done.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn decisions_are_queued_and_taken_once() {
+        let store = SqliteStore::in_memory().unwrap();
+        let id = store.create_run(new_run("api")).await.unwrap();
+        let approve = DecisionRequest {
+            action: crate::DecisionAction::Approve,
+            by: "bob".into(),
+        };
+        let abort = DecisionRequest {
+            action: crate::DecisionAction::Abort,
+            by: "carol".into(),
+        };
+        store.request_decision(&id, &approve).await.unwrap();
+        store.request_decision(&id, &abort).await.unwrap();
+        assert_eq!(
+            store.take_decisions(&id).await.unwrap(),
+            vec![approve.clone(), abort]
+        );
+        assert!(store.take_decisions(&id).await.unwrap().is_empty());
+        assert!(matches!(
+            store.request_decision("nope", &approve).await,
+            Err(StoreError::NoSuchRun(_))
+        ));
     }
 
     #[tokio::test]

@@ -8,7 +8,8 @@
 use std::time::Duration;
 
 use rollcage_sdk::HealthCheck;
-use rollcage_sdk::http::Request;
+pub use rollcage_sdk::condition::Condition;
+use rollcage_sdk::http::{Request, encode};
 use rollcage_sdk::types::{CheckTarget, Measurement, Verdict};
 use serde::Deserialize;
 use serde_json::Value;
@@ -34,79 +35,6 @@ fn default_url() -> String {
 }
 fn default_timeout() -> u64 {
     5000
-}
-
-/// A condition a value must meet to pass.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Condition {
-    Lt(f64),
-    Le(f64),
-    Gt(f64),
-    Ge(f64),
-    Eq(f64),
-    Ne(f64),
-    Between(f64, f64),
-}
-
-impl Condition {
-    /// Parse `< 0.05`, `>= 0.99`, `== 1`, `!= 0`, `between 0.1 0.5`.
-    pub fn parse(text: &str) -> Result<Condition, String> {
-        let bad = || {
-            format!(
-                "invalid condition `{text}`: use <, <=, >, >=, ==, != and a number, or `between LOW HIGH`"
-            )
-        };
-        let words: Vec<&str> = text.split_whitespace().collect();
-        let num = |s: &str| s.parse::<f64>().map_err(|_| bad());
-        match words.as_slice() {
-            ["between", lo, hi] => {
-                let (lo, hi) = (num(lo)?, num(hi)?);
-                if lo > hi {
-                    return Err(format!("invalid condition `{text}`: {lo} is above {hi}"));
-                }
-                Ok(Condition::Between(lo, hi))
-            }
-            [op, n] => {
-                let n = num(n)?;
-                Ok(match *op {
-                    "<" => Condition::Lt(n),
-                    "<=" => Condition::Le(n),
-                    ">" => Condition::Gt(n),
-                    ">=" => Condition::Ge(n),
-                    "==" => Condition::Eq(n),
-                    "!=" => Condition::Ne(n),
-                    _ => return Err(bad()),
-                })
-            }
-            _ => Err(bad()),
-        }
-    }
-
-    /// Whether `v` passes.
-    pub fn holds(self, v: f64) -> bool {
-        match self {
-            Condition::Lt(n) => v < n,
-            Condition::Le(n) => v <= n,
-            Condition::Gt(n) => v > n,
-            Condition::Ge(n) => v >= n,
-            Condition::Eq(n) => v == n,
-            Condition::Ne(n) => v != n,
-            Condition::Between(lo, hi) => (lo..=hi).contains(&v),
-        }
-    }
-}
-
-/// Percent-encode a query parameter value (RFC 3986 unreserved kept).
-pub fn encode(text: &str) -> String {
-    let mut out = String::new();
-    for b in text.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 /// The query with `{slot}`, `{release}` and `{environment}` filled in.
@@ -225,18 +153,6 @@ rollcage_sdk::export_health_check!(Prometheus);
 mod tests {
     use super::*;
     use serde_json::json;
-
-    #[test]
-    fn conditions_parse_and_hold() {
-        assert!(Condition::parse("< 0.05").unwrap().holds(0.01));
-        assert!(!Condition::parse("< 0.05").unwrap().holds(0.05));
-        assert!(Condition::parse(">= 0.99").unwrap().holds(0.99));
-        assert!(Condition::parse("between 0.1 0.5").unwrap().holds(0.5));
-        assert!(!Condition::parse("between 0.1 0.5").unwrap().holds(0.6));
-        for bad in ["<", "about 3", "< x", "between 2 1"] {
-            assert!(Condition::parse(bad).is_err(), "{bad}");
-        }
-    }
 
     #[test]
     fn results_are_judged() {

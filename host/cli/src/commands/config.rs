@@ -14,7 +14,7 @@ pub async fn check(path: &Path, cache_dir: Option<PathBuf>) -> anyhow::Result<Ex
         Err(code) => return Ok(code),
     };
     let runtime = super::runtime(cache_dir.or(config.server.cache_dir.clone()))?;
-    let set = load_all(&runtime, &config);
+    let set = load_all(&runtime, &config, None);
     let mut problems = set.errors.clone();
     for env in config.environments.values() {
         let Some(strategy) = set.get(&env.strategy).and_then(|p| p.strategy()) else {

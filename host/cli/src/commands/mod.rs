@@ -2,7 +2,11 @@
 //! 0 success, 1 failure, 2 bad input.
 
 mod config;
+mod demo;
 mod plugins;
+mod progress;
+mod run;
+mod runs;
 
 use std::process::ExitCode;
 
@@ -16,6 +20,14 @@ use crate::cli::{Command, ConfigCommand, PluginsCommand};
 pub const BAD_INPUT: u8 = 2;
 
 pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
+    // Commands that read a configuration set logging up from it; the rest
+    // (and errors before it) log with the defaults.
+    if !matches!(
+        command,
+        Command::Run(_) | Command::Runs(_) | Command::Demo(_)
+    ) {
+        crate::logging::init(None, false);
+    }
     match command {
         Command::Plugins(PluginsCommand::List { config, cache_dir }) => {
             plugins::list(config.as_deref(), cache_dir).await
@@ -26,6 +38,17 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Config(ConfigCommand::Check { file, cache_dir }) => {
             config::check(&file, cache_dir).await
         }
+        Command::Run(args) => run::run(args).await,
+        Command::Demo(args) => demo::demo(args).await,
+        Command::DemoService { args } => {
+            let settings = match rollcage_demo_service::Settings::from_env_and_args(args) {
+                Ok(s) => s,
+                Err(e) => return Ok(bad_input(e)),
+            };
+            rollcage_demo_service::serve(settings).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Runs(command) => runs::run(command).await,
     }
 }
 
@@ -38,10 +61,18 @@ fn runtime(cache_dir: Option<PathBuf>) -> anyhow::Result<Runtime> {
     })?)
 }
 
+/// Print `message` as an error; the bad-input exit code.
+fn bad_input(message: String) -> ExitCode {
+    eprintln!("error: {message}");
+    ExitCode::from(BAD_INPUT)
+}
+
 /// Read and validate a configuration; on errors, print them all and give the
 /// bad-input exit code.
 fn load_config(path: &std::path::Path) -> Result<rollcage_config::Config, ExitCode> {
-    rollcage_config::Config::load(path, &crate::plugins::config_context()).map_err(|errors| {
+    let config = rollcage_config::Config::load(path, &crate::plugins::config_context());
+    crate::logging::init(config.as_ref().ok().map(|c| &c.server.log), false);
+    config.map_err(|errors| {
         eprintln!("{errors}");
         ExitCode::from(BAD_INPUT)
     })

@@ -96,7 +96,7 @@ pub async fn list(config: Option<&Path>, cache_dir: Option<PathBuf>) -> anyhow::
         Err(code) => return Ok(code),
     };
     let runtime = super::runtime(cache_dir.or(config.server.cache_dir.clone()))?;
-    let set = load_all(&runtime, &config);
+    let set = load_all(&runtime, &config, None);
     for e in &set.errors {
         eprintln!("error: {e}");
     }

@@ -1,4 +1,4 @@
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use rollcage_core::{AnalysisRequest, Plugin, PluginError, PluginId, Verdict};
@@ -93,6 +93,7 @@ fn world(
             progress_deadline: Duration::from_secs(60),
             readiness_poll: Duration::from_secs(1),
             approval: approval_in.contains(name),
+            require_different_approver: *name == "production",
             window: window.map(|(w, _)| w.parse().unwrap()),
             refuse_outside_window: window.is_some_and(|(_, refuse)| refuse),
             refuse_when_busy: false,
@@ -231,6 +232,7 @@ async fn an_approval_gate_waits_and_an_abort_stops_the_run() {
     }
     w.engine
         .decide(&id, Decision::Abort { by: "bob".into() })
+        .await
         .unwrap();
     assert_eq!(task.await.unwrap(), RunStatus::Failed);
     let run = w.engine.store().run(&id).await.unwrap();
@@ -244,8 +246,10 @@ async fn an_approval_gate_waits_and_an_abort_stops_the_run() {
         [("1.0.0".to_string(), "1.0.0".to_string(), 2)]
     );
     assert!(matches!(
-        w.engine.decide(&id, Decision::Approve { by: "x".into() }),
-        Err(EngineError::NotWaiting(_))
+        w.engine
+            .decide(&id, Decision::Approve { by: "x".into() })
+            .await,
+        Err(EngineError::Finished(..))
     ));
 }
 
@@ -422,8 +426,16 @@ async fn a_busy_environment_refuses_a_second_run_when_told_to() {
             .unwrap()
             .contains(&(EventKind::Failed, Some("production".into())))
     );
+    // Production wants a second person: alice started the run.
+    assert!(matches!(
+        engine
+            .decide(&first, Decision::Approve { by: "alice".into() })
+            .await,
+        Err(EngineError::SameApprover { .. })
+    ));
     engine
-        .decide(&first, Decision::Approve { by: "alice".into() })
+        .decide(&first, Decision::Approve { by: "bob".into() })
+        .await
         .unwrap();
     assert_eq!(task.await.unwrap(), RunStatus::Succeeded);
 }

@@ -105,12 +105,27 @@ pub struct StageRun<'a> {
     pub history: Vec<StepRecord>,
     pub events: &'a mut dyn StageSink,
     pub decisions: &'a mut mpsc::Receiver<Decision>,
+    /// When the action in flight at a crash was announced (ms since the
+    /// Unix epoch): a timed pause resumed after a restart waits only for
+    /// what is left of it.
+    pub in_flight_since_ms: Option<u64>,
+    /// A decision that came before anything waited for it (start with
+    /// `None`): kept for the next approval point.
+    pub early: Option<Decision>,
 }
 
 impl StageRun<'_> {
     /// Drive the stage to its end.
     pub async fn run(mut self) -> (StageResult, Vec<StepRecord>) {
-        let result = self.forward().await;
+        // A resumed stage first lets the environment settle: after a host
+        // restart its instances may be starting again, and a check run now
+        // would measure nothing.
+        let resumed = !self.history.is_empty() || self.in_flight_since_ms.is_some();
+        let settled = if resumed { self.settle().await } else { Ok(()) };
+        let result = match settled {
+            Ok(()) => self.forward().await,
+            Err(e) => Err(e),
+        };
         let result = match result {
             Ok(()) => StageResult::Succeeded,
             Err(reason) => self.roll_back(reason).await,
@@ -141,6 +156,13 @@ impl StageRun<'_> {
     /// The forward loop; `Err` is the reason to roll back.
     async fn forward(&mut self) -> Result<(), String> {
         for _ in 0..MAX_STEPS {
+            // An abort asked for between steps stops the stage here; an
+            // approval nobody waits for has nothing to approve.
+            match self.decisions.try_recv() {
+                Ok(Decision::Abort { by }) => return Err(format!("aborted by {by}")),
+                Ok(approve) => self.early = Some(approve),
+                Err(_) => {}
+            }
             let state = self.state().await?;
             let action = self
                 .stage
@@ -153,6 +175,7 @@ impl StageRun<'_> {
             }
             self.events.emit(StageEvent::Intent(action.clone())).await;
             let outcome = self.execute(&action, &state.status).await;
+            self.in_flight_since_ms = None;
             let record = StepRecord {
                 action,
                 outcome: outcome.clone(),
@@ -233,7 +256,7 @@ impl StageRun<'_> {
                                 "analysis inconclusive: {r}"
                             )))
                             .await;
-                        match self.decisions.recv().await {
+                        match self.next_decision().await {
                             Some(Decision::Approve { .. }) => Outcome::AnalysisPassed,
                             Some(Decision::Abort { by }) => {
                                 Outcome::AnalysisFailed(format!("{r}; aborted by {by}"))
@@ -250,12 +273,16 @@ impl StageRun<'_> {
     async fn pause(&mut self, pause: &Pause) -> Outcome {
         match pause {
             Pause::DurationMs(ms) => {
-                let sleep = tokio::time::sleep(Duration::from_millis(*ms));
+                let elapsed = self
+                    .in_flight_since_ms
+                    .take()
+                    .map_or(0, |since| crate::unix_ms().saturating_sub(since));
+                let sleep = tokio::time::sleep(Duration::from_millis(ms.saturating_sub(elapsed)));
                 tokio::pin!(sleep);
                 // An abort cuts a timed pause short; an approval ends it early.
                 tokio::select! {
                     () = &mut sleep => Outcome::Ok,
-                    d = self.decisions.recv() => match d {
+                    d = self.next_decision() => match d {
                         Some(Decision::Abort { by }) => Outcome::Failed(format!("aborted by {by}")),
                         Some(Decision::Approve { .. }) => Outcome::Ok,
                         // Nobody can decide any more: the pause runs its course.
@@ -272,13 +299,32 @@ impl StageRun<'_> {
                         "the strategy asks for approval".into(),
                     ))
                     .await;
-                match self.decisions.recv().await {
+                match self.next_decision().await {
                     Some(Decision::Approve { .. }) => Outcome::Ok,
                     Some(Decision::Abort { by }) => Outcome::Failed(format!("aborted by {by}")),
                     None => Outcome::Failed("no one can approve: the run is closing".into()),
                 }
             }
         }
+    }
+
+    /// The next decision: one that arrived before anyone waited for it, or
+    /// the next to come.
+    async fn next_decision(&mut self) -> Option<Decision> {
+        match self.early.take() {
+            Some(d) => Some(d),
+            None => self.decisions.recv().await,
+        }
+    }
+
+    /// Wait until every slot has its instances ready, within the progress
+    /// deadline.
+    async fn settle(&self) -> Result<(), String> {
+        let status = self.status().await?;
+        for slot in &status.slots {
+            self.wait_ready(&slot.name, slot.desired).await?;
+        }
+        Ok(())
     }
 
     /// Poll until `slot` has `replicas` ready instances, within the deadline.

@@ -90,6 +90,8 @@ async fn run(
         history,
         events: &mut events,
         decisions: &mut h.rx,
+        in_flight_since_ms: None,
+        early: None,
     }
     .run()
     .await;

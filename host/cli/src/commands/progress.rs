@@ -1,0 +1,281 @@
+//! Live progress of a run, read from its log in the store: stages, steps,
+//! traffic splits, analysis values against their verdicts, a bar for timed
+//! pauses on a terminal; or, for machines, every log entry as a JSON line.
+//! The same lines serve `runs show` for a finished run.
+
+use std::io::{IsTerminal, Write};
+use std::time::{Duration, Instant};
+
+use rollcage_core::{Action, Outcome, Pause, StepRecord};
+use rollcage_store::{Event, Run, RunStatus, Store};
+use serde_json::Value;
+
+use crate::cli::Output;
+
+/// How often the log is read while following a run.
+const POLL: Duration = Duration::from_millis(150);
+
+/// Print run `id`'s log as it grows until the run is finished (or, with
+/// `until_finished` false, until the log has been read once). Returns the
+/// run as last read.
+pub async fn follow(
+    store: &dyn Store,
+    id: &str,
+    output: Output,
+    until_finished: bool,
+) -> anyhow::Result<Run> {
+    let tty = output == Output::Text && std::io::stdout().is_terminal();
+    let mut after = 0;
+    let mut pause: Option<(Instant, u64)> = None;
+    loop {
+        // Read the status first: a run seen finished has all its log.
+        let run = store.run(id).await?;
+        let events = store.events(id, after).await?;
+        for e in &events {
+            after = e.seq;
+            if pause.take().is_some() && tty {
+                print!("\r\x1b[K");
+            }
+            match output {
+                Output::Json => println!("{}", serde_json::to_string(e)?),
+                Output::Text => {
+                    if let Some(line) = describe(e, id) {
+                        println!("{line}");
+                    }
+                    if let Some(ms) = timed_pause(e) {
+                        pause = Some((Instant::now(), ms));
+                    }
+                }
+            }
+        }
+        if run.status.is_finished() || !until_finished {
+            if output == Output::Json {
+                println!("{}", serde_json::json!({ "run": run }));
+            }
+            return Ok(run);
+        }
+        if let (Some((since, ms)), true) = (pause, tty) {
+            print!("\r{}", bar(since.elapsed(), Duration::from_millis(ms)));
+        }
+        std::io::stdout().flush().ok();
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+fn timed_pause(e: &Event) -> Option<u64> {
+    if e.kind != "intent" {
+        return None;
+    }
+    match serde_json::from_value::<Action>(e.data.clone()).ok()? {
+        Action::Pause {
+            pause: Pause::DurationMs(ms),
+        } => Some(ms),
+        _ => None,
+    }
+}
+
+/// `  pausing [#######.............] 12s / 30s`
+fn bar(elapsed: Duration, total: Duration) -> String {
+    const WIDTH: usize = 30;
+    let done = if total.is_zero() {
+        WIDTH
+    } else {
+        ((elapsed.as_secs_f64() / total.as_secs_f64()) * WIDTH as f64).min(WIDTH as f64) as usize
+    };
+    format!(
+        "  pausing [{}{}] {}s / {}s",
+        "#".repeat(done),
+        ".".repeat(WIDTH - done),
+        elapsed.as_secs().min(total.as_secs()),
+        total.as_secs()
+    )
+}
+
+fn str_of<'a>(v: &'a Value, key: &str) -> &'a str {
+    v[key].as_str().unwrap_or("")
+}
+
+/// One line for a person, or nothing for entries only machines need.
+pub fn describe(e: &Event, run_id: &str) -> Option<String> {
+    let stage = e.stage.as_deref().unwrap_or("");
+    let d = &e.data;
+    Some(match e.kind.as_str() {
+        "run-started" => format!(
+            "run {run_id} started by {} (stages: {})",
+            str_of(d, "by"),
+            d["stages"]
+                .as_array()
+                .map(|a| a
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", "))
+                .unwrap_or_default()
+        ),
+        "stage-started" => match d["stable"].as_str() {
+            Some(stable) => format!("[{stage}] started; stable release {stable}"),
+            None => format!("[{stage}] started; first deployment"),
+        },
+        "waiting-for-window" => format!(
+            "[{stage}] outside its window {}: waiting {} s",
+            str_of(d, "window"),
+            d["seconds"]
+        ),
+        "awaiting-approval" => format!(
+            "[{stage}] waiting for approval{}: rollcage runs approve {run_id}",
+            d["why"]
+                .as_str()
+                .map(|w| format!(" ({w})"))
+                .unwrap_or_default()
+        ),
+        "approved" => format!("[{stage}] approved by {}", str_of(d, "by")),
+        "aborted" => format!("[{stage}] aborted by {}", str_of(d, "by")),
+        "decision" => format!(
+            "[{stage}] {} asked by {}",
+            str_of(d, "action"),
+            str_of(d, "by")
+        ),
+        "pre-jobs-done" => format!("[{stage}] pre-deploy jobs done"),
+        "step" => {
+            let record: StepRecord = serde_json::from_value(d.clone()).ok()?;
+            match &record.outcome {
+                Outcome::Ok => format!("  ok   {}", record.action),
+                Outcome::AnalysisPassed => format!("  ok   {}: analysis passed", record.action),
+                Outcome::AnalysisFailed(r) => {
+                    format!("  FAIL {}: analysis failed: {r}", record.action)
+                }
+                Outcome::Failed(r) => format!("  FAIL {}: {r}", record.action),
+            }
+        }
+        "analysis" => {
+            let lines: Vec<String> = d["measurements"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|m| match m.get("error") {
+                    Some(err) => format!(
+                        "       {}: error: {}",
+                        str_of(m, "check"),
+                        err.as_str().unwrap_or("")
+                    ),
+                    None => format!(
+                        "       {}: {} ({}) {}",
+                        str_of(m, "check"),
+                        m["value"]
+                            .as_f64()
+                            .map(|v| format!("{v:.4}"))
+                            .unwrap_or_else(|| "no value".into()),
+                        str_of(m, "verdict"),
+                        str_of(m, "detail")
+                    ),
+                })
+                .collect();
+            if lines.is_empty() {
+                return None;
+            }
+            lines.join("\n")
+        }
+        "rolling-back" => format!("[{stage}] rolling back: {}", str_of(d, "reason")),
+        "rollback-step" => {
+            let action: Action = serde_json::from_value(d.clone()).ok()?;
+            format!("  back {action}")
+        }
+        "stage-finished" => match d["reason"].as_str() {
+            Some(reason) => format!("[{stage}] {}: {reason}", str_of(d, "result")),
+            None => format!("[{stage}] {}", str_of(d, "result")),
+        },
+        "refused" => format!("[{stage}] refused: {}", str_of(d, "reason")),
+        "notification" => match d["error"].as_str() {
+            Some(err) => format!(
+                "  notifier {} failed after {} attempt(s): {err}",
+                str_of(d, "notifier"),
+                d["attempts"]
+            ),
+            None => return None,
+        },
+        _ => return None,
+    })
+}
+
+/// The closing line of a run.
+pub fn summary(run: &Run) -> String {
+    let r = &run.run;
+    match run.status {
+        RunStatus::Succeeded => format!(
+            "{} {} succeeded in every stage ({})",
+            r.pipeline,
+            r.release,
+            r.stages.join(", ")
+        ),
+        status => format!(
+            "{} {} {}{}{}",
+            r.pipeline,
+            r.release,
+            status.as_str().replace('_', " "),
+            run.stage
+                .as_deref()
+                .map(|s| format!(" in {s}"))
+                .unwrap_or_default(),
+            run.reason
+                .as_deref()
+                .map(|r| format!(": {r}"))
+                .unwrap_or_default()
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn event(kind: &str, data: Value) -> Event {
+        Event {
+            seq: 1,
+            at_ms: 0,
+            kind: kind.into(),
+            stage: Some("production".into()),
+            data,
+        }
+    }
+
+    #[test]
+    fn steps_show_the_traffic_split_and_the_outcome() {
+        let step = json!({"action": {"type": "route", "weights": [{"slot": "1.0.0", "weight": 90}, {"slot": "1.1.0", "weight": 10}]}, "outcome": {"type": "ok"}});
+        assert_eq!(
+            describe(&event("step", step), "r1").unwrap(),
+            "  ok   route 1.0.0=90% 1.1.0=10%"
+        );
+        let failed = json!({"action": {"type": "analyze", "checks": [], "slot": "1.1.0"}, "outcome": {"type": "analysis_failed", "reason": "check `error-rate` failed"}});
+        assert_eq!(
+            describe(&event("step", failed), "r1").unwrap(),
+            "  FAIL analyze 1.1.0: analysis failed: check `error-rate` failed"
+        );
+    }
+
+    #[test]
+    fn measurements_show_value_verdict_and_detail() {
+        let a = json!({"outcome": "Failed", "measurements": [{"check": "error-rate", "verdict": "fail", "value": 0.31, "detail": "0.31 fails < 0.05"}]});
+        assert_eq!(
+            describe(&event("analysis", a), "r1").unwrap(),
+            "       error-rate: 0.3100 (fail) 0.31 fails < 0.05"
+        );
+    }
+
+    #[test]
+    fn an_approval_says_how_to_approve() {
+        let line = describe(&event("awaiting-approval", json!({"gate": "stage"})), "r9").unwrap();
+        assert_eq!(
+            line,
+            "[production] waiting for approval: rollcage runs approve r9"
+        );
+    }
+
+    #[test]
+    fn the_bar_fills_with_time() {
+        assert_eq!(
+            bar(Duration::from_secs(15), Duration::from_secs(30)),
+            format!("  pausing [{}{}] 15s / 30s", "#".repeat(15), ".".repeat(15))
+        );
+    }
+}

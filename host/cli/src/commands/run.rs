@@ -1,0 +1,289 @@
+//! `rollcage run`: start a run in this process and follow it to its end, or
+//! (`--dry-run`) print the plan and the rollback plan without touching
+//! anything. Exit code 0 succeeded, 1 failed or rolled back, 2 bad input.
+
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use rollcage_core::{Release, Version};
+use rollcage_engine::run::{EngineError, RunRequest};
+use rollcage_store::{RunFilter, RunStatus, SqliteStore, Store};
+
+use super::{bad_input, progress};
+use crate::cli::{Output, RunArgs};
+use crate::host::{Host, HostOptions, database_path};
+
+/// Who is at the keyboard.
+pub fn whoami(by: Option<String>) -> String {
+    by.or_else(|| std::env::var("USER").ok())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// `k=v` pairs, or the first that is not one.
+fn params(raw: &[String]) -> Result<Vec<(String, String)>, String> {
+    raw.iter()
+        .map(|p| match p.split_once('=') {
+            Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
+            _ => Err(format!("--param `{p}`: expected KEY=VALUE")),
+        })
+        .collect()
+}
+
+pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let config = match super::load_config(&args.host.config) {
+        Ok(c) => c,
+        Err(code) => return Ok(code),
+    };
+    if let Err(e) = args.release.parse::<Version>() {
+        return Ok(bad_input(format!("--release: {e}")));
+    }
+    let params = match params(&args.params) {
+        Ok(p) => p,
+        Err(e) => return Ok(bad_input(e)),
+    };
+    let notes = match &args.notes {
+        Some(path) => match std::fs::read_to_string(path) {
+            Ok(text) => Some(text),
+            Err(e) => return Ok(bad_input(format!("--notes {}: {e}", path.display()))),
+        },
+        None => None,
+    };
+    let Some(pipeline) = config.pipelines.get(&args.pipeline) else {
+        let names: Vec<&str> = config.pipelines.keys().map(String::as_str).collect();
+        return Ok(bad_input(format!(
+            "unknown pipeline `{}`; the pipelines are: {}",
+            args.pipeline,
+            names.join(", ")
+        )));
+    };
+    for s in &args.stages {
+        if !pipeline.stages.contains(s) {
+            return Ok(bad_input(format!(
+                "pipeline `{}` has no stage `{s}`; its stages are: {}",
+                pipeline.name,
+                pipeline.stages.join(", ")
+            )));
+        }
+    }
+    let stages: Vec<String> = if args.stages.is_empty() {
+        pipeline.stages.clone()
+    } else {
+        pipeline
+            .stages
+            .iter()
+            .filter(|s| args.stages.contains(s))
+            .cloned()
+            .collect()
+    };
+    let release = Release {
+        version: args.release.clone(),
+        notes: notes.clone(),
+        params: params.clone(),
+    };
+
+    if args.dry_run {
+        return dry_run(config, &args, &stages, release).await;
+    }
+
+    let host = Host::start(
+        config,
+        HostOptions {
+            cache_dir: args.host.cache_dir.clone(),
+            ..HostOptions::default()
+        },
+    )
+    .await?;
+    let engine = host.engine.clone();
+    let request = RunRequest {
+        pipeline: args.pipeline.clone(),
+        release: args.release.clone(),
+        notes,
+        params,
+        stages: (!args.stages.is_empty()).then(|| stages.clone()),
+        started_by: whoami(args.by.clone()),
+    };
+    let id = match engine.create(request).await {
+        Ok(id) => id,
+        Err(e @ (EngineError::Store(_) | EngineError::Finished(..))) => {
+            host.suspend().await;
+            return Err(e.into());
+        }
+        Err(e) => {
+            host.suspend().await;
+            return Ok(bad_input(e.to_string()));
+        }
+    };
+    let task = {
+        let (engine, id) = (engine.clone(), id.clone());
+        tokio::spawn(async move { engine.execute(&id).await })
+    };
+    let followed = tokio::select! {
+        r = progress::follow(&**engine.store(), &id, args.output, true) => r,
+        _ = tokio::signal::ctrl_c() => {
+            task.abort();
+            host.suspend().await;
+            eprintln!("interrupted: run {id} is unfinished; `rollcage runs resume` continues it");
+            return Ok(ExitCode::from(130));
+        }
+    };
+    let result = task.await;
+    host.suspend().await;
+    let status = result.context("the run's task failed")??;
+    let run = followed?;
+    if args.output == Output::Text {
+        println!("{}", progress::summary(&run));
+    }
+    Ok(exit_code(status))
+}
+
+/// 0 for a run that succeeded, 1 for any other end.
+pub fn exit_code(status: RunStatus) -> ExitCode {
+    if status == RunStatus::Succeeded {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+/// The plan of every stage, asked of the real strategies against simulated
+/// environments. The stable release is the one the last successful run of
+/// the pipeline deployed, read from the database if there is one.
+async fn dry_run(
+    config: rollcage_config::Config,
+    args: &RunArgs,
+    stages: &[String],
+    release: Release,
+) -> anyhow::Result<ExitCode> {
+    let stable = last_release(&config, &args.pipeline).await;
+    let envs: Vec<_> = stages
+        .iter()
+        .map(|s| config.environments[s].clone())
+        .collect();
+    let host = Host::start(
+        config,
+        HostOptions {
+            cache_dir: args.host.cache_dir.clone(),
+            in_memory_store: true,
+            without_local_runtime: true,
+        },
+    )
+    .await?;
+    let mut out = Vec::new();
+    for env in &envs {
+        let plan = host.engine.environment(&env.name).expect("assembled");
+        let preview = rollcage_engine::preview::preview(
+            &*plan.strategy,
+            &env.name,
+            release.clone(),
+            stable.clone().map(Release::new),
+            env.replicas,
+            &plan.strategy_params,
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("environment `{}`: {e}", env.name));
+        let preview = match preview {
+            Ok(p) => p,
+            Err(e) => {
+                host.shutdown().await;
+                return Ok(bad_input(format!("{e:#}")));
+            }
+        };
+        match args.output {
+            Output::Json => out.push(serde_json::json!({
+                "stage": env.name,
+                "stable": stable,
+                "approval": plan.approval,
+                "window": plan.window.as_ref().map(|w| w.to_string()),
+                "plan": preview.plan,
+                "rollback_after_step": preview.rollback_after,
+                "rollback": preview.rollback,
+                "paused_ms": preview.paused_ms,
+            })),
+            Output::Text => {
+                println!(
+                    "[{}] {} -> {}{}{}",
+                    env.name,
+                    stable.as_deref().unwrap_or("(nothing)"),
+                    release.version,
+                    if plan.approval {
+                        "; a person approves first"
+                    } else {
+                        ""
+                    },
+                    plan.window
+                        .as_ref()
+                        .map(|w| format!("; window {w}"))
+                        .unwrap_or_default()
+                );
+                for (i, a) in preview.plan.iter().enumerate() {
+                    println!("  {:>2}. {a}", i + 1);
+                }
+                println!(
+                    "  if the check after step {} failed, the rollback would be:",
+                    preview.rollback_after
+                );
+                for a in &preview.rollback {
+                    println!("      {a}");
+                }
+                println!(
+                    "  {} step(s), {} of timed pauses{}",
+                    preview.plan.len(),
+                    rollcage_core::duration::format(preview.paused_ms),
+                    if preview.approvals > 0 {
+                        format!(", {} approval pause(s)", preview.approvals)
+                    } else {
+                        String::new()
+                    }
+                );
+            }
+        }
+    }
+    host.shutdown().await;
+    if args.output == Output::Json {
+        println!("{}", serde_json::json!({ "dry_run": out }));
+    } else {
+        println!("dry run: nothing was touched");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The release the last successful run of `pipeline` deployed, if the
+/// database exists and has one.
+async fn last_release(config: &rollcage_config::Config, pipeline: &str) -> Option<String> {
+    let path = database_path(config).ok()?;
+    if !path.exists() {
+        return None;
+    }
+    let store = SqliteStore::open(&path).ok()?;
+    let runs = store
+        .list_runs(&RunFilter {
+            pipeline: Some(pipeline.to_string()),
+            status: Some(RunStatus::Succeeded),
+            limit: 1,
+            ..RunFilter::default()
+        })
+        .await
+        .ok()?;
+    runs.into_iter().next().map(|r| r.run.release)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn params_are_key_value_pairs() {
+        assert_eq!(
+            params(&["jira_issue=OPS-12".into(), "note=a=b".into()]).unwrap(),
+            vec![
+                ("jira_issue".to_string(), "OPS-12".to_string()),
+                ("note".to_string(), "a=b".to_string())
+            ]
+        );
+        assert_eq!(
+            params(&["oops".into()]).unwrap_err(),
+            "--param `oops`: expected KEY=VALUE"
+        );
+    }
+}

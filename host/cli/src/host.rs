@@ -1,0 +1,303 @@
+//! The host: a validated configuration brought to life. It opens the store,
+//! starts the embedded local runtime when the configuration uses it, loads
+//! every plugin (each instance behind one circuit breaker), and assembles
+//! the engine's environment and pipeline plans. `run`, `runs`, `demo` and
+//! `serve` all start from here, so they see the same world.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use rollcage_config::{Approval, Concurrency, Config, PluginRef, WindowPolicy};
+use rollcage_core::{Job, PluginId};
+use rollcage_engine::analysis::AnalysisSpec;
+use rollcage_engine::breaker::{self, Breaker, BreakerConfig};
+use rollcage_engine::run::{Engine, EnvironmentPlan, PipelinePlan};
+use rollcage_local::{LocalRuntime, LocalRuntimeOptions};
+use rollcage_notify::{Dispatcher, RetryPolicy};
+use rollcage_runtime::{
+    ComponentCache, EnvSecrets, MapSecrets, Runtime, RuntimeOptions, SecretSource,
+};
+use rollcage_store::{SqliteStore, Store};
+
+use crate::plugins::{LocalGrant, PluginSet, load_all};
+
+/// How often readiness is polled after `apply-slot`.
+const READINESS_POLL: Duration = Duration::from_millis(500);
+
+/// Where the host keeps its state.
+#[derive(Debug, Clone, Default)]
+pub struct HostOptions {
+    /// Compiled-component cache (default: `[server] cache_dir`, then the
+    /// user cache folder).
+    pub cache_dir: Option<PathBuf>,
+    /// Use a store in memory instead of `[server] database` (dry runs).
+    pub in_memory_store: bool,
+    /// Do not start the local runtime even if the configuration uses it
+    /// (dry runs, read-only commands).
+    pub without_local_runtime: bool,
+}
+
+/// A running host.
+pub struct Host {
+    pub engine: Arc<Engine>,
+    pub local: Option<LocalRuntime>,
+}
+
+impl Host {
+    /// Bring `config` to life. Every plugin that fails to load is reported
+    /// at once, each naming its plugin.
+    pub async fn start(config: Config, opts: HostOptions) -> anyhow::Result<Host> {
+        let secrets = secret_source(&config)?;
+        let runtime = Runtime::new(RuntimeOptions {
+            cache_dir: opts
+                .cache_dir
+                .clone()
+                .or(config.server.cache_dir.clone())
+                .or_else(ComponentCache::default_dir),
+            secrets,
+            ..RuntimeOptions::default()
+        })?;
+        let local = if uses_local_runtime(&config) && !opts.without_local_runtime {
+            let dir = local_state_dir(&config);
+            Some(
+                LocalRuntime::start(LocalRuntimeOptions::new(&dir))
+                    .await
+                    .with_context(|| {
+                        format!("cannot start the local runtime in {}", dir.display())
+                    })?,
+            )
+        } else {
+            None
+        };
+        let grant = local.as_ref().map(|l| LocalGrant {
+            admin_url: l.admin_url(),
+            admin_host: l.admin_addr().to_string(),
+            token: l.token().to_string(),
+        });
+        let set = load_all(&runtime, &config, grant.as_ref());
+        if !set.errors.is_empty() {
+            if let Some(l) = local {
+                l.shutdown().await;
+            }
+            anyhow::bail!("{}", set.errors.join("\n"));
+        }
+        let store: Arc<dyn Store> = if opts.in_memory_store {
+            Arc::new(SqliteStore::in_memory()?)
+        } else {
+            let path = database_path(&config)?;
+            Arc::new(
+                SqliteStore::open(&path)
+                    .with_context(|| format!("cannot open the database {}", path.display()))?,
+            )
+        };
+        let breakers = breakers(&config, &set);
+        let engine = assemble(&config, &set, &breakers, store)?;
+        Ok(Host {
+            engine: Arc::new(engine),
+            local,
+        })
+    }
+
+    /// Stop the local runtime's instances and servers, and forget them.
+    pub async fn shutdown(self) {
+        if let Some(l) = self.local {
+            l.shutdown().await;
+        }
+    }
+
+    /// Stop the local runtime's instances and servers but keep its record,
+    /// so that the next command on this configuration finds the services
+    /// it deployed (restarted at their recorded releases).
+    pub async fn suspend(self) {
+        if let Some(l) = self.local {
+            l.suspend().await;
+        }
+    }
+}
+
+/// The secret source `[server] secrets_file` names, or the environment.
+fn secret_source(config: &Config) -> anyhow::Result<Arc<dyn SecretSource>> {
+    Ok(match &config.server.secrets_file {
+        Some(file) => {
+            let path = relative_to_config(config, file);
+            Arc::new(MapSecrets::from_file(&path).map_err(anyhow::Error::msg)?)
+        }
+        None => Arc::new(EnvSecrets),
+    })
+}
+
+/// Whether any plugin the configuration uses is a local-runtime builtin.
+pub fn uses_local_runtime(config: &Config) -> bool {
+    let is_local = |name: &str| matches!(name, "local" | "router-metrics");
+    config
+        .plugins
+        .values()
+        .any(|p| matches!(&p.component, rollcage_config::ComponentRef::Builtin(n) if is_local(n)))
+        || config
+            .checks
+            .values()
+            .any(|c| matches!(&c.plugin, PluginRef::Builtin(n) if is_local(n)))
+        || config
+            .environments
+            .values()
+            .any(|e| matches!(&e.provider, PluginRef::Builtin(n) if is_local(n)))
+}
+
+fn relative_to_config(config: &Config, path: &Path) -> PathBuf {
+    match config.path.parent() {
+        Some(dir) if path.is_relative() => dir.join(path),
+        _ => path.to_path_buf(),
+    }
+}
+
+/// `sqlite://path` (relative to the configuration file) as a path.
+pub fn database_path(config: &Config) -> anyhow::Result<PathBuf> {
+    let db = &config.server.database;
+    match db.strip_prefix("sqlite://") {
+        Some(p) if !p.is_empty() => Ok(relative_to_config(config, Path::new(p))),
+        _ => anyhow::bail!(
+            "{}: [server] database = \"{db}\": this host supports `sqlite://<path>`",
+            config.path.display()
+        ),
+    }
+}
+
+/// The local runtime's folder: beside the database.
+fn local_state_dir(config: &Config) -> PathBuf {
+    let base = database_path(config)
+        .ok()
+        .and_then(|p| p.parent().map(Path::to_path_buf))
+        .unwrap_or_else(|| PathBuf::from("."));
+    base.join(".rollcage-local")
+}
+
+/// One breaker per loaded plugin, with its instance's settings.
+fn breakers(config: &Config, set: &PluginSet) -> BTreeMap<String, Arc<Breaker>> {
+    set.loaded
+        .iter()
+        .map(|(name, plugin)| {
+            // A check's breaker takes its plugin instance's settings.
+            let settings = name
+                .parse::<PluginId>()
+                .ok()
+                .and_then(|id| {
+                    config.plugins.get(&id).map(|p| p.breaker).or_else(|| {
+                        config.checks.get(&id).and_then(|c| match &c.plugin {
+                            PluginRef::Instance(i) => config.plugins.get(i).map(|p| p.breaker),
+                            PluginRef::Builtin(_) => None,
+                        })
+                    })
+                })
+                .unwrap_or_default();
+            let config = BreakerConfig {
+                failures: settings.failures,
+                cool_down: settings.cool_down,
+            };
+            (name.clone(), Breaker::new(plugin.spec().id.clone(), config))
+        })
+        .collect()
+}
+
+/// The engine's plans, from the configuration and the loaded plugins.
+fn assemble(
+    config: &Config,
+    set: &PluginSet,
+    breakers: &BTreeMap<String, Arc<Breaker>>,
+    store: Arc<dyn Store>,
+) -> anyhow::Result<Engine> {
+    let missing = |r: &PluginRef, kind: &str| {
+        anyhow::anyhow!("plugin `{}` is not loaded as a {kind}", r.name())
+    };
+    let notifiers = |refs: &[PluginRef]| -> anyhow::Result<Dispatcher> {
+        let mut list = Vec::new();
+        for r in refs {
+            let n = set
+                .get(r)
+                .and_then(|p| p.notifier())
+                .ok_or_else(|| missing(r, "notifier"))?;
+            list.push(breaker::guard_notifier(n, &breakers[r.name()]));
+        }
+        Ok(Dispatcher::new(list, RetryPolicy::default()))
+    };
+    let mut checks = BTreeMap::new();
+    for id in config.checks.keys() {
+        let plugin = set
+            .loaded
+            .get(id.as_str())
+            .and_then(|p| p.health_check())
+            .ok_or_else(|| anyhow::anyhow!("check `{id}` is not loaded as a health check"))?;
+        checks.insert(
+            id.to_string(),
+            breaker::guard_check(plugin, &breakers[id.as_str()]),
+        );
+    }
+    let mut environments = Vec::new();
+    for env in config.environments.values() {
+        let provider = set
+            .get(&env.provider)
+            .and_then(|p| p.environment_provider())
+            .ok_or_else(|| missing(&env.provider, "environment provider"))?;
+        let strategy = set
+            .get(&env.strategy)
+            .and_then(|p| p.strategy())
+            .ok_or_else(|| missing(&env.strategy, "strategy"))?;
+        let a = &env.analysis;
+        let jobs = |list: &[rollcage_config::JobConfig]| -> Vec<Job> {
+            list.iter()
+                .map(|j| Job {
+                    name: j.name.clone(),
+                    command: j.command.clone(),
+                    env: j.env.clone().into_iter().collect(),
+                    timeout_ms: j.timeout.as_millis() as u64,
+                })
+                .collect()
+        };
+        environments.push(EnvironmentPlan {
+            name: env.name.clone(),
+            provider: breaker::guard_provider(provider, &breakers[env.provider.name()]),
+            strategy: breaker::guard_strategy(strategy, &breakers[env.strategy.name()]),
+            strategy_params: env.strategy_params.to_string(),
+            checks: checks.clone(),
+            default_checks: a.checks.iter().map(|c| c.to_string()).collect(),
+            analysis: AnalysisSpec {
+                interval: a.interval,
+                count: a.count,
+                initial_delay: a.initial_delay,
+                failure_limit: a.failure_limit,
+                inconclusive_limit: a.inconclusive_limit,
+                consecutive_error_limit: a.consecutive_error_limit,
+                ..AnalysisSpec::default()
+            },
+            replicas: env.replicas,
+            progress_deadline: env.progress_deadline,
+            readiness_poll: READINESS_POLL,
+            approval: env.approval == Approval::Manual,
+            require_different_approver: env.require_different_approver,
+            window: env.window.clone(),
+            refuse_outside_window: env.outside_window == WindowPolicy::Refuse,
+            refuse_when_busy: env.concurrency == Concurrency::Refuse,
+            pre_jobs: jobs(&env.pre_jobs),
+            post_jobs: jobs(&env.post_jobs),
+            notify: notifiers(&env.notify)?,
+        });
+    }
+    let mut pipelines = Vec::new();
+    for p in config.pipelines.values() {
+        pipelines.push(PipelinePlan {
+            name: p.name.clone(),
+            stages: p.stages.clone(),
+            service: p.service["name"].as_str().unwrap_or(&p.name).to_string(),
+            service_spec: p.service.to_string(),
+            notify: notifiers(&p.notify)?,
+        });
+    }
+    Ok(Engine::new(
+        store,
+        environments,
+        pipelines,
+        config.hash.clone(),
+    ))
+}

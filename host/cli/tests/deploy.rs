@@ -1,0 +1,412 @@
+//! Deployments end to end: the real binary, the real local runtime running
+//! real processes of the demo service, real HTTP through its router, real
+//! wasm plugins and a real SQLite file.
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn rollcage(args: &[&str], cache: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_rollcage"))
+        .args(args)
+        .env("XDG_CACHE_HOME", cache)
+        .env("USER", "alice")
+        .output()
+        .unwrap()
+}
+
+/// `rollcage args`, killed and failed if it takes longer than `limit`: a
+/// run waiting for a person would otherwise hang the suite.
+fn rollcage_within(args: &[&str], cache: &Path, limit: Duration) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rollcage"))
+        .args(args)
+        .env("XDG_CACHE_HOME", cache)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + limit;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "`rollcage {}` took over {limit:?}:\n{}{}",
+                args.join(" "),
+                text(&out.stdout),
+                text(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Every pid the local runtime recorded in `dir` that is still alive.
+fn live_recorded_pids(dir: &Path) -> Vec<u64> {
+    fn pids(v: &serde_json::Value, out: &mut Vec<u64>) {
+        match v {
+            serde_json::Value::Object(m) => {
+                for (k, v) in m {
+                    match (k.as_str(), v.as_u64()) {
+                        ("pid", Some(p)) => out.push(p),
+                        _ => pids(v, out),
+                    }
+                }
+            }
+            serde_json::Value::Array(a) => a.iter().for_each(|v| pids(v, out)),
+            _ => {}
+        }
+    }
+    let Ok(text) = std::fs::read_to_string(dir.join(".rollcage-local/state.json")) else {
+        return vec![];
+    };
+    let mut all = Vec::new();
+    pids(&serde_json::from_str(&text).unwrap(), &mut all);
+    all.into_iter()
+        .filter(|p| Path::new(&format!("/proc/{p}")).exists())
+        .collect()
+}
+
+/// A configuration with one `staging` environment of the demo service,
+/// analysed by an HTTP check of `/` on every instance: release 1.2.0 fails
+/// every request, so its analysis fails at once.
+fn config(dir: &Path, approval: bool) -> std::path::PathBuf {
+    let path = dir.join("rollcage.toml");
+    let approval = if approval {
+        "approval = \"manual\"\nrequire_different_approver = true"
+    } else {
+        ""
+    };
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+[server]
+database = "sqlite://runs.db"
+
+[plugins.probe]
+component = "builtin:http"
+allow_hosts = ["127.0.0.1:*"]
+
+[checks.root]
+plugin = "probe"
+config = {{ url = "http://{{endpoint}}/", expect_status = [200] }}
+
+[environments.staging]
+provider = "local"
+strategy = {{ plugin = "canary", steps = [50, 100] }}
+analysis = {{ checks = ["root"], interval = "1s", count = 2 }}
+replicas = 2
+progress_deadline = "30s"
+{approval}
+
+[pipelines.web]
+stages = ["staging"]
+service = {{ command = ["${{ROLLCAGE_EXE}}", "demo-service", "--port", "{{port}}"], env = {{ VERSION = "{{release}}", RELEASE_ERROR_RATES = "1.2.0=1" }} }}
+"#
+        ),
+    )
+    .unwrap();
+    path
+}
+
+#[test]
+fn runs_promote_a_good_release_and_roll_back_a_bad_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), false);
+    let cfg = cfg.to_str().unwrap();
+
+    // Bad input: exit 2, nothing recorded.
+    let out = rollcage(
+        &["run", "web", "-c", cfg, "--release", "banana"],
+        cache.path(),
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("--release"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = rollcage(
+        &["run", "api", "-c", cfg, "--release", "1.0.0"],
+        cache.path(),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("unknown pipeline `api`; the pipelines are: web"));
+
+    // A first deployment, then a canary that is promoted.
+    for release in ["1.0.0", "1.1.0"] {
+        let out = rollcage(
+            &["run", "web", "-c", cfg, "--release", release],
+            cache.path(),
+        );
+        let stdout = text(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{release}:\n{stdout}\n{}",
+            text(&out.stderr)
+        );
+        assert!(
+            stdout.contains(&format!("web {release} succeeded")),
+            "{stdout}"
+        );
+    }
+    // The second run found the first's release running: a real canary.
+    let out = rollcage(
+        &["runs", "list", "-c", cfg, "--output", "json"],
+        cache.path(),
+    );
+    let runs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let second = runs[0]["id"].as_str().unwrap().to_string();
+    let out = rollcage(&["runs", "show", &second, "-c", cfg], cache.path());
+    let shown = text(&out.stdout);
+    assert!(shown.contains("stable release 1.0.0"), "{shown}");
+    assert!(shown.contains("route 1.1.0=50% 1.0.0=50%"), "{shown}");
+    assert!(shown.contains("root: "), "measurements are shown: {shown}");
+
+    // A dry run prints the plan and touches nothing.
+    let out = rollcage(
+        &["run", "web", "-c", cfg, "--release", "1.2.0", "--dry-run"],
+        cache.path(),
+    );
+    let plan = text(&out.stdout);
+    assert!(out.status.success(), "{plan}{}", text(&out.stderr));
+    assert!(plan.contains("[staging] 1.1.0 -> 1.2.0"), "{plan}");
+    assert!(plan.contains("route 1.2.0=50% 1.1.0=50%"), "{plan}");
+    assert!(plan.contains("the rollback would be"), "{plan}");
+    assert!(plan.contains("route 1.1.0=100%"), "{plan}");
+
+    // The bad release: analysis fails, the engine rolls back, exit 1.
+    let out = rollcage(
+        &[
+            "run",
+            "web",
+            "-c",
+            cfg,
+            "--release",
+            "1.2.0",
+            "--output",
+            "json",
+        ],
+        cache.path(),
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let last: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(last["run"]["status"], "rolled_back", "{stdout}");
+    assert!(stdout.contains("\"kind\":\"rolling-back\""), "{stdout}");
+
+    // Two good runs and a rolled back one; the dry run recorded nothing.
+    let out = rollcage(&["runs", "list", "-c", cfg], cache.path());
+    let listed = text(&out.stdout);
+    assert_eq!(listed.lines().count(), 4, "{listed}");
+    assert!(listed.contains("rolled_back"), "{listed}");
+    // The services' record stays for the next command; their processes
+    // end with the command that ran them.
+    assert!(dir.path().join(".rollcage-local/state.json").exists());
+    assert_eq!(live_recorded_pids(dir.path()), Vec::<u64>::new());
+}
+
+#[test]
+fn an_approval_waits_for_a_second_person() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), true);
+    let cfg = cfg.to_str().unwrap();
+    let mut run = Command::new(env!("CARGO_BIN_EXE_rollcage"))
+        .args(["run", "web", "-c", cfg, "--release", "1.0.0"])
+        .env("XDG_CACHE_HOME", cache.path())
+        .env("USER", "alice")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let id = loop {
+        assert!(
+            Instant::now() < deadline,
+            "the run never asked for approval"
+        );
+        if let Ok(Some(_)) = run.try_wait() {
+            let out = run.wait_with_output().unwrap();
+            panic!("the run ended: {}{}", text(&out.stdout), text(&out.stderr));
+        }
+        let out = rollcage(
+            &[
+                "runs",
+                "list",
+                "-c",
+                cfg,
+                "--status",
+                "awaiting_approval",
+                "--output",
+                "json",
+            ],
+            cache.path(),
+        );
+        let runs: serde_json::Value =
+            serde_json::from_slice(&out.stdout).unwrap_or(serde_json::json!([]));
+        if let Some(id) = runs[0]["id"].as_str() {
+            break id.to_string();
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    // alice started it: she may not approve it.
+    let out = rollcage(&["runs", "approve", &id, "-c", cfg], cache.path());
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr)
+            .contains("needs an approver other than the one who started the run (alice)"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = rollcage(
+        &["runs", "approve", &id, "-c", cfg, "--as", "bob"],
+        cache.path(),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = run.wait_with_output().unwrap();
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    assert!(stdout.contains("approve asked by bob"), "{stdout}");
+    assert!(stdout.contains("web 1.0.0 succeeded"), "{stdout}");
+}
+
+#[test]
+fn the_demo_promotes_a_good_release_and_rolls_back_a_bad_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let out = rollcage(
+        &["demo", "--dir", dir.path().to_str().unwrap()],
+        cache.path(),
+    );
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    assert!(stdout.contains("demo finished as expected"), "{stdout}");
+    assert!(
+        stdout.contains("1.2.0    rolled_back  rolled_back"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("connection errors 0"), "{stdout}");
+    assert!(
+        !dir.path().join(".rollcage-local/state.json").exists(),
+        "the demo forgets its services"
+    );
+}
+
+/// Every entry of a run's log, as `runs show --output json` prints it.
+fn log_of(cfg: &str, id: &str, cache: &Path) -> Vec<serde_json::Value> {
+    let out = rollcage(&["runs", "show", id, "-c", cfg, "--output", "json"], cache);
+    text(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v.get("seq").is_some())
+        .collect()
+}
+
+#[test]
+fn a_host_killed_anywhere_in_a_canary_resumes_it_to_its_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), false);
+    let cfg = cfg.to_str().unwrap();
+    let out = rollcage(
+        &["run", "web", "-c", cfg, "--release", "2.0.0"],
+        cache.path(),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    // Kill the host after the run's log has this many entries: before the
+    // stage, mid-way through the steps, during analysis, near the end.
+    for (i, kill_after) in [2usize, 6, 9, 13, 17].into_iter().enumerate() {
+        let release = format!("2.{}.0", i + 1);
+        let mut host = Command::new(env!("CARGO_BIN_EXE_rollcage"))
+            .args(["run", "web", "-c", cfg, "--release", &release])
+            .env("XDG_CACHE_HOME", cache.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let id = loop {
+            assert!(Instant::now() < deadline, "{release}: no run appeared");
+            let out = rollcage(
+                &["runs", "list", "-c", cfg, "--output", "json"],
+                cache.path(),
+            );
+            let runs: serde_json::Value =
+                serde_json::from_slice(&out.stdout).unwrap_or(serde_json::json!([]));
+            if runs[0]["run"]["release"] == release.as_str() {
+                break runs[0]["id"].as_str().unwrap().to_string();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        while log_of(cfg, &id, cache.path()).len() < kill_after {
+            assert!(Instant::now() < deadline, "{release}: the log never grew");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        host.kill().unwrap(); // SIGKILL
+        host.wait().unwrap();
+
+        // A new host takes the run over and drives it to its end.
+        let out = rollcage_within(
+            &["runs", "resume", "-c", cfg],
+            cache.path(),
+            Duration::from_secs(90),
+        );
+        assert!(
+            out.status.success(),
+            "{release} (killed after {kill_after} entries): {}{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+        let log = log_of(cfg, &id, cache.path());
+        let kinds: Vec<&str> = log.iter().map(|e| e["kind"].as_str().unwrap()).collect();
+        // Nothing lost: sequence numbers without a gap.
+        for (n, e) in log.iter().enumerate() {
+            assert_eq!(e["seq"], n as u64 + 1, "{release}: {kinds:?}");
+        }
+        // Nothing twice: each milestone once, and every step preceded by
+        // the intent of the same action (an intent may repeat after a
+        // crash; its step is recorded once).
+        for once in [
+            "run-started",
+            "stage-started",
+            "stage-finished",
+            "run-finished",
+        ] {
+            assert_eq!(
+                kinds.iter().filter(|k| **k == once).count(),
+                1,
+                "{release}: {once} in {kinds:?}"
+            );
+        }
+        let mut last_intent = None;
+        for e in &log {
+            match e["kind"].as_str().unwrap() {
+                "intent" => last_intent = Some(e["data"].clone()),
+                "step" => {
+                    assert_eq!(
+                        last_intent.take().as_ref(),
+                        Some(&e["data"]["action"]),
+                        "{release}: a step without its intent in {kinds:?}"
+                    );
+                }
+                _ => {}
+            }
+        }
+        let out = rollcage(
+            &["runs", "list", "-c", cfg, "--output", "json"],
+            cache.path(),
+        );
+        let runs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(runs[0]["status"], "succeeded", "{release}: {kinds:?}");
+    }
+    assert_eq!(live_recorded_pids(dir.path()), Vec::<u64>::new());
+}
