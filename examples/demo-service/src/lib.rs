@@ -213,8 +213,9 @@ async fn healthz(State(app): State<Arc<App>>) -> Json<Value> {
 pub async fn serve(settings: Settings) -> io::Result<()> {
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, settings.port)).await?;
     eprintln!(
-        "demo-service {} listening on {} (error rate {}, extra latency {} ms)",
+        "demo-service {} (pid {}) listening on {} (error rate {}, extra latency {} ms)",
         settings.release,
+        std::process::id(),
         listener.local_addr()?,
         settings.error_rate,
         settings.extra_latency_ms

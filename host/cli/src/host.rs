@@ -60,6 +60,16 @@ impl Host {
             secrets,
             ..RuntimeOptions::default()
         })?;
+        // The store before the local runtime: nothing to stop if it fails.
+        let store: Arc<dyn Store> = if opts.in_memory_store {
+            Arc::new(SqliteStore::in_memory()?)
+        } else {
+            let path = database_path(&config)?;
+            Arc::new(
+                SqliteStore::open(&path)
+                    .with_context(|| format!("cannot open the database {}", path.display()))?,
+            )
+        };
         let local = if uses_local_runtime(&config) && !opts.without_local_runtime {
             let dir = local_state_dir(&config);
             Some(
@@ -78,27 +88,24 @@ impl Host {
             token: l.token().to_string(),
         });
         let set = load_all(&runtime, &config, grant.as_ref());
-        if !set.errors.is_empty() {
-            if let Some(l) = local {
-                l.shutdown().await;
-            }
-            anyhow::bail!("{}", set.errors.join("\n"));
-        }
-        let store: Arc<dyn Store> = if opts.in_memory_store {
-            Arc::new(SqliteStore::in_memory()?)
+        let engine = if set.errors.is_empty() {
+            assemble(&config, &set, &breakers(&config, &set), store)
         } else {
-            let path = database_path(&config)?;
-            Arc::new(
-                SqliteStore::open(&path)
-                    .with_context(|| format!("cannot open the database {}", path.display()))?,
-            )
+            Err(anyhow::anyhow!("{}", set.errors.join("\n")))
         };
-        let breakers = breakers(&config, &set);
-        let engine = assemble(&config, &set, &breakers, store)?;
-        Ok(Host {
-            engine: Arc::new(engine),
-            local,
-        })
+        match engine {
+            Ok(engine) => Ok(Host {
+                engine: Arc::new(engine),
+                local,
+            }),
+            Err(e) => {
+                // Stop what was started, keeping the services' record.
+                if let Some(l) = local {
+                    l.suspend().await;
+                }
+                Err(e)
+            }
+        }
     }
 
     /// Stop the local runtime's instances and servers, and forget them.

@@ -298,6 +298,26 @@ fn the_demo_promotes_a_good_release_and_rolls_back_a_bad_one() {
         !dir.path().join(".rollcage-local/state.json").exists(),
         "the demo forgets its services"
     );
+    // Every instance wrote its pid to its log; none is alive.
+    let mut pids = Vec::new();
+    for service in std::fs::read_dir(dir.path().join(".rollcage-local/logs")).unwrap() {
+        for log in std::fs::read_dir(service.unwrap().path()).unwrap() {
+            let text = std::fs::read_to_string(log.unwrap().path()).unwrap();
+            for line in text.lines() {
+                if let Some(rest) = line.split("(pid ").nth(1)
+                    && let Some(pid) = rest.split(')').next()
+                {
+                    pids.push(pid.to_string());
+                }
+            }
+        }
+    }
+    assert!(pids.len() >= 10, "instances seen: {pids:?}");
+    let alive: Vec<&String> = pids
+        .iter()
+        .filter(|p| Path::new(&format!("/proc/{p}")).exists())
+        .collect();
+    assert!(alive.is_empty(), "left running: {alive:?}");
 }
 
 /// Every entry of a run's log, as `runs show --output json` prints it.

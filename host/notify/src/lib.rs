@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rollcage_core::{Event, Notifier, PluginError, PluginId};
+use tracing::Instrument;
 
 /// How deliveries are retried.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,7 +78,10 @@ impl Dispatcher {
         let mut tasks = tokio::task::JoinSet::new();
         for (i, notifier) in self.notifiers.iter().enumerate() {
             let (notifier, event, policy) = (notifier.clone(), event.clone(), self.policy);
-            tasks.spawn(async move { (i, deliver_one(notifier, &event, policy).await) });
+            // Each delivery keeps the caller's span (the run's id).
+            tasks.spawn(
+                async move { (i, deliver_one(notifier, &event, policy).await) }.in_current_span(),
+            );
         }
         let mut done: Vec<(usize, Delivery)> = Vec::new();
         while let Some(joined) = tasks.join_next().await {

@@ -202,10 +202,12 @@ async fn dry_run(
             })),
             Output::Text => {
                 println!(
-                    "[{}] {} -> {}{}{}",
+                    "[{}] {}{}{}",
                     env.name,
-                    stable.as_deref().unwrap_or("(nothing)"),
-                    release.version,
+                    match &stable {
+                        Some(s) => format!("{s} -> {}", release.version),
+                        None => format!("first deployment of {}", release.version),
+                    },
                     if plan.approval {
                         "; a person approves first"
                     } else {
