@@ -40,16 +40,22 @@ fn default_health_path() -> String {
     "/healthz".to_owned()
 }
 
+/// A command names a program and carries no NUL (which `exec` cannot).
+fn check_command(command: &[String]) -> Result<(), String> {
+    match command.first() {
+        None => return Err("command: must name a program".into()),
+        Some(p) if p.trim().is_empty() => return Err("command[0]: must name a program".into()),
+        Some(_) => {}
+    }
+    if let Some(i) = command.iter().position(|a| a.contains('\0')) {
+        return Err(format!("command[{i}]: must not contain a NUL character"));
+    }
+    Ok(())
+}
+
 impl ServiceDef {
     pub fn validate(&self) -> Result<(), String> {
-        match self.command.first() {
-            None => return Err("command: must name a program".into()),
-            Some(p) if p.trim().is_empty() => return Err("command[0]: must name a program".into()),
-            Some(_) => {}
-        }
-        if let Some(i) = self.command.iter().position(|a| a.contains('\0')) {
-            return Err(format!("command[{i}]: must not contain a NUL character"));
-        }
+        check_command(&self.command)?;
         check_env(&self.env)?;
         if let Some(dir) = &self.workdir
             && !dir.is_dir()
@@ -169,14 +175,7 @@ impl JobSpec {
         if self.name.trim().is_empty() || self.name.len() > 128 {
             return Err("name: must be 1 to 128 characters".into());
         }
-        match self.command.first() {
-            None => return Err("command: must name a program".into()),
-            Some(p) if p.trim().is_empty() => return Err("command[0]: must name a program".into()),
-            Some(_) => {}
-        }
-        if let Some(i) = self.command.iter().position(|a| a.contains('\0')) {
-            return Err(format!("command[{i}]: must not contain a NUL character"));
-        }
+        check_command(&self.command)?;
         check_env(&self.env)?;
         let timeout_ms = self.timeout_ms.unwrap_or(DEFAULT_JOB_TIMEOUT_MS);
         if !(1..=3_600_000).contains(&timeout_ms) {
