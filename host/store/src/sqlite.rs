@@ -110,6 +110,18 @@ fn row_to_run(row: &rusqlite::Row<'_>) -> rusqlite::Result<Run> {
     })
 }
 
+/// `NoSuchRun` unless run `run_id` exists: nothing is written for a run
+/// the store does not know.
+fn ensure_run(c: &Connection, run_id: &str) -> Result<(), StoreError> {
+    let exists: Option<String> = c
+        .query_row("SELECT id FROM runs WHERE id = ?1", [run_id], |r| r.get(0))
+        .optional()?;
+    match exists {
+        Some(_) => Ok(()),
+        None => Err(StoreError::NoSuchRun(run_id.to_string())),
+    }
+}
+
 const RUN_COLUMNS: &str = "id, spec, status, stage, reason, created_ms, updated_ms";
 
 #[async_trait]
@@ -142,10 +154,7 @@ impl Store for SqliteStore {
         );
         self.with(move |c| {
             let tx = c.transaction()?;
-            let exists: Option<String> = tx.query_row("SELECT id FROM runs WHERE id = ?1", [&run_id], |r| r.get(0)).optional()?;
-            if exists.is_none() {
-                return Err(StoreError::NoSuchRun(run_id));
-            }
+            ensure_run(&tx, &run_id)?;
             let seq = tx.query_row("SELECT COALESCE(MAX(seq), 0) + 1 FROM events WHERE run_id = ?1", [&run_id], |r| r.get::<_, i64>(0))? as u64;
             tx.execute(
                 "INSERT INTO events (run_id, seq, at_ms, kind, stage, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -272,12 +281,7 @@ impl Store for SqliteStore {
             serde_json::to_string(decision).map_err(|e| StoreError::Database(e.to_string()))?;
         self.with(move |c| {
             let tx = c.transaction()?;
-            let exists: Option<String> = tx
-                .query_row("SELECT id FROM runs WHERE id = ?1", [&run_id], |r| r.get(0))
-                .optional()?;
-            if exists.is_none() {
-                return Err(StoreError::NoSuchRun(run_id));
-            }
+            ensure_run(&tx, &run_id)?;
             tx.execute(
                 "INSERT INTO decisions (run_id, data) VALUES (?1, ?2)",
                 params![run_id, data],
