@@ -96,6 +96,89 @@ pub struct ServerConfig {
     /// environment when absent.
     #[serde(default)]
     pub secrets_file: Option<PathBuf>,
+    /// `[server.api]`: the HTTP API's limits (read on its own, so that its
+    /// errors and the tokens' are reported with the rest of `[server]`'s).
+    #[serde(skip)]
+    pub api: ApiConfig,
+    /// `[server.tokens.<name>]`: API bearer tokens, by name (the name is who
+    /// acts in the audit trail). Only hashes are written here: `rollcage
+    /// token new` makes one.
+    #[serde(skip)]
+    pub tokens: BTreeMap<String, TokenConfig>,
+}
+
+/// `[server.api]`: limits of the HTTP API.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Largest request body, in bytes (default 65536).
+    #[serde(default = "default_body_limit")]
+    pub body_limit_bytes: usize,
+    /// Requests per second each token may make on average (default 50).
+    #[serde(default = "default_rate")]
+    pub requests_per_second: u32,
+    /// Requests a token may make at once above the average (default 100).
+    #[serde(default = "default_burst")]
+    pub burst: u32,
+    /// How long a request may take before it is answered 503 (default
+    /// "30s"). Live event streams are exempt.
+    #[serde(default = "default_request_timeout", deserialize_with = "duration")]
+    pub request_timeout: std::time::Duration,
+}
+
+fn default_body_limit() -> usize {
+    64 * 1024
+}
+fn default_rate() -> u32 {
+    50
+}
+fn default_burst() -> u32 {
+    100
+}
+fn default_request_timeout() -> std::time::Duration {
+    std::time::Duration::from_secs(30)
+}
+
+fn duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<std::time::Duration, D::Error> {
+    let text = <String as serde::Deserialize>::deserialize(d)?;
+    rollcage_core::duration::parse(&text).map_err(serde::de::Error::custom)
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            body_limit_bytes: default_body_limit(),
+            requests_per_second: default_rate(),
+            burst: default_burst(),
+            request_timeout: default_request_timeout(),
+        }
+    }
+}
+
+/// What a token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenRole {
+    /// Read runs, environments, plugins, the audit trail.
+    Viewer,
+    /// Read, and start, retry and roll back runs in its environments.
+    Deployer,
+    /// Read, and approve and abort runs in its environments.
+    Approver,
+    /// Everything, everywhere.
+    Admin,
+}
+
+/// `[server.tokens.<name>]`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    /// `sha256:<64 hex digits>` of the token.
+    pub hash: String,
+    pub role: TokenRole,
+    /// Environments a deployer or approver acts in (all when empty).
+    #[serde(default)]
+    pub environments: Vec<String>,
 }
 
 fn default_listen() -> String {
@@ -113,6 +196,8 @@ impl Default for ServerConfig {
             cache_dir: None,
             log: LogConfig::default(),
             secrets_file: None,
+            api: ApiConfig::default(),
+            tokens: BTreeMap::new(),
         }
     }
 }
@@ -169,22 +254,36 @@ impl Config {
         };
         let vars = interpolate::lookup_in(cx.vars.as_ref());
         let mut server = ServerConfig::default();
+        let mut server_api = None;
+        let mut server_tokens = BTreeMap::new();
         let mut plugins = BTreeMap::new();
         let mut includes: Vec<(PathBuf, String)> = Vec::new();
         for (key, value) in root.get_ref() {
             let name: &str = key.get_ref();
             match name {
-                "server" => match deserialize::<ServerConfig>(value) {
-                    Ok(s) => {
-                        check_log(&src, value, &s.log, &mut errors);
-                        server = s;
+                "server" => {
+                    let (rest, api, tokens) = split_server(value);
+                    match deserialize::<ServerConfig>(&rest) {
+                        Ok(s) => {
+                            check_log(&src, value, &s.log, &mut errors);
+                            server = s;
+                        }
+                        Err(e) => {
+                            let mut err = src.toml_error(&e);
+                            err.message = format!("[server]: {}", err.message);
+                            errors.push(err);
+                        }
                     }
-                    Err(e) => {
-                        let mut err = src.toml_error(&e);
-                        err.message = format!("[server]: {}", err.message);
-                        errors.push(err);
+                    if let Some(v) = api {
+                        server_api = deserialize_entry(&src, "[server.api]", v, &mut errors);
                     }
-                },
+                    for (name, v) in tokens {
+                        let what = format!("[server.tokens.{name}]");
+                        if let Some(t) = deserialize_entry(&src, &what, v, &mut errors) {
+                            server_tokens.insert(name, t);
+                        }
+                    }
+                }
                 "plugins" => plugins = plugins::parse(&src, value, cx, &vars, &mut errors),
                 "include" => includes = read_includes(&src, value, &mut errors),
                 "checks" | "environments" | "pipelines" => {}
@@ -269,6 +368,11 @@ impl Config {
             pipelines =
                 sections::parse_pipelines(&src, value, &refs, &environment_names, &mut errors);
         }
+        server.api = server_api.unwrap_or_default();
+        server.tokens = server_tokens;
+        if let Some(value) = root.get_ref().get("server") {
+            check_tokens(&src, value, &server, &environment_names, &mut errors);
+        }
         if errors.is_empty() {
             // The audit trail names the configuration a run used: the main
             // file and its includes, in order.
@@ -334,6 +438,81 @@ fn check_log(
             ),
             None,
         ));
+    }
+}
+
+/// `[server]` without its `api` and `tokens` tables, and those tables.
+#[allow(clippy::type_complexity)]
+fn split_server<'a, 'i>(
+    value: &'a Spanned<DeValue<'i>>,
+) -> (
+    Spanned<DeValue<'i>>,
+    Option<&'a Spanned<DeValue<'i>>>,
+    Vec<(String, &'a Spanned<DeValue<'i>>)>,
+) {
+    let Some(table) = value.get_ref().as_table() else {
+        return (value.clone(), None, Vec::new());
+    };
+    let rest: DeTable<'i> = table
+        .iter()
+        .filter(|(k, _)| !matches!(k.get_ref().as_ref(), "api" | "tokens"))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let tokens = match table.get("tokens") {
+        Some(t) => match t.get_ref().as_table() {
+            Some(t) => t
+                .iter()
+                .map(|(k, v)| (k.get_ref().to_string(), v))
+                .collect(),
+            // Not a table: let the main deserializer say so.
+            None => Vec::new(),
+        },
+        None => Vec::new(),
+    };
+    (
+        Spanned::new(value.span(), DeValue::Table(rest)),
+        table.get("api"),
+        tokens,
+    )
+}
+
+/// Token hashes are well formed and name known environments.
+fn check_tokens(
+    src: &Source<'_>,
+    server_value: &Spanned<DeValue<'_>>,
+    server: &ServerConfig,
+    environments: &[String],
+    errors: &mut Vec<ConfigError>,
+) {
+    // The span of `tokens.<name>.<field>`, or of the closest table above.
+    let span_of = |name: &str, field: &str| {
+        let tokens = server_value.get_ref().get("tokens");
+        let token = tokens.and_then(|t| t.get_ref().get(name));
+        token
+            .and_then(|t| t.get_ref().get(field))
+            .or(token)
+            .or(tokens)
+            .unwrap_or(server_value)
+            .span()
+    };
+    for (name, token) in &server.tokens {
+        let hex = token.hash.strip_prefix("sha256:").unwrap_or("");
+        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            errors.push(src.error(
+                span_of(name, "hash"),
+                format!("[server.tokens.{name}]: hash must be `sha256:` and 64 hex digits, the hash of the token, never the token itself"),
+                Some("`rollcage token new` prints a token and the line to put here".into()),
+            ));
+        }
+        for env in &token.environments {
+            if !environments.contains(env) {
+                errors.push(src.error(
+                    span_of(name, "environments"),
+                    format!("[server.tokens.{name}]: unknown environment `{env}`"),
+                    Some(format!("environments: {}", environments.join(", "))),
+                ));
+            }
+        }
     }
 }
 

@@ -14,6 +14,8 @@ use async_trait::async_trait;
 use rollcage_core::*;
 use tokio::time::Instant;
 
+use crate::stats::CallStats;
+
 /// When a breaker opens and for how long.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BreakerConfig {
@@ -55,6 +57,7 @@ pub struct Breaker {
     plugin: PluginId,
     config: BreakerConfig,
     inner: Mutex<Inner>,
+    stats: CallStats,
 }
 
 impl Breaker {
@@ -68,7 +71,18 @@ impl Breaker {
             plugin,
             config,
             inner: Mutex::default(),
+            stats: CallStats::default(),
         })
+    }
+
+    /// The plugin instance it guards.
+    pub fn plugin(&self) -> &PluginId {
+        &self.plugin
+    }
+
+    /// Calls made through it, by kind.
+    pub fn stats(&self) -> &CallStats {
+        &self.stats
     }
 
     /// The current state.
@@ -122,10 +136,16 @@ impl Breaker {
 
     async fn call<T>(
         &self,
+        name: &'static str,
         f: impl Future<Output = Result<T, PluginError>>,
     ) -> Result<T, PluginError> {
-        self.admit()?;
+        if let Err(e) = self.admit() {
+            self.stats.rejected(name);
+            return Err(e);
+        }
+        let started = std::time::Instant::now();
         let result = f.await;
+        self.stats.record(name, started.elapsed(), result.is_err());
         self.record(&result);
         result
     }
@@ -177,51 +197,63 @@ pub fn guard_strategy(inner: Arc<dyn Strategy>, breaker: &Arc<Breaker>) -> Arc<d
 #[async_trait]
 impl HealthCheck for Guarded<dyn HealthCheck> {
     async fn check(&self, target: &CheckTarget) -> Result<Measurement, PluginError> {
-        self.breaker.call(self.inner.check(target)).await
+        self.breaker.call("check", self.inner.check(target)).await
     }
 }
 
 #[async_trait]
 impl Notifier for Guarded<dyn Notifier> {
     async fn notify(&self, event: &Event) -> Result<(), PluginError> {
-        self.breaker.call(self.inner.notify(event)).await
+        self.breaker.call("notify", self.inner.notify(event)).await
     }
 }
 
 #[async_trait]
 impl Strategy for Guarded<dyn Strategy> {
     async fn validate(&self, params: &str) -> Result<(), PluginError> {
-        self.breaker.call(self.inner.validate(params)).await
+        self.breaker
+            .call("validate", self.inner.validate(params))
+            .await
     }
     async fn decide(&self, state: &DeployState) -> Result<Action, PluginError> {
-        self.breaker.call(self.inner.decide(state)).await
+        self.breaker.call("decide", self.inner.decide(state)).await
     }
     async fn rollback(&self, state: &DeployState) -> Result<Vec<Action>, PluginError> {
-        self.breaker.call(self.inner.rollback(state)).await
+        self.breaker
+            .call("rollback", self.inner.rollback(state))
+            .await
     }
 }
 
 #[async_trait]
 impl EnvironmentProvider for Guarded<dyn EnvironmentProvider> {
     async fn prepare(&self, target: &Target) -> Result<(), PluginError> {
-        self.breaker.call(self.inner.prepare(target)).await
+        self.breaker
+            .call("prepare", self.inner.prepare(target))
+            .await
     }
     async fn apply_slot(&self, target: &Target, spec: &SlotSpec) -> Result<(), PluginError> {
-        self.breaker.call(self.inner.apply_slot(target, spec)).await
+        self.breaker
+            .call("apply-slot", self.inner.apply_slot(target, spec))
+            .await
     }
     async fn route(&self, target: &Target, weights: &[RouteWeight]) -> Result<(), PluginError> {
-        self.breaker.call(self.inner.route(target, weights)).await
+        self.breaker
+            .call("route", self.inner.route(target, weights))
+            .await
     }
     async fn status(&self, target: &Target) -> Result<EnvironmentStatus, PluginError> {
-        self.breaker.call(self.inner.status(target)).await
+        self.breaker.call("status", self.inner.status(target)).await
     }
     async fn remove_slot(&self, target: &Target, slot: &str) -> Result<(), PluginError> {
         self.breaker
-            .call(self.inner.remove_slot(target, slot))
+            .call("remove-slot", self.inner.remove_slot(target, slot))
             .await
     }
     async fn run_job(&self, target: &Target, job: &Job) -> Result<JobResult, PluginError> {
-        self.breaker.call(self.inner.run_job(target, job)).await
+        self.breaker
+            .call("run-job", self.inner.run_job(target, job))
+            .await
     }
 }
 

@@ -3,6 +3,7 @@
 //!
 //! * [`analysis`]: health-check analysis with Argo Rollouts' semantics;
 //! * [`breaker`]: a circuit breaker per plugin instance;
+//! * [`stats`]: per-plugin call counts, errors and latency;
 //! * [`preview`]: dry runs, the plan and rollback plan a strategy would follow;
 //! * [`stage`]: one environment driven by a strategy, rolled back on failure;
 //! * [`run`]: a pipeline's stages in order, with their gates, jobs,
@@ -10,11 +11,14 @@
 
 pub mod analysis;
 pub mod breaker;
-#[cfg(test)]
-mod fakes;
+/// Plain Rust fakes of the plugin traits, for tests of the engine and of
+/// what drives it (the API).
+#[cfg(any(test, feature = "fakes"))]
+pub mod fakes;
 pub mod preview;
 pub mod run;
 pub mod stage;
+pub mod stats;
 
 /// Milliseconds since the Unix epoch (0 if the clock is before it).
 pub(crate) fn unix_ms() -> u64 {

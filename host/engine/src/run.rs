@@ -89,6 +89,19 @@ pub enum EngineError {
     Finished(String, &'static str),
     #[error("`{environment}` needs an approver other than the one who started the run ({by})")]
     SameApprover { environment: String, by: String },
+    #[error("run `{0}` is not finished ({1}): only a finished run can be {2}")]
+    NotFinished(String, &'static str, &'static str),
+    #[error("run `{0}` succeeded: there is nothing to retry")]
+    NothingToRetry(String),
+    #[error(
+        "no earlier successful run of pipeline `{pipeline}` through `{environment}` to roll back to"
+    )]
+    NoPreviousRelease {
+        pipeline: String,
+        environment: String,
+    },
+    #[error("run `{run}` did not go through environment `{environment}`")]
+    NotInRun { run: String, environment: String },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -145,6 +158,141 @@ impl Engine {
         &self.store
     }
 
+    /// Every environment, by name.
+    pub fn environments(&self) -> impl Iterator<Item = &Arc<EnvironmentPlan>> {
+        self.environments.values()
+    }
+
+    /// Every pipeline, by name.
+    pub fn pipelines(&self) -> impl Iterator<Item = &PipelinePlan> {
+        self.pipelines.values()
+    }
+
+    /// A pipeline's plan.
+    pub fn pipeline(&self, name: &str) -> Option<&PipelinePlan> {
+        self.pipelines.get(name)
+    }
+
+    /// The hash of the configuration the engine was built from.
+    pub fn config_hash(&self) -> &str {
+        &self.config_hash
+    }
+
+    /// Add a line to the audit trail, with the configuration's hash.
+    async fn audit(
+        &self,
+        actor: &str,
+        action: &str,
+        run_id: &str,
+        detail: serde_json::Value,
+    ) -> Result<(), EngineError> {
+        self.store
+            .record_audit(rollcage_store::NewAudit {
+                actor: actor.to_string(),
+                action: action.to_string(),
+                run_id: Some(run_id.to_string()),
+                config_hash: self.config_hash.clone(),
+                detail,
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Start a finished run that did not succeed again: same pipeline,
+    /// release, notes, parameters and stages. The new run's id.
+    pub async fn retry(&self, run_id: &str, by: &str) -> Result<String, EngineError> {
+        let run = self.store.run(run_id).await?;
+        if !run.status.is_finished() {
+            return Err(EngineError::NotFinished(
+                run_id.to_string(),
+                run.status.as_str(),
+                "retried",
+            ));
+        }
+        if run.status == RunStatus::Succeeded {
+            return Err(EngineError::NothingToRetry(run_id.to_string()));
+        }
+        let mut params = run.run.params.clone();
+        params.retain(|(k, _)| k != "retry_of");
+        params.push(("retry_of".into(), run_id.to_string()));
+        self.create(RunRequest {
+            pipeline: run.run.pipeline.clone(),
+            release: run.run.release.clone(),
+            notes: run.run.notes.clone(),
+            params,
+            stages: Some(run.run.stages.clone()),
+            started_by: by.to_string(),
+        })
+        .await
+    }
+
+    /// Take `environment` (by default the last stage of finished run
+    /// `run_id`) back to the release of the pipeline's last successful run
+    /// through it before `run_id`: a new run of that release, through the
+    /// environment's strategy, gated like any other. The new run's id.
+    pub async fn rollback(
+        &self,
+        run_id: &str,
+        environment: Option<&str>,
+        by: &str,
+    ) -> Result<String, EngineError> {
+        let run = self.store.run(run_id).await?;
+        if !run.status.is_finished() {
+            return Err(EngineError::NotFinished(
+                run_id.to_string(),
+                run.status.as_str(),
+                "rolled back",
+            ));
+        }
+        let environment = match environment {
+            Some(e) if run.run.stages.iter().any(|s| s == e) => e.to_string(),
+            Some(e) => {
+                return Err(EngineError::NotInRun {
+                    run: run_id.to_string(),
+                    environment: e.to_string(),
+                });
+            }
+            None => run
+                .stage
+                .clone()
+                .or_else(|| run.run.stages.last().cloned())
+                .unwrap_or_default(),
+        };
+        let earlier = self
+            .store
+            .list_runs(&rollcage_store::RunFilter {
+                pipeline: Some(run.run.pipeline.clone()),
+                environment: Some(environment.clone()),
+                status: Some(RunStatus::Succeeded),
+                before: Some(run_id.to_string()),
+                limit: 50,
+                ..Default::default()
+            })
+            .await?;
+        let previous = earlier
+            .iter()
+            .find(|r| r.run.release != run.run.release)
+            .ok_or_else(|| EngineError::NoPreviousRelease {
+                pipeline: run.run.pipeline.clone(),
+                environment: environment.clone(),
+            })?;
+        self.create(RunRequest {
+            pipeline: run.run.pipeline.clone(),
+            release: previous.run.release.clone(),
+            notes: Some(format!(
+                "rollback of run {run_id} ({}) to {}",
+                run.run.release, previous.run.release
+            )),
+            params: vec![
+                ("rollback_of".into(), run_id.to_string()),
+                ("rollback_to_run".into(), previous.id.clone()),
+            ],
+            stages: Some(vec![environment]),
+            started_by: by.to_string(),
+        })
+        .await
+    }
+
     /// Check a request and record the run (queued); its id. Nothing is
     /// recorded for an invalid request.
     pub async fn create(&self, req: RunRequest) -> Result<String, EngineError> {
@@ -174,7 +322,14 @@ impl Engine {
                     .collect()
             }
         };
-        Ok(self
+        let detail = json!({
+            "pipeline": req.pipeline,
+            "release": req.release,
+            "stages": stages,
+            "params": req.params,
+        });
+        let by = req.started_by.clone();
+        let id = self
             .store
             .create_run(rollcage_store::NewRun {
                 pipeline: req.pipeline,
@@ -185,7 +340,9 @@ impl Engine {
                 started_by: req.started_by,
                 config_hash: self.config_hash.clone(),
             })
-            .await?)
+            .await?;
+        self.audit(&by, "start", &id, detail).await?;
+        Ok(id)
     }
 
     /// Record a person's decision for a run. It goes through the store, so
@@ -226,6 +383,12 @@ impl Engine {
         self.store.request_decision(run_id, &request).await?;
         self.store
             .append(run_id, "decision", run.stage.as_deref(), json!(request))
+            .await?;
+        let action = match request.action {
+            DecisionAction::Approve => "approve",
+            DecisionAction::Abort => "abort",
+        };
+        self.audit(by, action, run_id, json!({"stage": run.stage}))
             .await?;
         Ok(())
     }
@@ -583,19 +746,24 @@ impl Engine {
             tell(kind, reason.clone()).await?;
             return finish(status, reason).await;
         }
+        // The status is written last, on every path: a reader that sees a
+        // run finished has every entry of its log (the live stream ends on
+        // it). A crash before it repeats the notification, not the entry.
+        if !has("run-finished", None) {
+            let event = ctx.event(
+                EventKind::Succeeded,
+                None,
+                format!("{} is live in every stage", release.version),
+                vec![],
+            );
+            self.deliver(run_id, &pipeline.notify, None, &event).await?;
+            self.store
+                .append(run_id, "run-finished", None, json!({"result": "succeeded"}))
+                .await?;
+        }
         self.store
             .set_status(run_id, RunStatus::Succeeded, None, None)
             .await?;
-        self.store
-            .append(run_id, "run-finished", None, json!({"result": "succeeded"}))
-            .await?;
-        let event = ctx.event(
-            EventKind::Succeeded,
-            None,
-            format!("{} is live in every stage", release.version),
-            vec![],
-        );
-        self.deliver(run_id, &pipeline.notify, None, &event).await?;
         Ok(RunStatus::Succeeded)
     }
 

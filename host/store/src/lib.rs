@@ -152,11 +152,49 @@ pub enum DecisionAction {
 #[derive(Debug, Clone, Default)]
 pub struct RunFilter {
     pub pipeline: Option<String>,
+    /// Only runs that go through this environment (one of their stages).
+    pub environment: Option<String>,
     pub status: Option<RunStatus>,
     /// Only runs created at or after this time.
     pub since_ms: Option<u64>,
     /// Only runs older than this id (cursor pagination, newest first).
     pub before: Option<String>,
+    pub limit: usize,
+}
+
+/// One line of the audit trail: who did what to which run, with which
+/// configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewAudit {
+    /// Who (a token's name, or the user of a one-off command).
+    pub actor: String,
+    /// What: `start`, `approve`, `abort`...
+    pub action: String,
+    pub run_id: Option<String>,
+    /// The configuration the host ran with.
+    pub config_hash: String,
+    /// Anything else worth keeping (pipeline, release, stage).
+    pub detail: serde_json::Value,
+}
+
+/// An audit line as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    /// Increasing; the cursor for pagination.
+    pub id: u64,
+    pub at_ms: u64,
+    #[serde(flatten)]
+    pub entry: NewAudit,
+}
+
+/// Filters for [`Store::audit`].
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    pub actor: Option<String>,
+    pub run_id: Option<String>,
+    pub since_ms: Option<u64>,
+    /// Only entries older than this id (newest first).
+    pub before: Option<u64>,
     pub limit: usize,
 }
 
@@ -197,6 +235,16 @@ pub trait Store: Send + Sync {
     ) -> Result<(), StoreError>;
     /// Take (remove) the decisions queued for a run, oldest first.
     async fn take_decisions(&self, run_id: &str) -> Result<Vec<DecisionRequest>, StoreError>;
+    /// Add a line to the audit trail.
+    async fn record_audit(&self, entry: NewAudit) -> Result<(), StoreError>;
+    /// The audit trail, newest first.
+    async fn audit(&self, filter: &AuditFilter) -> Result<Vec<AuditEntry>, StoreError>;
+    /// Whether the database answers (for readiness probes).
+    async fn ping(&self) -> Result<(), StoreError>;
+    /// Ids of runs as entries are appended to their logs, from this
+    /// process. Live readers wait on it instead of polling; they still
+    /// poll now and then for entries written by other processes.
+    fn appended(&self) -> tokio::sync::broadcast::Receiver<String>;
 }
 
 fn now_ms() -> u64 {

@@ -7,7 +7,10 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
 
-use crate::{DecisionRequest, Event, NewRun, Run, RunFilter, RunStatus, Store, StoreError, now_ms};
+use crate::{
+    AuditEntry, AuditFilter, DecisionRequest, Event, NewAudit, NewRun, Run, RunFilter, RunStatus,
+    Store, StoreError, now_ms,
+};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS runs (
@@ -30,6 +33,15 @@ CREATE TABLE IF NOT EXISTS events (
     data    TEXT NOT NULL,
     PRIMARY KEY (run_id, seq)
 );
+CREATE TABLE IF NOT EXISTS audit (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    at_ms       INTEGER NOT NULL,
+    actor       TEXT NOT NULL,
+    action      TEXT NOT NULL,
+    run_id      TEXT,
+    config_hash TEXT NOT NULL,
+    detail      TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS decisions (
     id      INTEGER PRIMARY KEY AUTOINCREMENT,
     run_id  TEXT NOT NULL REFERENCES runs (id),
@@ -41,6 +53,7 @@ CREATE TABLE IF NOT EXISTS decisions (
 #[derive(Clone)]
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
+    appended: tokio::sync::broadcast::Sender<String>,
 }
 
 impl SqliteStore {
@@ -64,6 +77,9 @@ impl SqliteStore {
         conn.execute_batch(SCHEMA)?;
         Ok(SqliteStore {
             conn: Arc::new(Mutex::new(conn)),
+            // Readers that fall behind refetch from the database; the
+            // channel only wakes them.
+            appended: tokio::sync::broadcast::channel(1024).0,
         })
     }
 
@@ -152,7 +168,8 @@ impl Store for SqliteStore {
             kind.to_string(),
             stage.map(str::to_string),
         );
-        self.with(move |c| {
+        let notice = run_id.clone();
+        let seq = self.with(move |c| {
             let tx = c.transaction()?;
             ensure_run(&tx, &run_id)?;
             let seq = tx.query_row("SELECT COALESCE(MAX(seq), 0) + 1 FROM events WHERE run_id = ?1", [&run_id], |r| r.get::<_, i64>(0))? as u64;
@@ -163,7 +180,10 @@ impl Store for SqliteStore {
             tx.commit()?;
             Ok(seq)
         })
-        .await
+        .await?;
+        // No receiver is not an error: nobody is watching.
+        let _ = self.appended.send(notice);
+        Ok(seq)
     }
 
     async fn events(&self, run_id: &str, after_seq: u64) -> Result<Vec<Event>, StoreError> {
@@ -239,6 +259,13 @@ impl Store for SqliteStore {
                 args.push(Box::new(s.as_str()));
                 sql.push_str(&format!(" AND status = ?{}", args.len()));
             }
+            if let Some(e) = f.environment {
+                args.push(Box::new(e));
+                sql.push_str(&format!(
+                    " AND EXISTS (SELECT 1 FROM json_each(spec, '$.stages') WHERE value = ?{})",
+                    args.len()
+                ));
+            }
             if let Some(t) = f.since_ms {
                 args.push(Box::new(t as i64));
                 sql.push_str(&format!(" AND created_ms >= ?{}", args.len()));
@@ -309,6 +336,90 @@ impl Store for SqliteStore {
                 .collect()
         })
         .await
+    }
+
+    async fn record_audit(&self, entry: NewAudit) -> Result<(), StoreError> {
+        self.with(move |c| {
+            c.execute(
+                "INSERT INTO audit (at_ms, actor, action, run_id, config_hash, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![now_ms() as i64, entry.actor, entry.action, entry.run_id, entry.config_hash, entry.detail.to_string()],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn audit(&self, filter: &AuditFilter) -> Result<Vec<AuditEntry>, StoreError> {
+        let f = filter.clone();
+        self.with(move |c| {
+            let mut sql = String::from(
+                "SELECT id, at_ms, actor, action, run_id, config_hash, detail FROM audit WHERE 1 = 1",
+            );
+            let mut args: Vec<Box<dyn rusqlite::ToSql>> = Vec::new();
+            if let Some(a) = f.actor {
+                args.push(Box::new(a));
+                sql.push_str(&format!(" AND actor = ?{}", args.len()));
+            }
+            if let Some(r) = f.run_id {
+                args.push(Box::new(r));
+                sql.push_str(&format!(" AND run_id = ?{}", args.len()));
+            }
+            if let Some(t) = f.since_ms {
+                args.push(Box::new(t as i64));
+                sql.push_str(&format!(" AND at_ms >= ?{}", args.len()));
+            }
+            if let Some(b) = f.before {
+                args.push(Box::new(b as i64));
+                sql.push_str(&format!(" AND id < ?{}", args.len()));
+            }
+            let limit = if f.limit == 0 { 50 } else { f.limit.min(500) };
+            sql.push_str(&format!(" ORDER BY id DESC LIMIT {limit}"));
+            let mut stmt = c.prepare(&sql)?;
+            let rows = stmt.query_map(
+                rusqlite::params_from_iter(args.iter().map(|a| a.as_ref())),
+                |r| {
+                    Ok((
+                        r.get::<_, i64>(0)? as u64,
+                        r.get::<_, i64>(1)? as u64,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, String>(3)?,
+                        r.get::<_, Option<String>>(4)?,
+                        r.get::<_, String>(5)?,
+                        r.get::<_, String>(6)?,
+                    ))
+                },
+            )?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (id, at_ms, actor, action, run_id, config_hash, detail) = row?;
+                out.push(AuditEntry {
+                    id,
+                    at_ms,
+                    entry: NewAudit {
+                        actor,
+                        action,
+                        run_id,
+                        config_hash,
+                        detail: serde_json::from_str(&detail)
+                            .map_err(|e| StoreError::Database(e.to_string()))?,
+                    },
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.query_row("SELECT COUNT(*) FROM runs", [], |r| r.get::<_, i64>(0))?;
+            Ok(())
+        })
+        .await
+    }
+
+    fn appended(&self) -> tokio::sync::broadcast::Receiver<String> {
+        self.appended.subscribe()
     }
 }
 
@@ -440,6 +551,90 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(done.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn runs_are_filtered_by_environment() {
+        let store = SqliteStore::in_memory().unwrap();
+        let both = store.create_run(new_run("api")).await.unwrap();
+        let mut staging_only = new_run("api");
+        staging_only.stages = vec!["staging".into()];
+        let staging = store.create_run(staging_only).await.unwrap();
+        let list = |env: &str| {
+            let f = RunFilter {
+                environment: Some(env.into()),
+                ..Default::default()
+            };
+            let store = store.clone();
+            async move {
+                let mut ids: Vec<String> = store
+                    .list_runs(&f)
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .map(|r| r.id)
+                    .collect();
+                ids.sort();
+                ids
+            }
+        };
+        let mut all = vec![both.clone(), staging];
+        all.sort();
+        assert_eq!(list("staging").await, all);
+        assert_eq!(list("production").await, [both]);
+        assert!(list("prod").await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_audit_trail_is_kept_newest_first_with_filters() {
+        let store = SqliteStore::in_memory().unwrap();
+        let run = store.create_run(new_run("api")).await.unwrap();
+        for (actor, action) in [("alice", "start"), ("bob", "approve"), ("alice", "abort")] {
+            store
+                .record_audit(NewAudit {
+                    actor: actor.into(),
+                    action: action.into(),
+                    run_id: Some(run.clone()),
+                    config_hash: "abc123".into(),
+                    detail: json!({"stage": "production"}),
+                })
+                .await
+                .unwrap();
+        }
+        let all = store.audit(&AuditFilter::default()).await.unwrap();
+        let actions: Vec<&str> = all.iter().map(|a| a.entry.action.as_str()).collect();
+        assert_eq!(actions, ["abort", "approve", "start"]);
+        assert_eq!(all[0].entry.detail, json!({"stage": "production"}));
+        let alice = store
+            .audit(&AuditFilter {
+                actor: Some("alice".into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(alice.len(), 2);
+        let older = store
+            .audit(&AuditFilter {
+                before: Some(all[0].id),
+                limit: 1,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(older[0].entry.action, "approve");
+        store.ping().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn appends_wake_watchers_with_the_run_id() {
+        let store = SqliteStore::in_memory().unwrap();
+        let mut rx = store.appended();
+        let id = store.create_run(new_run("api")).await.unwrap();
+        store.append(&id, "step", None, json!({})).await.unwrap();
+        assert_eq!(rx.recv().await.unwrap(), id);
+        // A failed append wakes nobody.
+        assert!(store.append("nope", "step", None, json!({})).await.is_err());
+        assert!(rx.try_recv().is_err());
     }
 
     #[tokio::test]

@@ -1,0 +1,918 @@
+//! The API through `Router::oneshot`, without a socket, over an engine of
+//! plain Rust fakes and a real (in-memory) SQLite store: authentication and
+//! roles, the error model, runs started, followed, approved, retried and
+//! rolled back, the event stream, metrics and the OpenAPI document.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use http_body_util::BodyExt;
+use rollcage_api::{
+    Api, ApiOptions, Auth, PluginEntry, RateSettings, Role, TokenEntry, hash_token,
+};
+use rollcage_core::{Action, AnalysisRequest, HealthCheck, Verdict};
+use rollcage_engine::analysis::AnalysisSpec;
+use rollcage_engine::breaker::{Breaker, BreakerConfig, guard_check};
+use rollcage_engine::fakes::{FakeProvider, PlanStrategy, apply, route, scripted};
+use rollcage_engine::run::{Engine, EnvironmentPlan, PipelinePlan};
+use rollcage_notify::{Dispatcher, RetryPolicy};
+use rollcage_store::{SqliteStore, Store};
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+fn strategy() -> Arc<PlanStrategy> {
+    Arc::new(PlanStrategy {
+        id: "canary".parse().unwrap(),
+        plan: vec![
+            apply("2.0.0", "2.0.0", 1),
+            route(&[("2.0.0", 50), ("1.0.0", 50)]),
+            Action::Analyze(AnalysisRequest {
+                checks: vec![],
+                slot: "2.0.0".into(),
+            }),
+            route(&[("2.0.0", 100)]),
+        ],
+        rollback: vec![route(&[("1.0.0", 100)])],
+    })
+}
+
+struct World {
+    api: Api,
+    router: Router,
+}
+
+/// `staging` passes its analysis, `production` passes and needs an
+/// approval from someone other than the starter, `qa` fails.
+fn world(rate: RateSettings) -> World {
+    let breaker = Breaker::new("error-rate".parse().unwrap(), BreakerConfig::default());
+    let mut envs = Vec::new();
+    for (name, verdict) in [
+        ("staging", Verdict::Pass),
+        ("production", Verdict::Pass),
+        ("qa", Verdict::Fail),
+    ] {
+        let check = scripted("error-rate", vec![Ok(verdict)]) as Arc<dyn HealthCheck>;
+        envs.push(EnvironmentPlan {
+            name: name.into(),
+            provider: Arc::new(FakeProvider::running("1.0.0", "1.0.0", 2)),
+            strategy: strategy(),
+            strategy_params: "{}".into(),
+            checks: BTreeMap::from([("error-rate".to_string(), guard_check(check, &breaker))]),
+            default_checks: vec!["error-rate".into()],
+            analysis: AnalysisSpec {
+                interval: Duration::ZERO,
+                count: 1,
+                ..AnalysisSpec::default()
+            },
+            replicas: 2,
+            progress_deadline: Duration::from_secs(10),
+            readiness_poll: Duration::from_millis(10),
+            approval: name == "production",
+            require_different_approver: name == "production",
+            window: None,
+            refuse_outside_window: false,
+            refuse_when_busy: false,
+            pre_jobs: vec![],
+            post_jobs: vec![],
+            notify: Dispatcher::new(vec![], RetryPolicy::default()),
+        });
+    }
+    let pipeline = |name: &str, stages: &[&str]| PipelinePlan {
+        name: name.into(),
+        stages: stages.iter().map(|s| s.to_string()).collect(),
+        service: "api".into(),
+        service_spec: "{}".into(),
+        notify: Dispatcher::new(vec![], RetryPolicy::default()),
+    };
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().unwrap());
+    let engine = Arc::new(Engine::new(
+        store,
+        envs,
+        vec![
+            pipeline("api", &["staging", "production"]),
+            pipeline("flaky", &["qa"]),
+        ],
+        "cfg0123".into(),
+    ));
+    let token = |name: &str, role, envs: &[&str]| {
+        TokenEntry::new(
+            name,
+            &hash_token(&format!("rc_{name}")),
+            role,
+            envs.iter().map(|e| e.to_string()).collect(),
+        )
+        .unwrap()
+    };
+    let auth = Auth::new(vec![
+        token("viewer", Role::Viewer, &[]),
+        token("ci", Role::Deployer, &["staging", "qa"]),
+        token("alice", Role::Admin, &[]),
+        token("bob", Role::Approver, &["production"]),
+    ]);
+    let plugins = vec![PluginEntry {
+        id: "error-rate".into(),
+        kind: "health-check".into(),
+        component: "builtin:prometheus".into(),
+        allow_hosts: vec!["127.0.0.1:9090".into()],
+        secrets: vec![],
+        memory_mb: 64,
+        timeout_ms: 5000,
+        breaker,
+    }];
+    let api = Api::new(
+        engine,
+        auth,
+        plugins,
+        ApiOptions {
+            body_limit_bytes: 1024,
+            rate,
+            event_poll: Duration::from_millis(100),
+            ..ApiOptions::default()
+        },
+    );
+    World {
+        router: api.router(),
+        api,
+    }
+}
+
+fn generous() -> RateSettings {
+    RateSettings {
+        per_second: 10_000,
+        burst: 10_000,
+    }
+}
+
+struct Answer {
+    status: StatusCode,
+    headers: axum::http::HeaderMap,
+    text: String,
+}
+
+impl Answer {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.text).unwrap_or_else(|e| panic!("{e}: {}", self.text))
+    }
+    fn code(&self) -> String {
+        let v: Value = serde_json::from_str(&self.text).unwrap_or(Value::Null);
+        v["error"]["code"].as_str().unwrap_or("").to_string()
+    }
+}
+
+async fn call(
+    router: &Router,
+    method: &str,
+    uri: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> Answer {
+    let mut req = Request::builder().method(method).uri(uri);
+    if let Some(t) = token {
+        req = req.header(header::AUTHORIZATION, format!("Bearer rc_{t}"));
+    }
+    let req = match body {
+        Some(b) => req
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(b.to_string())),
+        None => req.body(Body::empty()),
+    }
+    .unwrap();
+    let r = router.clone().oneshot(req).await.unwrap();
+    let status = r.status();
+    let headers = r.headers().clone();
+    let bytes = r.into_body().collect().await.unwrap().to_bytes();
+    Answer {
+        status,
+        headers,
+        text: String::from_utf8_lossy(&bytes).into_owned(),
+    }
+}
+
+/// Poll a run until its status is one of `want`.
+async fn until(router: &Router, id: &str, want: &[&str]) -> Value {
+    for _ in 0..500 {
+        let r = call(
+            router,
+            "GET",
+            &format!("/v1/runs/{id}"),
+            Some("viewer"),
+            None,
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        let v = r.json();
+        if want.contains(&v["run"]["status"].as_str().unwrap()) {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("run {id} never reached {want:?}");
+}
+
+async fn start(router: &Router, token: &str, body: Value) -> Answer {
+    call(
+        router,
+        "POST",
+        "/v1/runs",
+        Some(token),
+        Some(&body.to_string()),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn requests_without_a_valid_token_are_401_and_wrong_roles_403() {
+    let w = world(generous());
+    let r = call(&w.router, "GET", "/v1/runs", None, None).await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::UNAUTHORIZED, "unauthorized".into())
+    );
+    let r = call(&w.router, "GET", "/v1/runs", Some("mallory"), None).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(r.json()["error"]["message"], "unknown token");
+    // A viewer reads, but does not deploy.
+    assert_eq!(
+        call(&w.router, "GET", "/v1/runs", Some("viewer"), None)
+            .await
+            .status,
+        StatusCode::OK
+    );
+    let r = start(
+        &w.router,
+        "viewer",
+        json!({"pipeline": "api", "release": "2.0.0"}),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::FORBIDDEN, "forbidden".into())
+    );
+    assert!(
+        r.text.contains("role viewer; this needs deployer or admin"),
+        "{}",
+        r.text
+    );
+    // ci deploys to staging only.
+    let r = start(
+        &w.router,
+        "ci",
+        json!({"pipeline": "api", "release": "2.0.0"}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert!(
+        r.text.contains("may not act in environment `production`"),
+        "{}",
+        r.text
+    );
+    // Nothing was recorded for refused requests.
+    let runs = call(&w.router, "GET", "/v1/runs", Some("viewer"), None)
+        .await
+        .json();
+    assert_eq!(runs["runs"], json!([]));
+    // Health, readiness, metrics and the document need no token.
+    for path in ["/healthz", "/readyz", "/metrics", "/v1/openapi.json"] {
+        assert_eq!(
+            call(&w.router, "GET", path, None, None).await.status,
+            StatusCode::OK,
+            "{path}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn bad_input_is_a_precise_4xx_and_records_nothing() {
+    let w = world(generous());
+    let cases: Vec<(Option<&str>, StatusCode, &str, &str)> = vec![
+        (
+            Some("{\"pipeline\": "),
+            StatusCode::BAD_REQUEST,
+            "malformed_json",
+            "not valid JSON",
+        ),
+        (
+            Some(r#"{"pipeline": "api", "release": "2.0.0", "stage": ["staging"]}"#),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_body",
+            "unknown field `stage`",
+        ),
+        (
+            Some(r#"{"pipeline": "api", "release": 2}"#),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_body",
+            "`release`: invalid type: integer `2`, expected a string",
+        ),
+        (
+            Some(r#"{"pipeline": "ap", "release": "2.0.0"}"#),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unknown_pipeline",
+            "unknown pipeline `ap`",
+        ),
+        (
+            Some(r#"{"pipeline": "api", "release": "2.0"}"#),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_release",
+            "2.0",
+        ),
+        (
+            Some(r#"{"pipeline": "api", "release": "2.0.0", "stages": ["prod"]}"#),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unknown_stage",
+            "no stage `prod`",
+        ),
+    ];
+    for (body, status, code, needle) in cases {
+        let r = call(&w.router, "POST", "/v1/runs", Some("alice"), body).await;
+        assert_eq!(
+            (r.status, r.code()),
+            (status, code.to_string()),
+            "{body:?}: {}",
+            r.text
+        );
+        assert!(
+            r.json()["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains(needle),
+            "{}",
+            r.text
+        );
+    }
+    let r = start(
+        &w.router,
+        "alice",
+        json!({"pipeline": "ap", "release": "2.0.0"}),
+    )
+    .await;
+    assert_eq!(
+        r.json()["error"]["details"]["pipelines"],
+        json!(["api", "flaky"])
+    );
+    // Not JSON at all.
+    let req = Request::post("/v1/runs")
+        .header(header::AUTHORIZATION, "Bearer rc_alice")
+        .body(Body::from("pipeline=api"))
+        .unwrap();
+    let r = w.router.clone().oneshot(req).await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    // Over the body limit (1 KiB here).
+    let big = json!({"pipeline": "api", "release": "2.0.0", "notes": "x".repeat(4096)});
+    let r = start(&w.router, "alice", big).await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large".into())
+    );
+    // Queries are checked too.
+    let r = call(
+        &w.router,
+        "GET",
+        "/v1/runs?status=done",
+        Some("viewer"),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        r.text.contains("expected one of queued, running"),
+        "{}",
+        r.text
+    );
+    let r = call(
+        &w.router,
+        "GET",
+        "/v1/runs?pipelin=api",
+        Some("viewer"),
+        None,
+    )
+    .await;
+    assert!(
+        r.text.contains("unknown query parameter `pipelin`"),
+        "{}",
+        r.text
+    );
+    let r = call(&w.router, "GET", "/v1/runs/r-nope", Some("viewer"), None).await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::NOT_FOUND, "no_such_run".into())
+    );
+    let r = call(&w.router, "GET", "/v1/nothing", Some("viewer"), None).await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::NOT_FOUND, "not_found".into())
+    );
+    let r = call(&w.router, "DELETE", "/v1/runs", Some("viewer"), None).await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed".into())
+    );
+    // Nothing was recorded.
+    let runs = call(&w.router, "GET", "/v1/runs", Some("viewer"), None)
+        .await
+        .json();
+    assert_eq!(runs["runs"], json!([]));
+    let audit = call(&w.router, "GET", "/v1/audit", Some("viewer"), None)
+        .await
+        .json();
+    assert_eq!(audit["entries"], json!([]));
+}
+
+#[tokio::test]
+async fn a_run_is_started_followed_to_its_end_and_shown_in_detail() {
+    let w = world(generous());
+    let r = start(&w.router, "ci", json!({"pipeline": "api", "release": "2.0.0", "stages": ["staging"], "params": {"jira_issue": "OPS-12"}})).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
+    let run = r.json();
+    let id = run["id"].as_str().unwrap().to_string();
+    assert_eq!(r.headers[header::LOCATION], format!("/v1/runs/{id}"));
+    assert_eq!(
+        (run["started_by"].as_str(), run["config_hash"].as_str()),
+        (Some("ci"), Some("cfg0123"))
+    );
+    let detail = until(&w.router, &id, &["succeeded", "failed", "rolled_back"]).await;
+    assert_eq!(detail["run"]["status"], "succeeded", "{detail:#}");
+    assert_eq!(detail["run"]["params"], json!({"jira_issue": "OPS-12"}));
+    let stage = &detail["stages"][0];
+    assert_eq!(
+        (stage["name"].as_str(), stage["status"].as_str()),
+        (Some("staging"), Some("succeeded"))
+    );
+    assert_eq!(stage["steps"].as_array().unwrap().len(), 4, "{stage:#}");
+    assert_eq!(stage["steps"][1]["action"]["type"], "route", "{stage:#}");
+    assert_eq!(
+        stage["steps"][1]["action"]["weights"][0]["weight"], 50,
+        "{stage:#}"
+    );
+    assert_eq!(
+        stage["steps"][1]["outcome"],
+        json!({"type": "ok"}),
+        "{stage:#}"
+    );
+    let analysis = &stage["analyses"][0];
+    assert_eq!(analysis["outcome"], "Passed");
+    assert_eq!(analysis["measurements"][0]["check"], "error-rate");
+    assert_eq!(analysis["measurements"][0]["verdict"], "pass");
+
+    // The list filters by environment, pipeline and status.
+    let q = |q: &str| {
+        let router = w.router.clone();
+        let uri = format!("/v1/runs?{q}");
+        async move {
+            call(&router, "GET", &uri, Some("viewer"), None)
+                .await
+                .json()["runs"]
+                .as_array()
+                .unwrap()
+                .len()
+        }
+    };
+    assert_eq!(q("environment=staging").await, 1);
+    assert_eq!(q("environment=production").await, 0);
+    assert_eq!(q("pipeline=api&status=succeeded&since=1h").await, 1);
+    assert_eq!(q("status=failed").await, 0);
+
+    // The plugin's calls are counted.
+    let plugins = call(&w.router, "GET", "/v1/plugins", Some("viewer"), None)
+        .await
+        .json();
+    assert_eq!(plugins[0]["id"], "error-rate");
+    assert_eq!(plugins[0]["breaker"], "closed");
+    assert_eq!(plugins[0]["calls"]["check"]["calls"], 1);
+    // The environment shows what runs there and its last run.
+    let env = call(
+        &w.router,
+        "GET",
+        "/v1/environments/staging",
+        Some("viewer"),
+        None,
+    )
+    .await
+    .json();
+    assert_eq!(env["last_run"]["id"], id.as_str());
+    assert_eq!(env["strategy"], "canary");
+    let slots = &env["services"][0]["slots"];
+    assert!(
+        slots
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["name"] == "2.0.0" && s["weight"] == 100),
+        "{env:#}"
+    );
+    let envs = call(&w.router, "GET", "/v1/environments", Some("viewer"), None)
+        .await
+        .json();
+    assert_eq!(envs.as_array().unwrap().len(), 3);
+    let r = call(
+        &w.router,
+        "GET",
+        "/v1/environments/prod",
+        Some("viewer"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::NOT_FOUND, "no_such_environment".into())
+    );
+}
+
+#[tokio::test]
+async fn production_needs_an_approver_other_than_the_starter() {
+    let w = world(generous());
+    let r = start(
+        &w.router,
+        "alice",
+        json!({"pipeline": "api", "release": "2.0.0"}),
+    )
+    .await;
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    until(&w.router, &id, &["awaiting_approval"]).await;
+    let approve = format!("/v1/runs/{id}/approve");
+    // The starter, although admin, may not approve production.
+    let r = call(&w.router, "POST", &approve, Some("alice"), None).await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::FORBIDDEN, "same_approver".into()),
+        "{}",
+        r.text
+    );
+    // A deployer may not approve at all.
+    let r = call(&w.router, "POST", &approve, Some("ci"), None).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let r = call(&w.router, "POST", &approve, Some("bob"), None).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
+    let detail = until(&w.router, &id, &["succeeded", "failed", "rolled_back"]).await;
+    assert_eq!(detail["run"]["status"], "succeeded", "{detail:#}");
+    assert_eq!(detail["stages"][1]["decisions"][0]["by"], "bob");
+    // Approving a finished run is a conflict.
+    let r = call(&w.router, "POST", &approve, Some("bob"), None).await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::CONFLICT, "finished".into())
+    );
+    // The audit trail: who did what, with which configuration.
+    let audit = call(
+        &w.router,
+        "GET",
+        &format!("/v1/audit?run={id}"),
+        Some("viewer"),
+        None,
+    )
+    .await
+    .json();
+    let lines: Vec<(String, String)> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["actor"].as_str().unwrap().into(),
+                e["action"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            ("bob".into(), "approve".into()),
+            ("alice".into(), "start".into())
+        ]
+    );
+    assert_eq!(audit["entries"][0]["config_hash"], "cfg0123");
+}
+
+#[tokio::test]
+async fn failed_runs_are_retried_and_environments_rolled_back_to_the_previous_release() {
+    let w = world(generous());
+    let r = start(
+        &w.router,
+        "ci",
+        json!({"pipeline": "flaky", "release": "2.0.0"}),
+    )
+    .await;
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    let d = until(&w.router, &id, &["succeeded", "failed", "rolled_back"]).await;
+    assert_eq!(d["run"]["status"], "rolled_back");
+    assert_eq!(
+        d["stages"][0]["rollback"].as_array().unwrap().len(),
+        1,
+        "{d:#}"
+    );
+    let r = call(
+        &w.router,
+        "POST",
+        &format!("/v1/runs/{id}/retry"),
+        Some("ci"),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
+    let retry = r.json();
+    assert_eq!(retry["params"]["retry_of"], id.as_str());
+    assert_eq!(retry["release"], "2.0.0");
+    until(&w.router, retry["id"].as_str().unwrap(), &["rolled_back"]).await;
+
+    // Two releases through staging, then back to the first.
+    let mut ids = Vec::new();
+    for release in ["1.1.0", "1.2.0"] {
+        let r = start(
+            &w.router,
+            "ci",
+            json!({"pipeline": "api", "release": release, "stages": ["staging"]}),
+        )
+        .await;
+        let id = r.json()["id"].as_str().unwrap().to_string();
+        until(&w.router, &id, &["succeeded"]).await;
+        ids.push(id);
+    }
+    let rollback = format!("/v1/runs/{}/rollback", ids[1]);
+    let r = call(&w.router, "POST", &rollback, Some("viewer"), None).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let r = call(
+        &w.router,
+        "POST",
+        &rollback,
+        Some("ci"),
+        Some(r#"{"environment": "production"}"#),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text);
+    let r = call(
+        &w.router,
+        "POST",
+        &rollback,
+        Some("alice"),
+        Some(r#"{"environment": "production"}"#),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+    assert!(
+        r.text
+            .contains("did not go through environment `production`"),
+        "{}",
+        r.text
+    );
+    let r = call(&w.router, "POST", &rollback, Some("ci"), None).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
+    let back = r.json();
+    assert_eq!(
+        (back["release"].as_str(), back["stages"].clone()),
+        (Some("1.1.0"), json!(["staging"]))
+    );
+    assert_eq!(back["params"]["rollback_of"], ids[1].as_str());
+    until(&w.router, back["id"].as_str().unwrap(), &["succeeded"]).await;
+    // The first release has nothing before it.
+    let r = call(
+        &w.router,
+        "POST",
+        &format!("/v1/runs/{}/rollback", ids[0]),
+        Some("ci"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::CONFLICT, "no_previous_release".into()),
+        "{}",
+        r.text
+    );
+    // A succeeded run is not retried.
+    let r = call(
+        &w.router,
+        "POST",
+        &format!("/v1/runs/{}/retry", ids[0]),
+        Some("ci"),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+}
+
+/// `(id, event)` of each SSE event in `text`.
+fn sse_events(text: &str) -> Vec<(Option<u64>, String, String)> {
+    text.split("\n\n")
+        .filter(|b| b.lines().any(|l| l.starts_with("event:")))
+        .map(|block| {
+            let field = |name: &str| {
+                block
+                    .lines()
+                    .find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_string()))
+            };
+            (
+                field("id:").and_then(|v| v.parse().ok()),
+                field("event:").unwrap_or_default(),
+                field("data:").unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn the_event_stream_sends_the_whole_log_and_resumes_after_last_event_id() {
+    let w = world(generous());
+    let r = start(
+        &w.router,
+        "ci",
+        json!({"pipeline": "api", "release": "2.0.0", "stages": ["staging"]}),
+    )
+    .await;
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    // Follow from the start while it runs: the stream ends by itself.
+    let r = call(
+        &w.router,
+        "GET",
+        &format!("/v1/runs/{id}/events"),
+        Some("viewer"),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.headers[header::CONTENT_TYPE], "text/event-stream");
+    let all = sse_events(&r.text);
+    let (last, rest) = all.split_last().unwrap();
+    assert_eq!(
+        (last.1.as_str(), last.2.as_str()),
+        ("end", r#"{"reason":null,"status":"succeeded"}"#)
+    );
+    let seqs: Vec<u64> = rest.iter().map(|e| e.0.unwrap()).collect();
+    assert_eq!(
+        seqs,
+        (1..=seqs.len() as u64).collect::<Vec<_>>(),
+        "gapless, in order"
+    );
+    assert_eq!(rest[0].1, "run-started");
+    assert!(rest.iter().any(|e| e.1 == "analysis"));
+    // Resume after the fifth.
+    let req = Request::get(format!("/v1/runs/{id}/events"))
+        .header(header::AUTHORIZATION, "Bearer rc_viewer")
+        .header("Last-Event-ID", "5")
+        .body(Body::empty())
+        .unwrap();
+    let r = w.router.clone().oneshot(req).await.unwrap();
+    let text =
+        String::from_utf8(r.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
+    let resumed = sse_events(&text);
+    assert_eq!(resumed.first().unwrap().0, Some(6));
+    assert_eq!(resumed.len(), all.len() - 5);
+    let r = call(
+        &w.router,
+        "GET",
+        &format!("/v1/runs/{id}/events?after=x"),
+        Some("viewer"),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let r = call(
+        &w.router,
+        "GET",
+        "/v1/runs/nope/events",
+        Some("viewer"),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn tokens_are_rate_limited_one_by_one() {
+    let w = world(RateSettings {
+        per_second: 1,
+        burst: 2,
+    });
+    for _ in 0..2 {
+        assert_eq!(
+            call(&w.router, "GET", "/v1/runs", Some("viewer"), None)
+                .await
+                .status,
+            StatusCode::OK
+        );
+    }
+    let r = call(&w.router, "GET", "/v1/runs", Some("viewer"), None).await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::TOO_MANY_REQUESTS, "rate_limited".into())
+    );
+    assert_eq!(r.headers[header::RETRY_AFTER], "1");
+    // Another token is not affected.
+    assert_eq!(
+        call(&w.router, "GET", "/v1/runs", Some("alice"), None)
+            .await
+            .status,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn metrics_count_requests_by_route_template_and_the_document_lists_every_route() {
+    let w = world(generous());
+    call(&w.router, "GET", "/v1/runs/r1", Some("viewer"), None).await;
+    call(&w.router, "GET", "/v1/runs/r2", Some("viewer"), None).await;
+    call(&w.router, "GET", "/nowhere", None, None).await;
+    let text = call(&w.router, "GET", "/metrics", None, None).await.text;
+    assert!(
+        text.contains(
+            "http_requests_total{method=\"GET\",route=\"/v1/runs/{id}\",status=\"404\"} 2\n"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("http_requests_total{method=\"GET\",route=\"unmatched\",status=\"404\"} 1\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("# TYPE http_request_duration_seconds histogram"),
+        "{text}"
+    );
+    assert!(
+        text.contains("rollcage_plugin_breaker_open{plugin=\"error-rate\"} 0"),
+        "{text}"
+    );
+
+    let doc = call(&w.router, "GET", "/v1/openapi.json", None, None)
+        .await
+        .json();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    let paths: Vec<&str> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    let expected = [
+        "/healthz",
+        "/metrics",
+        "/readyz",
+        "/v1/audit",
+        "/v1/environments",
+        "/v1/environments/{name}",
+        "/v1/plugins",
+        "/v1/runs",
+        "/v1/runs/{id}",
+        "/v1/runs/{id}/abort",
+        "/v1/runs/{id}/approve",
+        "/v1/runs/{id}/events",
+        "/v1/runs/{id}/retry",
+        "/v1/runs/{id}/rollback",
+    ];
+    assert_eq!(paths, expected);
+    // Every documented route answers (not a 404 of the router, nor 405).
+    for path in expected {
+        let concrete = path.replace("{id}", "nope").replace("{name}", "nope");
+        let methods = doc["paths"][path].as_object().unwrap();
+        for method in methods.keys() {
+            let r = call(
+                &w.router,
+                &method.to_uppercase(),
+                &concrete,
+                Some("alice"),
+                None,
+            )
+            .await;
+            assert!(
+                r.code() != "not_found" && r.status != StatusCode::METHOD_NOT_ALLOWED,
+                "{method} {path}: {}",
+                r.text
+            );
+        }
+    }
+    assert_eq!(
+        doc["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
+}
+
+#[tokio::test]
+async fn stopping_leaves_runs_resumable_and_readiness_fails() {
+    let w = world(generous());
+    let r = start(
+        &w.router,
+        "alice",
+        json!({"pipeline": "api", "release": "2.0.0"}),
+    )
+    .await;
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    until(&w.router, &id, &["awaiting_approval"]).await;
+    assert_eq!(w.api.active_runs(), 1);
+    w.api.stop_runs();
+    assert_eq!(w.api.active_runs(), 0);
+    let r = call(&w.router, "GET", "/readyz", None, None).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(r.json()["checks"]["host"], "stopping");
+    // The run is still unfinished in the store: the next host resumes it.
+    let d = call(
+        &w.router,
+        "GET",
+        &format!("/v1/runs/{id}"),
+        Some("viewer"),
+        None,
+    )
+    .await
+    .json();
+    assert_eq!(d["run"]["status"], "awaiting_approval");
+}
