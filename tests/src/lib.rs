@@ -1,8 +1,10 @@
 //! Test fixtures: plugins under `tests/plugins/`, compiled to wasm components
 //! by this crate's build script, for tests that need components that the
 //! first-party plugins are not (a misbehaving one, a fake provider); and
-//! [`stub`], a loopback HTTP server that stands in for remote services.
+//! [`stub`], a loopback HTTP server that stands in for remote services;
+//! [`prometheus`], a real Prometheus server for tests.
 
+pub mod prometheus;
 pub mod stub;
 
 use std::path::PathBuf;

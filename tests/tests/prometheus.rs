@@ -3,118 +3,17 @@
 //! Without the binary the test says so and skips, except in CI (`CI=true`),
 //! where a missing tool is a failure.
 
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use rollcage_core::*;
 use rollcage_runtime::{Grants, Limits, MapSecrets, PluginSpec, Runtime, RuntimeOptions};
+use rollcage_tests::prometheus::{Prometheus, tool};
 use rollcage_tests::stub::Stub;
 use serde_json::json;
 
-struct Prometheus {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn prometheus_binary() -> Option<String> {
-    let found = Command::new("prometheus")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-    match found {
-        Ok(s) if s.success() => Some("prometheus".into()),
-        _ => None,
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn start_prometheus(bin: &str, target: std::net::SocketAddr) -> Prometheus {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("prometheus.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: demo\n    static_configs:\n      - targets: ['{target}']\n"
-        ),
-    )
-    .unwrap();
-    let port = free_port();
-    let child = Command::new(bin)
-        .arg(format!("--config.file={}", config.display()))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.path().join("data").display()
-        ))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    Prometheus {
-        child,
-        port,
-        _dir: dir,
-    }
-}
-
-/// A plain HTTP/1.0 GET on loopback; the body, or `None` while the server is not up.
-async fn http_get(port: u16, path: &str) -> Option<String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut sock = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .ok()?;
-    sock.write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
-        .await
-        .ok()?;
-    let mut out = String::new();
-    sock.read_to_string(&mut out).await.ok()?;
-    Some(out)
-}
-
-/// Wait until Prometheus has scraped the target at least once.
-async fn wait_for_data(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        assert!(
-            Instant::now() < deadline,
-            "Prometheus on port {port} never had data"
-        );
-        let ready = http_get(port, "/api/v1/query?query=demo_error_ratio")
-            .await
-            .is_some_and(|body| body.contains("\"slot\":\"canary\""));
-        if ready {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
-
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn queries_a_real_prometheus() {
-    let Some(bin) = prometheus_binary() else {
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("prometheus is not installed; .ci/run installs it with apt-get");
-        }
-        eprintln!(
-            "SKIPPED queries_a_real_prometheus: no `prometheus` binary (apt-get install prometheus)"
-        );
+    let Some(bin) = tool("prometheus", "queries_a_real_prometheus") else {
         return;
     };
     let metrics = Stub::start(|_| {
@@ -125,8 +24,13 @@ async fn queries_a_real_prometheus() {
         )
     })
     .await;
-    let prom = start_prometheus(&bin, metrics.addr);
-    wait_for_data(prom.port).await;
+    let prom = Prometheus::start(&bin, &metrics.addr.to_string(), &[]);
+    // Until Prometheus has scraped the target once.
+    tokio::task::block_in_place(|| {
+        prom.wait_for("/api/v1/query?query=demo_error_ratio", |v| {
+            v.to_string().contains("\"slot\":\"canary\"")
+        })
+    });
 
     let rt = Runtime::new(RuntimeOptions {
         cache_dir: None,

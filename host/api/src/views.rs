@@ -38,7 +38,7 @@ pub struct RollbackRun {
 }
 
 /// A run.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct RunView {
     pub id: String,
     pub pipeline: String,
@@ -80,7 +80,7 @@ impl From<&Run> for RunView {
 }
 
 /// A page of runs, newest first.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct RunPage {
     pub runs: Vec<RunView>,
     /// Pass as `cursor` for the next page; absent on the last page.
@@ -88,7 +88,7 @@ pub struct RunPage {
 }
 
 /// One entry of a run's log.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct EventView {
     /// Position in the run's log, from 1: the SSE event id.
     pub seq: u64,
@@ -340,7 +340,7 @@ pub struct PluginView {
 }
 
 /// A line of the audit trail.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct AuditView {
     pub id: u64,
     pub at_ms: u64,
@@ -354,7 +354,7 @@ pub struct AuditView {
 }
 
 /// A page of the audit trail, newest first.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct AuditPage {
     pub entries: Vec<AuditView>,
     pub next_cursor: Option<String>,

@@ -693,7 +693,26 @@ async fn failed_runs_are_retried_and_environments_rolled_back_to_the_previous_re
     assert_eq!(r.status, StatusCode::CONFLICT);
 }
 
-/// `(id, event)` of each SSE event in `text`.
+/// The event stream of run `id` from after `last`, to its end.
+async fn sse(router: &Router, id: &str, last: Option<u64>) -> (axum::http::HeaderMap, String) {
+    let mut req = Request::get(format!("/v1/runs/{id}/events"))
+        .header(header::AUTHORIZATION, "Bearer rc_viewer")
+        .header(header::ACCEPT, "text/event-stream");
+    if let Some(n) = last {
+        req = req.header("Last-Event-ID", n.to_string());
+    }
+    let r = router
+        .clone()
+        .oneshot(req.body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let headers = r.headers().clone();
+    let bytes = r.into_body().collect().await.unwrap().to_bytes();
+    (headers, String::from_utf8(bytes.to_vec()).unwrap())
+}
+
+/// `(id, event, data)` of each SSE event in `text`.
 fn sse_events(text: &str) -> Vec<(Option<u64>, String, String)> {
     text.split("\n\n")
         .filter(|b| b.lines().any(|l| l.starts_with("event:")))
@@ -723,17 +742,9 @@ async fn the_event_stream_sends_the_whole_log_and_resumes_after_last_event_id() 
     .await;
     let id = r.json()["id"].as_str().unwrap().to_string();
     // Follow from the start while it runs: the stream ends by itself.
-    let r = call(
-        &w.router,
-        "GET",
-        &format!("/v1/runs/{id}/events"),
-        Some("viewer"),
-        None,
-    )
-    .await;
-    assert_eq!(r.status, StatusCode::OK);
-    assert_eq!(r.headers[header::CONTENT_TYPE], "text/event-stream");
-    let all = sse_events(&r.text);
+    let (headers, text) = sse(&w.router, &id, None).await;
+    assert_eq!(headers[header::CONTENT_TYPE], "text/event-stream");
+    let all = sse_events(&text);
     let (last, rest) = all.split_last().unwrap();
     assert_eq!(
         (last.1.as_str(), last.2.as_str()),
@@ -748,17 +759,22 @@ async fn the_event_stream_sends_the_whole_log_and_resumes_after_last_event_id() 
     assert_eq!(rest[0].1, "run-started");
     assert!(rest.iter().any(|e| e.1 == "analysis"));
     // Resume after the fifth.
-    let req = Request::get(format!("/v1/runs/{id}/events"))
-        .header(header::AUTHORIZATION, "Bearer rc_viewer")
-        .header("Last-Event-ID", "5")
-        .body(Body::empty())
-        .unwrap();
-    let r = w.router.clone().oneshot(req).await.unwrap();
-    let text =
-        String::from_utf8(r.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
+    let (_, text) = sse(&w.router, &id, Some(5)).await;
     let resumed = sse_events(&text);
     assert_eq!(resumed.first().unwrap().0, Some(6));
     assert_eq!(resumed.len(), all.len() - 5);
+    // Without `Accept: text/event-stream`: the log so far as JSON.
+    let log = call(
+        &w.router,
+        "GET",
+        &format!("/v1/runs/{id}/events?after=2"),
+        Some("viewer"),
+        None,
+    )
+    .await
+    .json();
+    assert_eq!(log.as_array().unwrap().len(), all.len() - 3);
+    assert_eq!(log[0]["seq"], 3);
     let r = call(
         &w.router,
         "GET",

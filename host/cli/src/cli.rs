@@ -30,6 +30,12 @@ pub enum Command {
     /// List, show, approve, abort and resume runs.
     #[command(subcommand)]
     Runs(RunsCommand),
+    /// Run the host: engine, local runtime and HTTP API, until SIGINT or
+    /// SIGTERM. Unfinished runs are resumed at start.
+    Serve(ServeArgs),
+    /// API tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// Deploy a demo service on this machine: a good release promoted
     /// through staging and production, a bad one rolled back by analysis.
     Demo(DemoArgs),
@@ -70,6 +76,47 @@ pub struct HostArgs {
     /// Compiled-component cache folder (default: the user cache folder).
     #[arg(long)]
     pub cache_dir: Option<PathBuf>,
+    /// Talk to a `rollcage serve` at this URL (http://HOST:PORT) instead
+    /// of running here.
+    #[arg(long, env = "ROLLCAGE_SERVER", value_name = "URL")]
+    pub server: Option<String>,
+    /// The API token for --server.
+    #[arg(long, env = "ROLLCAGE_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Listen here instead of `[server] listen` (port 0: any free port).
+    #[arg(long)]
+    pub listen: Option<String>,
+    #[command(flatten)]
+    pub host: HostArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Make a random token; print it, and the lines that grant it.
+    New(TokenNewArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct TokenNewArgs {
+    /// Who holds it (the name in the audit trail).
+    pub name: String,
+    #[arg(long, value_enum)]
+    pub role: TokenRoleArg,
+    /// Environments a deployer or approver acts in (repeatable; all when absent).
+    #[arg(long = "environment", short = 'e')]
+    pub environments: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum TokenRoleArg {
+    Viewer,
+    Deployer,
+    Approver,
+    Admin,
 }
 
 #[derive(Debug, clap::Args)]

@@ -44,6 +44,9 @@ pub struct HostOptions {
 pub struct Host {
     pub engine: Arc<Engine>,
     pub local: Option<LocalRuntime>,
+    /// Every loaded plugin instance with its grants and breaker, for the
+    /// API's `/v1/plugins` and `/metrics`.
+    pub plugins: Vec<rollcage_api::PluginEntry>,
 }
 
 impl Host {
@@ -88,8 +91,9 @@ impl Host {
             token: l.token().to_string(),
         });
         let set = load_all(&runtime, &config, grant.as_ref());
+        let breakers = breakers(&config, &set);
         let engine = if set.errors.is_empty() {
-            assemble(&config, &set, &breakers(&config, &set), store)
+            assemble(&config, &set, &breakers, store)
         } else {
             Err(anyhow::anyhow!("{}", set.errors.join("\n")))
         };
@@ -97,6 +101,7 @@ impl Host {
             Ok(engine) => Ok(Host {
                 engine: Arc::new(engine),
                 local,
+                plugins: entries(&set, &breakers),
             }),
             Err(e) => {
                 // Stop what was started, keeping the services' record.
@@ -204,6 +209,34 @@ fn breakers(config: &Config, set: &PluginSet) -> BTreeMap<String, Arc<Breaker>> 
                 cool_down: settings.cool_down,
             };
             (name.clone(), Breaker::new(plugin.spec().id.clone(), config))
+        })
+        .collect()
+}
+
+/// What the API shows of each loaded plugin.
+fn entries(
+    set: &PluginSet,
+    breakers: &BTreeMap<String, Arc<Breaker>>,
+) -> Vec<rollcage_api::PluginEntry> {
+    set.loaded
+        .iter()
+        .map(|(name, p)| {
+            let spec = p.spec();
+            rollcage_api::PluginEntry {
+                id: name.clone(),
+                kind: spec.kind.to_string(),
+                component: spec.source_name.clone(),
+                allow_hosts: spec
+                    .grants
+                    .allow_hosts
+                    .iter()
+                    .map(|h| h.to_string())
+                    .collect(),
+                secrets: spec.grants.secrets.clone(),
+                memory_mb: spec.limits.memory_mb,
+                timeout_ms: spec.limits.timeout_ms,
+                breaker: breakers[name].clone(),
+            }
         })
         .collect()
 }

@@ -2,6 +2,7 @@
 //! crates and in `commands/`.
 
 mod cli;
+mod client;
 mod commands;
 mod host;
 mod logging;

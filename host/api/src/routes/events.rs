@@ -2,15 +2,18 @@
 //! Each event's id is its sequence number in the log; a client that
 //! reconnects with `Last-Event-ID` (or `?after=N`) gets everything after
 //! it, so nothing is missed. The stream ends with an `end` event once the
-//! run is finished and every entry has been sent.
+//! run is finished and every entry has been sent. A client that does not
+//! accept `text/event-stream` gets the log so far as a JSON array instead.
 
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::Json;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, header};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
 use futures_util::Stream;
 use rollcage_store::Store;
 use serde_json::json;
@@ -27,14 +30,15 @@ use crate::views::{ErrorBody, EventView};
         ("after" = Option<u64>, Query, description = "Send entries after this sequence number (as `Last-Event-ID`)"),
         ("Last-Event-ID" = Option<u64>, Header, description = "The id of the last event received")),
     responses(
-        (status = 200, description = "`text/event-stream`: one event per log entry (event = its kind, id = its sequence number, data = EventView as JSON), then `end` with the run's status", content_type = "text/event-stream", body = EventView),
+        (status = 200, description = "With `Accept: text/event-stream`: one event per log entry (event = its kind, id = its sequence number, data = EventView as JSON), live, then `end` with the run's status. Otherwise the log so far as a JSON array.",
+            content((Vec<EventView> = "application/json"), (EventView = "text/event-stream"))),
         (status = 404, body = ErrorBody)))]
 pub(crate) async fn run_events(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
     headers: HeaderMap,
     RawQuery(q): RawQuery,
-) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
+) -> Result<Response, ApiError> {
     let p = Params::new(q.as_deref(), &["after"])?;
     let bad = |what: &str, v: &str| {
         ApiError::unprocessable(
@@ -56,6 +60,14 @@ pub(crate) async fn run_events(
     let store = state.engine.store().clone();
     // 404 now, not an empty stream.
     store.run(&id).await?;
+    let wants_stream = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/event-stream"));
+    if !wants_stream {
+        let log = store.events(&id, after).await?;
+        return Ok(Json(log.iter().map(EventView::from).collect::<Vec<_>>()).into_response());
+    }
     let follow = Follow {
         woken: store.appended(),
         store,
@@ -66,12 +78,16 @@ pub(crate) async fn run_events(
         pending: Vec::new(),
         done: false,
     };
-    let stream =
-        futures_util::stream::unfold(
-            follow,
-            |mut f| async move { f.next().await.map(|e| (Ok(e), f)) },
-        );
-    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+    Ok(Sse::new(stream(follow))
+        .keep_alive(KeepAlive::default())
+        .into_response())
+}
+
+fn stream(follow: Follow) -> impl Stream<Item = Result<SseEvent, Infallible>> {
+    futures_util::stream::unfold(
+        follow,
+        |mut f| async move { f.next().await.map(|e| (Ok(e), f)) },
+    )
 }
 
 struct Follow {

@@ -5,8 +5,11 @@ mod config;
 mod demo;
 mod plugins;
 mod progress;
+mod remote;
 mod run;
 mod runs;
+mod serve;
+mod token;
 
 use std::process::ExitCode;
 
@@ -24,7 +27,7 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
     // (and errors before it) log with the defaults.
     if !matches!(
         command,
-        Command::Run(_) | Command::Runs(_) | Command::Demo(_)
+        Command::Run(_) | Command::Runs(_) | Command::Demo(_) | Command::Serve(_)
     ) {
         crate::logging::init(None, false);
     }
@@ -49,6 +52,8 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Runs(command) => runs::run(command).await,
+        Command::Serve(args) => serve::serve(args).await,
+        Command::Token(crate::cli::TokenCommand::New(args)) => token::new(args),
     }
 }
 

@@ -20,6 +20,25 @@ pub fn whoami(by: Option<String>) -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
+/// A run's `--param` pairs and `--notes` text.
+type Inputs = (Vec<(String, String)>, Option<String>);
+
+/// The release checked, the parameters and the notes of a run request.
+fn inputs(args: &RunArgs) -> Result<Inputs, String> {
+    args.release
+        .parse::<Version>()
+        .map_err(|e| format!("--release: {e}"))?;
+    let params = params(&args.params)?;
+    let notes = match &args.notes {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .map_err(|e| format!("--notes {}: {e}", path.display()))?,
+        ),
+        None => None,
+    };
+    Ok((params, notes))
+}
+
 /// `k=v` pairs, or the first that is not one.
 fn params(raw: &[String]) -> Result<Vec<(String, String)>, String> {
     raw.iter()
@@ -31,23 +50,16 @@ fn params(raw: &[String]) -> Result<Vec<(String, String)>, String> {
 }
 
 pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    if args.host.server.is_some() {
+        return on_server(args).await;
+    }
     let config = match super::load_config(&args.host.config) {
         Ok(c) => c,
         Err(code) => return Ok(code),
     };
-    if let Err(e) = args.release.parse::<Version>() {
-        return Ok(bad_input(format!("--release: {e}")));
-    }
-    let params = match params(&args.params) {
-        Ok(p) => p,
+    let (params, notes) = match inputs(&args) {
+        Ok(x) => x,
         Err(e) => return Ok(bad_input(e)),
-    };
-    let notes = match &args.notes {
-        Some(path) => match std::fs::read_to_string(path) {
-            Ok(text) => Some(text),
-            Err(e) => return Ok(bad_input(format!("--notes {}: {e}", path.display()))),
-        },
-        None => None,
     };
     let Some(pipeline) = config.pipelines.get(&args.pipeline) else {
         let names: Vec<&str> = config.pipelines.keys().map(String::as_str).collect();
@@ -135,6 +147,34 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         println!("{}", progress::summary(&run));
     }
     Ok(exit_code(status))
+}
+
+/// `run --server`: checked here like in-process runs, then started and
+/// followed on the server (which checks pipeline and stages).
+async fn on_server(args: RunArgs) -> anyhow::Result<ExitCode> {
+    crate::logging::init(None, false);
+    if args.dry_run {
+        return Ok(bad_input(
+            "--dry-run reads the configuration here; drop --server".into(),
+        ));
+    }
+    if args.by.is_some() {
+        return Ok(bad_input(
+            "--as does not apply with --server: the token says who starts the run".into(),
+        ));
+    }
+    let (params, notes) = match inputs(&args) {
+        Ok(x) => x,
+        Err(e) => return Ok(bad_input(e)),
+    };
+    let start = super::remote::Start {
+        pipeline: args.pipeline.clone(),
+        release: args.release.clone(),
+        notes,
+        params,
+        stages: args.stages.clone(),
+    };
+    super::remote::run(&args.host, start, args.output).await
 }
 
 /// 0 for a run that succeeded, 1 for any other end.

@@ -10,7 +10,7 @@ use rollcage_engine::stage::Decision;
 use rollcage_store::{RunFilter, RunStatus, SqliteStore, Store, StoreError};
 
 use super::run::{exit_code, whoami};
-use super::{bad_input, progress};
+use super::{bad_input, progress, remote};
 use crate::cli::{HostArgs, Output, RunsCommand};
 use crate::host::{Host, HostOptions, database_path};
 
@@ -22,16 +22,54 @@ pub async fn run(command: RunsCommand) -> anyhow::Result<ExitCode> {
             limit,
             output,
             host,
-        } => list(&host, pipeline, status, limit, output).await,
-        RunsCommand::Show { id, output, host } => show(&host, &id, output).await,
+        } => {
+            if host.server.is_some() {
+                return remote::list(&host, pipeline, status, limit, output).await;
+            }
+            list(&host, pipeline, status, limit, output).await
+        }
+        RunsCommand::Show { id, output, host } => {
+            if host.server.is_some() {
+                return remote::show(&host, &id, output).await;
+            }
+            show(&host, &id, output).await
+        }
         RunsCommand::Approve { id, by, host } => {
+            if host.server.is_some() {
+                return on_server(&host, &id, "approve", by).await;
+            }
             decide(&host, &id, Decision::Approve { by: whoami(by) }).await
         }
         RunsCommand::Abort { id, by, host } => {
+            if host.server.is_some() {
+                return on_server(&host, &id, "abort", by).await;
+            }
             decide(&host, &id, Decision::Abort { by: whoami(by) }).await
         }
-        RunsCommand::Resume { output, host } => resume(&host, output).await,
+        RunsCommand::Resume { output, host } => {
+            if host.server.is_some() {
+                return Ok(bad_input(
+                    "a server resumes its unfinished runs itself when it starts; `runs resume` is for runs of this machine".into(),
+                ));
+            }
+            resume(&host, output).await
+        }
     }
+}
+
+/// A decision through the server: who decides is the token's holder.
+async fn on_server(
+    host: &HostArgs,
+    id: &str,
+    action: &str,
+    by: Option<String>,
+) -> anyhow::Result<ExitCode> {
+    if by.is_some() {
+        return Ok(bad_input(
+            "--as does not apply with --server: the token says who decides".into(),
+        ));
+    }
+    remote::decide(host, id, action).await
 }
 
 /// The configured store, without loading any plugin.
@@ -67,9 +105,15 @@ async fn list(
             ..RunFilter::default()
         })
         .await?;
+    print_list(&runs, output)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs as a table, or as JSON.
+pub fn print_list(runs: &[rollcage_store::Run], output: Output) -> anyhow::Result<()> {
     if output == Output::Json {
-        println!("{}", serde_json::to_string(&runs)?);
-        return Ok(ExitCode::SUCCESS);
+        println!("{}", serde_json::to_string(runs)?);
+        return Ok(());
     }
     println!(
         "{:<22} {:<12} {:<10} {:<18} {:<12} {:<10}",
@@ -82,11 +126,11 @@ async fn list(
             r.run.pipeline,
             r.run.release,
             r.status.as_str(),
-            r.stage.unwrap_or_default(),
+            r.stage.as_deref().unwrap_or_default(),
             r.run.started_by
         );
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 fn parse_status(s: &str) -> Result<RunStatus, String> {
@@ -107,6 +151,18 @@ async fn show(host: &HostArgs, id: &str, output: Output) -> anyhow::Result<ExitC
         Err(StoreError::NoSuchRun(_)) => return Ok(bad_input(format!("no run `{id}`"))),
         Err(e) => return Err(e.into()),
     };
+    let log = store.events(id, 0).await?;
+    print_show(&run, &log, output)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A run and its log, for people or as JSON lines (each entry, then the run).
+pub fn print_show(
+    run: &rollcage_store::Run,
+    log: &[rollcage_store::Event],
+    output: Output,
+) -> anyhow::Result<()> {
+    let id = &run.id;
     if output == Output::Text {
         let r = &run.run;
         println!(
@@ -117,11 +173,21 @@ async fn show(host: &HostArgs, id: &str, output: Output) -> anyhow::Result<ExitC
             println!("  param {k} = {v}");
         }
     }
-    let run = progress::follow(&store, id, output, false).await?;
-    if output == Output::Text {
-        println!("{}", progress::summary(&run));
+    for e in log {
+        match output {
+            Output::Json => println!("{}", serde_json::to_string(e)?),
+            Output::Text => {
+                if let Some(line) = progress::describe(e, id) {
+                    println!("{line}");
+                }
+            }
+        }
     }
-    Ok(ExitCode::SUCCESS)
+    match output {
+        Output::Text => println!("{}", progress::summary(run)),
+        Output::Json => println!("{}", serde_json::json!({ "run": run })),
+    }
+    Ok(())
 }
 
 /// The host of `args`' configuration; `Err` with the exit code when the

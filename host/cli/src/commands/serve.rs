@@ -1,0 +1,109 @@
+//! `rollcage serve`: the long-running host. It starts the engine (and the
+//! local runtime when the configuration uses it), resumes the runs a
+//! previous host left unfinished, and serves the HTTP API until SIGINT or
+//! SIGTERM; then it finishes the requests in flight and stops, leaving
+//! unfinished runs (and the local runtime's services) to the next start.
+
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use rollcage_api::{Api, ApiOptions, Auth, RateSettings, Role, TokenEntry};
+use rollcage_config::TokenRole;
+
+use super::BAD_INPUT;
+use crate::cli::ServeArgs;
+use crate::host::{Host, HostOptions};
+
+pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let config =
+        rollcage_config::Config::load(&args.host.config, &crate::plugins::config_context());
+    crate::logging::init(config.as_ref().ok().map(|c| &c.server.log), true);
+    let config = match config {
+        Ok(c) => c,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return Ok(ExitCode::from(BAD_INPUT));
+        }
+    };
+    let tokens = config
+        .server
+        .tokens
+        .iter()
+        .map(|(name, t)| {
+            let role = match t.role {
+                TokenRole::Viewer => Role::Viewer,
+                TokenRole::Deployer => Role::Deployer,
+                TokenRole::Approver => Role::Approver,
+                TokenRole::Admin => Role::Admin,
+            };
+            TokenEntry::new(name, &t.hash, role, t.environments.clone())
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(anyhow::Error::msg)?;
+    if tokens.is_empty() {
+        tracing::warn!(
+            "no [server.tokens]: every /v1 request will be refused (401); `rollcage token new` makes one"
+        );
+    }
+    let listen = args.listen.clone().unwrap_or(config.server.listen.clone());
+    // Bind first: a taken port fails before anything is started.
+    let listener = tokio::net::TcpListener::bind(&listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen} ([server] listen)"))?;
+    let addr = listener.local_addr()?;
+    let api_config = config.server.api.clone();
+    let host = Host::start(
+        config,
+        HostOptions {
+            cache_dir: args.host.cache_dir.clone(),
+            ..HostOptions::default()
+        },
+    )
+    .await?;
+    let api = Api::new(
+        host.engine.clone(),
+        Auth::new(tokens),
+        host.plugins.clone(),
+        ApiOptions {
+            body_limit_bytes: api_config.body_limit_bytes,
+            rate: RateSettings {
+                per_second: api_config.requests_per_second,
+                burst: api_config.burst,
+            },
+            request_timeout: api_config.request_timeout,
+            ..ApiOptions::default()
+        },
+    );
+    let resumed = match api.resume_unfinished().await {
+        Ok(n) => n,
+        Err(e) => {
+            host.suspend().await;
+            return Err(e.into());
+        }
+    };
+    // One line on stdout, for people and for scripts that start a server
+    // on port 0.
+    println!("rollcage serving http://{addr} ({resumed} unfinished runs resumed)");
+    tracing::info!(%addr, resumed, "serving");
+    let served = api.serve(listener, stop_signal()).await;
+    host.suspend().await;
+    tracing::info!("stopped");
+    served.context("the API server failed")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// SIGINT or SIGTERM.
+async fn stop_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}
