@@ -18,8 +18,9 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Inspect plugins: the builtins, a configuration's, or one component file.
-    #[command(subcommand)]
+    /// Inspect, test and start plugins: the builtins, a configuration's, or
+    /// one component file.
+    #[command(subcommand, alias = "plugin")]
     Plugins(PluginsCommand),
     /// Check a configuration.
     #[command(subcommand)]
@@ -234,4 +235,58 @@ pub enum PluginsCommand {
         #[arg(long)]
         cache_dir: Option<PathBuf>,
     },
+    /// Load one component with the given grants and call it once with a
+    /// sample input; print the result, its log lines and the time taken.
+    Test(PluginTestArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct PluginTestArgs {
+    /// The .wasm component.
+    pub file: PathBuf,
+    /// The kind expected (default: the world the component fits).
+    #[arg(long, value_enum)]
+    pub kind: Option<KindArg>,
+    /// The call's input as JSON (default: a built-in sample of the kind):
+    /// an event (notifier), a check target (health check), a deploy state
+    /// (strategy: validate, decide and rollback) or a target (provider:
+    /// status).
+    #[arg(long)]
+    pub input: Option<PathBuf>,
+    /// A key of the plugin's config (repeatable); JSON values are parsed.
+    #[arg(long = "config", value_name = "KEY=VALUE")]
+    pub config: Vec<String>,
+    /// A host the plugin may reach (repeatable): host, host:port, host:*.
+    #[arg(long = "allow-host", value_name = "HOST")]
+    pub allow_hosts: Vec<String>,
+    /// A secret granted to the plugin (repeatable).
+    #[arg(long = "secret", value_name = "NAME=VALUE")]
+    pub secrets: Vec<String>,
+    #[arg(long, default_value_t = 64)]
+    pub memory_mb: u64,
+    #[arg(long, default_value_t = 10_000)]
+    pub timeout_ms: u64,
+    /// Compiled-component cache folder (default: the user cache folder).
+    #[arg(long)]
+    pub cache_dir: Option<PathBuf>,
+}
+
+/// A plugin kind on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum KindArg {
+    Notifier,
+    HealthCheck,
+    Strategy,
+    EnvironmentProvider,
+}
+
+impl From<KindArg> for rollcage_core::PluginKind {
+    fn from(k: KindArg) -> Self {
+        match k {
+            KindArg::Notifier => rollcage_core::PluginKind::Notifier,
+            KindArg::HealthCheck => rollcage_core::PluginKind::HealthCheck,
+            KindArg::Strategy => rollcage_core::PluginKind::Strategy,
+            KindArg::EnvironmentProvider => rollcage_core::PluginKind::EnvironmentProvider,
+        }
+    }
 }

@@ -47,3 +47,22 @@ pub fn init(log: Option<&LogConfig>, serving: bool) {
         }
     });
 }
+
+/// For `plugins test`: the plugin's own log lines, short, on stderr; the
+/// host's only when they warn (`-v` for more).
+pub fn init_plugin_test() {
+    INIT.get_or_init(|| {
+        let level = match VERBOSE.load(Ordering::Relaxed) {
+            0 => "warn,rollcage_runtime::state=trace",
+            1 => "info",
+            _ => "debug",
+        };
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(level))
+            .with_writer(std::io::stderr)
+            .without_time()
+            .with_target(false)
+            .with_ansi(false)
+            .init();
+    });
+}

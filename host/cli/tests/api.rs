@@ -385,7 +385,11 @@ fn a_server_runs_deployments_for_its_clients_and_survives_a_restart() {
         "{stdout}"
     );
     // Nothing printed twice across the reconnection.
-    assert_eq!(stdout.matches("[production] started").count(), 1, "{stdout}");
+    assert_eq!(
+        stdout.matches("[production] started").count(),
+        1,
+        "{stdout}"
+    );
     assert_eq!(stdout.matches("[staging] started").count(), 1, "{stdout}");
 
     // The live stream, resumed after the third entry: from the fourth to

@@ -171,6 +171,69 @@ fn plugins_check_refuses_what_is_not_a_component() {
     assert_eq!(missing.status.code(), Some(2));
 }
 
+#[test]
+fn plugin_test_calls_a_component_once_with_its_grants() {
+    let cache = tempfile::tempdir().unwrap();
+    let check = rollcage_tests::fixture("misbehave");
+    let check = check.to_str().unwrap();
+    // A health check with a built-in sample target and its config.
+    let out = rollcage(
+        &["plugin", "test", check, "--config", "mode=ok"],
+        cache.path(),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("(health-check, "), "{text}");
+    assert!(text.contains("result:  {\"detail\":\"fine\""), "{text}");
+    assert!(text.contains("call:    "), "{text}");
+    // Grants are what the command line gives: no host, so HTTP is denied.
+    let out = rollcage(
+        &[
+            "plugin",
+            "test",
+            check,
+            "--config",
+            "mode=http",
+            "--config",
+            "arg=http://127.0.0.1:9/",
+        ],
+        cache.path(),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stdout(&out).contains("error:   "), "{}", stdout(&out));
+    // A wrong --kind, and an input of the wrong shape, are bad input.
+    let out = rollcage(
+        &["plugin", "test", check, "--kind", "notifier"],
+        cache.path(),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("is a health-check plugin, not a notifier"),
+        "{}",
+        stderr(&out)
+    );
+    let input = cache.path().join("input.json");
+    std::fs::write(&input, "{\"slot\": 3}").unwrap();
+    let out = rollcage(
+        &[
+            "plugin",
+            "test",
+            check,
+            "--input",
+            input.to_str().unwrap(),
+            "--config",
+            "mode=ok",
+        ],
+        cache.path(),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("not a health-check input"),
+        "{}",
+        stderr(&out)
+    );
+}
+
 /// A configuration with every section, using the fixture provider.
 fn full_config(dir: &Path, steps: &str) -> std::path::PathBuf {
     let provider = rollcage_tests::fixture("static-provider");

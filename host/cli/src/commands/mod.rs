@@ -3,6 +3,7 @@
 
 mod config;
 mod demo;
+mod plugin_test;
 mod plugins;
 mod progress;
 mod remote;
@@ -27,7 +28,11 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
     // (and errors before it) log with the defaults.
     if !matches!(
         command,
-        Command::Run(_) | Command::Runs(_) | Command::Demo(_) | Command::Serve(_)
+        Command::Run(_)
+            | Command::Runs(_)
+            | Command::Demo(_)
+            | Command::Serve(_)
+            | Command::Plugins(PluginsCommand::Test(_))
     ) {
         crate::logging::init(None, false);
     }
@@ -38,6 +43,7 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Plugins(PluginsCommand::Check { file, cache_dir }) => {
             plugins::check(&file, cache_dir).await
         }
+        Command::Plugins(PluginsCommand::Test(args)) => plugin_test::test(args).await,
         Command::Config(ConfigCommand::Check { file, cache_dir }) => {
             config::check(&file, cache_dir).await
         }
