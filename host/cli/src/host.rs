@@ -131,7 +131,7 @@ impl Host {
 }
 
 /// The secret source `[server] secrets_file` names, or the environment.
-fn secret_source(config: &Config) -> anyhow::Result<Arc<dyn SecretSource>> {
+pub fn secret_source(config: &Config) -> anyhow::Result<Arc<dyn SecretSource>> {
     Ok(match &config.server.secrets_file {
         Some(file) => {
             let path = relative_to_config(config, file);

@@ -182,8 +182,11 @@ fn build_linker(engine: &Engine) -> wasmtime::Result<Linker<CallState>> {
     bindings::host::add_to_linker::<CallState, HasSelf<CallState>>(&mut linker, |s| s)?;
 
     // Reading files or environment variables is linked (language runtimes
-    // import them whether they use them or not) but grants nothing, and a
-    // use is recorded as a denial that names the capability.
+    // import them whether they use them or not) but grants nothing. Opening
+    // a file is recorded as a denial that names the capability. The
+    // environment is empty rather than denied: runtimes such as CPython's
+    // read it at every start, so a denial would turn each of their errors
+    // into one; a failing call that read it says that plugins see none.
     linker.allow_shadowing(true);
     linker
         .instance("wasi:filesystem/preopens@0.2.12")?
@@ -202,10 +205,7 @@ fn build_linker(engine: &Engine) -> wasmtime::Result<Linker<CallState>> {
     linker.instance("wasi:cli/environment@0.2.12")?.func_wrap(
         "get-environment",
         |mut store: StoreContextMut<'_, CallState>, (): ()| {
-            store.data_mut().deny(
-                "environment",
-                "environment variables (plugins are granted none; use config or secrets)".into(),
-            );
+            store.data_mut().read_environment = true;
             Ok((Vec::<(String, String)>::new(),))
         },
     )?;

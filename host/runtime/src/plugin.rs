@@ -250,6 +250,7 @@ impl LoadedPlugin {
         let last_stderr = state.flush_output();
         let plugin = self.shared.id.clone();
         let denial = state.first_denial();
+        let read_environment = state.read_environment;
         let timeout = PluginError::Timeout {
             plugin: plugin.clone(),
             limit_ms: self.spec.limits.timeout_ms,
@@ -284,6 +285,12 @@ impl LoadedPlugin {
                     plugin,
                     capability: d.capability.into(),
                     detail: format!("{}; the plugin said: {message}", d.detail),
+                }),
+                None if read_environment => Err(PluginError::Failed {
+                    plugin,
+                    message: format!(
+                        "{message} (plugins see no environment variables; use config or secrets)"
+                    ),
                 }),
                 None => Err(PluginError::Failed { plugin, message }),
             },

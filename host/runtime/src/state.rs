@@ -62,6 +62,8 @@ pub struct CallState {
     denials: Denials,
     stdout: LogPipe,
     stderr: LogPipe,
+    /// The plugin read the (empty) environment during this call.
+    pub read_environment: bool,
 }
 
 impl CallState {
@@ -108,6 +110,7 @@ impl CallState {
             denials,
             stdout,
             stderr,
+            read_environment: false,
         }
     }
 

@@ -13,7 +13,7 @@ pub async fn check(path: &Path, cache_dir: Option<PathBuf>) -> anyhow::Result<Ex
         Ok(c) => c,
         Err(code) => return Ok(code),
     };
-    let runtime = super::runtime(cache_dir.or(config.server.cache_dir.clone()))?;
+    let runtime = super::runtime_for(&config, cache_dir)?;
     let set = load_all(&runtime, &config, None);
     let mut problems = set.errors.clone();
     for env in config.environments.values() {

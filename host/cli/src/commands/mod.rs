@@ -72,6 +72,21 @@ fn runtime(cache_dir: Option<PathBuf>) -> anyhow::Result<Runtime> {
     })?)
 }
 
+/// The plugin runtime for `config`: its cache folder and its secret source
+/// (`[server] secrets_file`, or the environment), as the host uses them.
+fn runtime_for(
+    config: &rollcage_config::Config,
+    cache_dir: Option<PathBuf>,
+) -> anyhow::Result<Runtime> {
+    Ok(Runtime::new(RuntimeOptions {
+        cache_dir: cache_dir
+            .or(config.server.cache_dir.clone())
+            .or_else(ComponentCache::default_dir),
+        secrets: crate::host::secret_source(config)?,
+        ..RuntimeOptions::default()
+    })?)
+}
+
 /// Print `message` as an error; the bad-input exit code.
 fn bad_input(message: String) -> ExitCode {
     eprintln!("error: {message}");

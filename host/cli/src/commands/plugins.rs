@@ -95,7 +95,7 @@ pub async fn list(config: Option<&Path>, cache_dir: Option<PathBuf>) -> anyhow::
         Ok(c) => c,
         Err(code) => return Ok(code),
     };
-    let runtime = super::runtime(cache_dir.or(config.server.cache_dir.clone()))?;
+    let runtime = super::runtime_for(&config, cache_dir)?;
     let set = load_all(&runtime, &config, None);
     for e in &set.errors {
         eprintln!("error: {e}");
