@@ -125,7 +125,10 @@ impl Request {
         let url = Url::parse(&self.url)?;
         let mut headers = self.headers.clone();
         // A known length, not chunked encoding: simpler for every server.
-        if !self.body.is_empty()
+        // A POST, PUT or DELETE without a body says so (`content-length:
+        // 0`) rather than sending an empty chunked body.
+        let carries_body = !matches!(self.method.as_str(), "GET" | "HEAD" | "OPTIONS");
+        if (!self.body.is_empty() || carries_body)
             && !headers
                 .iter()
                 .any(|(k, _)| k.eq_ignore_ascii_case("content-length"))

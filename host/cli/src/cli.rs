@@ -238,6 +238,32 @@ pub enum PluginsCommand {
     /// Load one component with the given grants and call it once with a
     /// sample input; print the result, its log lines and the time taken.
     Test(PluginTestArgs),
+    /// Start a plugin project that builds as generated.
+    New(PluginNewArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct PluginNewArgs {
+    /// The plugin's name (lowercase letters, digits, dashes).
+    pub name: String,
+    #[arg(long, value_enum)]
+    pub kind: KindArg,
+    #[arg(long, value_enum, default_value = "rust")]
+    pub lang: LangArg,
+    /// Where to create it (default: ./NAME).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// The Rust SDK to depend on (default: the one of this build's source).
+    #[arg(long)]
+    pub sdk: Option<PathBuf>,
+}
+
+/// A plugin's language.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LangArg {
+    Rust,
+    Python,
+    Js,
 }
 
 #[derive(Debug, clap::Args)]

@@ -233,6 +233,26 @@ impl LoadedPlugin {
         store
     }
 
+    /// Benchmark hook, not part of the API: build a call's fresh store and
+    /// instantiate the component exactly as every call does, then drop both
+    /// without calling an export. `rollcage-bench` times this beside a whole
+    /// call to tell instantiation time from call time; nothing else should
+    /// use it (a call is the only thing an instance is for).
+    #[doc(hidden)]
+    pub async fn instantiate_only(&self) -> Result<(), PluginError> {
+        let mut store = self.store();
+        let instantiated = match &self.pre {
+            WorldPre::Provider(pre) => pre.instantiate_async(&mut store).await.map(drop),
+            WorldPre::Strategy(pre) => pre.instantiate_async(&mut store).await.map(drop),
+            WorldPre::HealthCheck(pre) => pre.instantiate_async(&mut store).await.map(drop),
+            WorldPre::Notifier(pre) => pre.instantiate_async(&mut store).await.map(drop),
+        };
+        instantiated.map_err(|e| PluginError::Host {
+            plugin: self.shared.id.clone(),
+            message: format!("instantiation failed: {e}"),
+        })
+    }
+
     fn wrong_kind(&self, wanted: PluginKind) -> PluginError {
         PluginError::Host {
             plugin: self.shared.id.clone(),
@@ -286,12 +306,17 @@ impl LoadedPlugin {
                     capability: d.capability.into(),
                     detail: format!("{}; the plugin said: {message}", d.detail),
                 }),
-                None if read_environment => Err(PluginError::Failed {
-                    plugin,
-                    message: format!(
-                        "{message} (plugins see no environment variables; use config or secrets)"
-                    ),
-                }),
+                // The hint only where the plugin's own words point at the
+                // environment: CPython reads it on every start, whatever
+                // went wrong.
+                None if read_environment && message.to_lowercase().contains("environment") => {
+                    Err(PluginError::Failed {
+                        plugin,
+                        message: format!(
+                            "{message} (plugins see no environment variables; use config or secrets)"
+                        ),
+                    })
+                }
                 None => Err(PluginError::Failed { plugin, message }),
             },
             Ok(Ok(Ok(value))) => Ok(value),

@@ -3,6 +3,7 @@
 
 mod config;
 mod demo;
+mod plugin_new;
 mod plugin_test;
 mod plugins;
 mod progress;
@@ -44,6 +45,7 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
             plugins::check(&file, cache_dir).await
         }
         Command::Plugins(PluginsCommand::Test(args)) => plugin_test::test(args).await,
+        Command::Plugins(PluginsCommand::New(args)) => plugin_new::new(args),
         Command::Config(ConfigCommand::Check { file, cache_dir }) => {
             config::check(&file, cache_dir).await
         }

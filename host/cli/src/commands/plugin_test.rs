@@ -87,6 +87,18 @@ pub async fn test(args: PluginTestArgs) -> anyhow::Result<ExitCode> {
         };
         secrets.insert(k.to_string(), v.to_string());
     }
+    // `${secret:NAME}` in the config is filled from --secret, as the host
+    // fills it from its secret source.
+    let config = match rollcage_config::interpolate::fill_secrets(&Value::Object(config), &|name| {
+        secrets.get(name).cloned()
+    }) {
+        Ok(c) => c,
+        Err(e) => {
+            return Ok(bad_input(format!(
+                "--config: {e} (give it with --secret NAME=VALUE)"
+            )));
+        }
+    };
     let mut allow_hosts = Vec::new();
     for h in &args.allow_hosts {
         match h.parse() {
@@ -126,7 +138,7 @@ pub async fn test(args: PluginTestArgs) -> anyhow::Result<ExitCode> {
             memory_mb: args.memory_mb,
             timeout_ms: args.timeout_ms,
         },
-        config_json: Value::Object(config).to_string(),
+        config_json: config.to_string(),
     };
     let plugin = match runtime.load(spec, &bytes) {
         Ok(p) => p,

@@ -1,0 +1,133 @@
+// What the host offers every plugin (`rollcage:plugin/host`), in
+// JavaScript terms:
+//
+// * config(schema): the plugin's `config` table from the operator's TOML,
+//   checked against `schema` (a typo is an error, not a silent default);
+// * secret(name): a secret granted to the plugin (`secrets = [...]`);
+// * log(level, message, fields): a line in the host's log, under the
+//   plugin's id;
+// * PluginError and returnsErrors: an error the run shows.
+//
+// HTTP is the standard fetch(), which the host lets through to the
+// plugin's `allow_hosts` only.
+
+import { config as hostConfig, log as hostLog, secret as hostSecret } from 'rollcage:plugin/host@0.1.0';
+
+/**
+ * An error the host shows as the call's result: a notifier's is retried, a
+ * check's counts as "no measurement", a provider's fails the step (and the
+ * engine rolls back).
+ */
+export class PluginError extends Error {
+  constructor(message, payload = message) {
+    super(message);
+    // componentize-js returns a thrown value's `payload` as the `err` case.
+    this.payload = payload;
+  }
+}
+
+/** A config table or strategy parameters that do not fit their schema. */
+export class ConfigError extends PluginError {
+  constructor(what, problems) {
+    super(`invalid ${what}: ${problems.join('; ')}`);
+    this.problems = problems;
+  }
+}
+
+/**
+ * Wrap every exported function with this: any exception becomes the `err`
+ * the host shows, with its message. Works for async functions too.
+ */
+export function returnsErrors(fn) {
+  const asError = (e) => {
+    if (e instanceof PluginError) return e;
+    return new PluginError(e && e.message ? `${e.name}: ${e.message}` : String(e));
+  };
+  return (...args) => {
+    let result;
+    try {
+      result = fn(...args);
+    } catch (e) {
+      throw asError(e);
+    }
+    if (result && typeof result.then === 'function') {
+      return result.catch((e) => {
+        throw asError(e);
+      });
+    }
+    return result;
+  };
+}
+
+const TYPES = { string: 'a string', number: 'a number', boolean: 'true or false', object: 'a table' };
+
+function typeOf(value) {
+  if (Array.isArray(value)) return 'array';
+  return value === null ? 'null' : typeof value;
+}
+
+/**
+ * Parse a JSON table against `schema`: each key maps to its default value,
+ * or to a constructor (String, Number, Boolean, Array, Object) for a
+ * required key. Unknown keys, missing required keys and values of another
+ * type than their default's are errors, all reported at once.
+ */
+export function parseConfig(text, schema, what = 'plugin config') {
+  let raw;
+  try {
+    raw = text.trim() ? JSON.parse(text) : {};
+  } catch (e) {
+    throw new ConfigError(what, [`not JSON: ${e.message}`]);
+  }
+  if (typeOf(raw) !== 'object') throw new ConfigError(what, ['expected a table']);
+  const keys = Object.keys(schema);
+  const problems = Object.keys(raw)
+    .filter((k) => !keys.includes(k))
+    .map((k) => `unknown key \`${k}\`; expected ${keys.join(', ') || 'none'}`);
+  const values = {};
+  for (const [key, spec] of Object.entries(schema)) {
+    const required = typeof spec === 'function';
+    const wanted = required ? typeOf(spec()) : typeOf(spec);
+    if (!Object.hasOwn(raw, key)) {
+      if (required) problems.push(`\`${key}\` is required`);
+      else values[key] = spec;
+      continue;
+    }
+    if (typeOf(raw[key]) !== wanted) {
+      problems.push(`\`${key}\` must be ${TYPES[wanted] ?? `an ${wanted}`}, not ${JSON.stringify(raw[key])}`);
+    }
+    values[key] = raw[key];
+  }
+  if (problems.length) throw new ConfigError(what, problems);
+  return values;
+}
+
+/**
+ * The plugin's `config` table (`{}` when the operator gave none), checked
+ * against `schema` (see parseConfig). In it, `${secret:NAME}` references
+ * are already filled in for the secrets the plugin is granted.
+ */
+export function config(schema) {
+  return parseConfig(hostConfig(), schema);
+}
+
+/**
+ * The value of a secret granted to the plugin. A name that is not granted
+ * is an error naming the plugin and the secret, and the host records it as
+ * a denied capability.
+ */
+export function secret(name) {
+  try {
+    return hostSecret(name);
+  } catch (e) {
+    throw new PluginError(String(e && e.payload !== undefined ? e.payload : e));
+  }
+}
+
+/**
+ * A line in the host's log under the plugin's id: `level` is trace, debug,
+ * info, warn or error; `fields` an object of key/value pairs.
+ */
+export function log(level, message, fields = {}) {
+  hostLog(level, message, Object.entries(fields).map(([k, v]) => [k, String(v)]));
+}
