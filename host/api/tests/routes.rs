@@ -213,6 +213,13 @@ async fn until(router: &Router, id: &str, want: &[&str]) -> Value {
     panic!("run {id} never reached {want:?}");
 }
 
+/// Start a run (202 expected); its id.
+async fn started(router: &Router, token: &str, body: Value) -> String {
+    let r = start(router, token, body).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
+    r.json()["id"].as_str().unwrap().to_string()
+}
+
 async fn start(router: &Router, token: &str, body: Value) -> Answer {
     call(
         router,
@@ -524,13 +531,12 @@ async fn a_run_is_started_followed_to_its_end_and_shown_in_detail() {
 #[tokio::test]
 async fn production_needs_an_approver_other_than_the_starter() {
     let w = world(generous());
-    let r = start(
+    let id = started(
         &w.router,
         "alice",
         json!({"pipeline": "api", "release": "2.0.0"}),
     )
     .await;
-    let id = r.json()["id"].as_str().unwrap().to_string();
     until(&w.router, &id, &["awaiting_approval"]).await;
     let approve = format!("/v1/runs/{id}/approve");
     // The starter, although admin, may not approve production.
@@ -589,13 +595,12 @@ async fn production_needs_an_approver_other_than_the_starter() {
 #[tokio::test]
 async fn failed_runs_are_retried_and_environments_rolled_back_to_the_previous_release() {
     let w = world(generous());
-    let r = start(
+    let id = started(
         &w.router,
         "ci",
         json!({"pipeline": "flaky", "release": "2.0.0"}),
     )
     .await;
-    let id = r.json()["id"].as_str().unwrap().to_string();
     let d = until(&w.router, &id, &["succeeded", "failed", "rolled_back"]).await;
     assert_eq!(d["run"]["status"], "rolled_back");
     assert_eq!(
@@ -620,13 +625,12 @@ async fn failed_runs_are_retried_and_environments_rolled_back_to_the_previous_re
     // Two releases through staging, then back to the first.
     let mut ids = Vec::new();
     for release in ["1.1.0", "1.2.0"] {
-        let r = start(
+        let id = started(
             &w.router,
             "ci",
             json!({"pipeline": "api", "release": release, "stages": ["staging"]}),
         )
         .await;
-        let id = r.json()["id"].as_str().unwrap().to_string();
         until(&w.router, &id, &["succeeded"]).await;
         ids.push(id);
     }
@@ -734,13 +738,12 @@ fn sse_events(text: &str) -> Vec<(Option<u64>, String, String)> {
 #[tokio::test]
 async fn the_event_stream_sends_the_whole_log_and_resumes_after_last_event_id() {
     let w = world(generous());
-    let r = start(
+    let id = started(
         &w.router,
         "ci",
         json!({"pipeline": "api", "release": "2.0.0", "stages": ["staging"]}),
     )
     .await;
-    let id = r.json()["id"].as_str().unwrap().to_string();
     // Follow from the start while it runs: the stream ends by itself.
     let (headers, text) = sse(&w.router, &id, None).await;
     assert_eq!(headers[header::CONTENT_TYPE], "text/event-stream");
@@ -906,13 +909,12 @@ async fn metrics_count_requests_by_route_template_and_the_document_lists_every_r
 #[tokio::test]
 async fn stopping_leaves_runs_resumable_and_readiness_fails() {
     let w = world(generous());
-    let r = start(
+    let id = started(
         &w.router,
         "alice",
         json!({"pipeline": "api", "release": "2.0.0"}),
     )
     .await;
-    let id = r.json()["id"].as_str().unwrap().to_string();
     until(&w.router, &id, &["awaiting_approval"]).await;
     assert_eq!(w.api.active_runs(), 1);
     w.api.stop_runs();
