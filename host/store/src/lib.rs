@@ -7,6 +7,7 @@
 //! the store needs no change when the engine records something new.
 
 mod sqlite;
+mod writer;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};

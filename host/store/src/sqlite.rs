@@ -1,12 +1,15 @@
-//! The SQLite store: one file in WAL mode; one connection behind a mutex,
-//! used from blocking tasks so that the async executor never waits on disk.
+//! The SQLite store: one file in WAL mode. Writes go to one thread that
+//! commits all the writes waiting for it together (`writer`); reads use a
+//! connection of their own from blocking tasks (WAL lets them go on while a
+//! commit is under way), so the async executor never waits on disk.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
+use crate::writer::Writer;
 use crate::{
     AuditEntry, AuditFilter, DecisionRequest, Event, NewAudit, NewRun, Run, RunFilter, RunStatus,
     Store, StoreError, now_ms,
@@ -52,45 +55,71 @@ CREATE TABLE IF NOT EXISTS decisions (
 /// Runs and events in one SQLite file.
 #[derive(Clone)]
 pub struct SqliteStore {
-    conn: Arc<Mutex<Connection>>,
+    writer: Writer,
+    /// `None` for a database in memory, which only the writer's connection
+    /// sees: reads then queue with the writes.
+    reader: Option<Arc<Mutex<Connection>>>,
     appended: tokio::sync::broadcast::Sender<String>,
 }
 
 impl SqliteStore {
     /// Open (creating if needed) the database at `path`.
     pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
-        let conn = Connection::open(path)
-            .map_err(|e| StoreError::Database(format!("{}: {e}", path.display())))?;
-        Self::init(conn)
+        let open = |flags| {
+            Connection::open_with_flags(path, flags)
+                .map_err(|e| StoreError::Database(format!("{}: {e}", path.display())))
+        };
+        let writer = Self::prepare(open(OpenFlags::default())?)?;
+        let reader = open(OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
+        reader.busy_timeout(std::time::Duration::from_secs(5))?;
+        Self::start(writer, Some(reader))
     }
 
     /// A database in memory, for tests and dry runs.
     pub fn in_memory() -> Result<SqliteStore, StoreError> {
-        Self::init(Connection::open_in_memory()?)
+        Self::start(Self::prepare(Connection::open_in_memory()?)?, None)
     }
 
-    fn init(conn: Connection) -> Result<SqliteStore, StoreError> {
+    fn prepare(conn: Connection) -> Result<Connection, StoreError> {
         conn.pragma_update(None, "journal_mode", "WAL")?;
-        // Each append is durable before the action it announces runs.
+        // Each append is durable before the action it announces runs; group
+        // commit shares the cost of that among the runs writing at once.
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
+        Ok(conn)
+    }
+
+    fn start(writer: Connection, reader: Option<Connection>) -> Result<SqliteStore, StoreError> {
         Ok(SqliteStore {
-            conn: Arc::new(Mutex::new(conn)),
+            writer: Writer::start(writer)?,
+            reader: reader.map(|r| Arc::new(Mutex::new(r))),
             // Readers that fall behind refetch from the database; the
             // channel only wakes them.
             appended: tokio::sync::broadcast::channel(1024).0,
         })
     }
 
-    async fn with<T: Send + 'static>(
+    /// Transactions committed so far: with several writers at once, fewer
+    /// than the writes, as they share commits.
+    pub fn commits(&self) -> u64 {
+        self.writer.commits()
+    }
+
+    /// A read, on the reading connection when there is one.
+    async fn read<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
-        let conn = self.conn.clone();
-        tokio::task::spawn_blocking(move || f(&mut conn.lock().unwrap()))
-            .await
-            .map_err(|e| StoreError::Database(format!("store task: {e}")))?
+        match &self.reader {
+            Some(conn) => {
+                let conn = conn.clone();
+                tokio::task::spawn_blocking(move || f(&conn.lock().unwrap()))
+                    .await
+                    .map_err(|e| StoreError::Database(format!("store task: {e}")))?
+            }
+            None => self.writer.write(f).await,
+        }
     }
 }
 
@@ -143,7 +172,7 @@ const RUN_COLUMNS: &str = "id, spec, status, stage, reason, created_ms, updated_
 #[async_trait]
 impl Store for SqliteStore {
     async fn create_run(&self, run: NewRun) -> Result<String, StoreError> {
-        self.with(move |c| {
+        self.writer.write(move |c| {
             let id = new_id();
             let spec = serde_json::to_string(&run).map_err(|e| StoreError::Database(e.to_string()))?;
             let now = now_ms();
@@ -169,15 +198,14 @@ impl Store for SqliteStore {
             stage.map(str::to_string),
         );
         let notice = run_id.clone();
-        let seq = self.with(move |c| {
-            let tx = c.transaction()?;
-            ensure_run(&tx, &run_id)?;
-            let seq = tx.query_row("SELECT COALESCE(MAX(seq), 0) + 1 FROM events WHERE run_id = ?1", [&run_id], |r| r.get::<_, i64>(0))? as u64;
-            tx.execute(
+        let seq = self.writer.write(move |c| {
+            // Inside the writer's savepoint: atomic with the other writes.
+            ensure_run(c, &run_id)?;
+            let seq = c.query_row("SELECT COALESCE(MAX(seq), 0) + 1 FROM events WHERE run_id = ?1", [&run_id], |r| r.get::<_, i64>(0))? as u64;
+            c.execute(
                 "INSERT INTO events (run_id, seq, at_ms, kind, stage, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 params![run_id, seq as i64, now_ms() as i64, kind, stage, data.to_string()],
             )?;
-            tx.commit()?;
             Ok(seq)
         })
         .await?;
@@ -188,7 +216,7 @@ impl Store for SqliteStore {
 
     async fn events(&self, run_id: &str, after_seq: u64) -> Result<Vec<Event>, StoreError> {
         let run_id = run_id.to_string();
-        self.with(move |c| {
+        self.read(move |c| {
             let mut stmt = c.prepare("SELECT seq, at_ms, kind, stage, data FROM events WHERE run_id = ?1 AND seq > ?2 ORDER BY seq")?;
             let rows = stmt.query_map(params![run_id, after_seq as i64], |r| {
                 Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64, r.get::<_, String>(2)?, r.get::<_, Option<String>>(3)?, r.get::<_, String>(4)?))
@@ -221,7 +249,7 @@ impl Store for SqliteStore {
             stage.map(str::to_string),
             reason.map(str::to_string),
         );
-        self.with(move |c| {
+        self.writer.write(move |c| {
             let n = c.execute(
                 "UPDATE runs SET status = ?2, stage = COALESCE(?3, stage), reason = COALESCE(?4, reason), updated_ms = ?5 WHERE id = ?1",
                 params![run_id, status.as_str(), stage, reason, now_ms() as i64],
@@ -233,7 +261,7 @@ impl Store for SqliteStore {
 
     async fn run(&self, run_id: &str) -> Result<Run, StoreError> {
         let run_id = run_id.to_string();
-        self.with(move |c| {
+        self.read(move |c| {
             let row = c
                 .query_row(
                     &format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?1"),
@@ -248,7 +276,7 @@ impl Store for SqliteStore {
 
     async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<Run>, StoreError> {
         let f = filter.clone();
-        self.with(move |c| {
+        self.read(move |c| {
             let mut sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE 1 = 1");
             let mut args: Vec<Box<dyn rusqlite::ToSql>> = Vec::new();
             if let Some(p) = f.pipeline {
@@ -288,7 +316,7 @@ impl Store for SqliteStore {
     }
 
     async fn unfinished_runs(&self) -> Result<Vec<Run>, StoreError> {
-        self.with(move |c| {
+        self.read(move |c| {
             let mut stmt = c.prepare(&format!(
                 "SELECT {RUN_COLUMNS} FROM runs WHERE status NOT IN ('succeeded', 'rolled_back', 'failed') ORDER BY id"
             ))?;
@@ -306,40 +334,55 @@ impl Store for SqliteStore {
         let run_id = run_id.to_string();
         let data =
             serde_json::to_string(decision).map_err(|e| StoreError::Database(e.to_string()))?;
-        self.with(move |c| {
-            let tx = c.transaction()?;
-            ensure_run(&tx, &run_id)?;
-            tx.execute(
-                "INSERT INTO decisions (run_id, data) VALUES (?1, ?2)",
-                params![run_id, data],
-            )?;
-            tx.commit()?;
-            Ok(())
-        })
-        .await
+        self.writer
+            .write(move |c| {
+                ensure_run(c, &run_id)?;
+                c.execute(
+                    "INSERT INTO decisions (run_id, data) VALUES (?1, ?2)",
+                    params![run_id, data],
+                )?;
+                Ok(())
+            })
+            .await
     }
 
     async fn take_decisions(&self, run_id: &str) -> Result<Vec<DecisionRequest>, StoreError> {
+        // Every unfinished run asks several times a second and nearly always
+        // finds nothing: look first, and write only to take what is there.
+        let id = run_id.to_string();
+        let waiting: i64 = self
+            .read(move |c| {
+                Ok(c.query_row(
+                    "SELECT COUNT(*) FROM decisions WHERE run_id = ?1",
+                    [&id],
+                    |r| r.get(0),
+                )?)
+            })
+            .await?;
+        if waiting == 0 {
+            return Ok(vec![]);
+        }
         let run_id = run_id.to_string();
-        self.with(move |c| {
-            let tx = c.transaction()?;
-            let rows: Vec<String> = {
-                let mut stmt =
-                    tx.prepare("SELECT data FROM decisions WHERE run_id = ?1 ORDER BY id")?;
-                stmt.query_map([&run_id], |r| r.get(0))?
-                    .collect::<Result<_, _>>()?
-            };
-            tx.execute("DELETE FROM decisions WHERE run_id = ?1", [&run_id])?;
-            tx.commit()?;
-            rows.iter()
-                .map(|d| serde_json::from_str(d).map_err(|e| StoreError::Database(e.to_string())))
-                .collect()
-        })
-        .await
+        self.writer
+            .write(move |c| {
+                let rows: Vec<String> = {
+                    let mut stmt =
+                        c.prepare("SELECT data FROM decisions WHERE run_id = ?1 ORDER BY id")?;
+                    stmt.query_map([&run_id], |r| r.get(0))?
+                        .collect::<Result<_, _>>()?
+                };
+                c.execute("DELETE FROM decisions WHERE run_id = ?1", [&run_id])?;
+                rows.iter()
+                    .map(|d| {
+                        serde_json::from_str(d).map_err(|e| StoreError::Database(e.to_string()))
+                    })
+                    .collect()
+            })
+            .await
     }
 
     async fn record_audit(&self, entry: NewAudit) -> Result<(), StoreError> {
-        self.with(move |c| {
+        self.writer.write(move |c| {
             c.execute(
                 "INSERT INTO audit (at_ms, actor, action, run_id, config_hash, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 params![now_ms() as i64, entry.actor, entry.action, entry.run_id, entry.config_hash, entry.detail.to_string()],
@@ -351,7 +394,7 @@ impl Store for SqliteStore {
 
     async fn audit(&self, filter: &AuditFilter) -> Result<Vec<AuditEntry>, StoreError> {
         let f = filter.clone();
-        self.with(move |c| {
+        self.read(move |c| {
             let mut sql = String::from(
                 "SELECT id, at_ms, actor, action, run_id, config_hash, detail FROM audit WHERE 1 = 1",
             );
@@ -411,7 +454,7 @@ impl Store for SqliteStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        self.with(|c| {
+        self.read(|c| {
             c.query_row("SELECT COUNT(*) FROM runs", [], |r| r.get::<_, i64>(0))?;
             Ok(())
         })
