@@ -1,7 +1,7 @@
 //! The SQLite store: one file in WAL mode. Writes go to one thread that
 //! commits all the writes waiting for it together (`writer`); reads use a
-//! connection of their own from blocking tasks (WAL lets them go on while a
-//! commit is under way), so the async executor never waits on disk.
+//! few connections of their own from blocking tasks (WAL lets them go on
+//! while a commit is under way), so the async executor never waits on disk.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -56,9 +56,9 @@ CREATE TABLE IF NOT EXISTS decisions (
 #[derive(Clone)]
 pub struct SqliteStore {
     writer: Writer,
-    /// `None` for a database in memory, which only the writer's connection
+    /// Empty for a database in memory, which only the writer's connection
     /// sees: reads then queue with the writes.
-    reader: Option<Arc<Mutex<Connection>>>,
+    readers: Arc<Vec<Mutex<Connection>>>,
     appended: tokio::sync::broadcast::Sender<String>,
 }
 
@@ -70,14 +70,20 @@ impl SqliteStore {
                 .map_err(|e| StoreError::Database(format!("{}: {e}", path.display())))
         };
         let writer = Self::prepare(open(OpenFlags::default())?)?;
-        let reader = open(OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
-        reader.busy_timeout(std::time::Duration::from_secs(5))?;
-        Self::start(writer, Some(reader))
+        let readers = (0..READERS)
+            .map(|_| {
+                let reader =
+                    open(OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
+                reader.busy_timeout(std::time::Duration::from_secs(5))?;
+                Ok(reader)
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        Self::start(writer, readers)
     }
 
     /// A database in memory, for tests and dry runs.
     pub fn in_memory() -> Result<SqliteStore, StoreError> {
-        Self::start(Self::prepare(Connection::open_in_memory()?)?, None)
+        Self::start(Self::prepare(Connection::open_in_memory()?)?, vec![])
     }
 
     fn prepare(conn: Connection) -> Result<Connection, StoreError> {
@@ -90,10 +96,10 @@ impl SqliteStore {
         Ok(conn)
     }
 
-    fn start(writer: Connection, reader: Option<Connection>) -> Result<SqliteStore, StoreError> {
+    fn start(writer: Connection, readers: Vec<Connection>) -> Result<SqliteStore, StoreError> {
         Ok(SqliteStore {
             writer: Writer::start(writer)?,
-            reader: reader.map(|r| Arc::new(Mutex::new(r))),
+            readers: Arc::new(readers.into_iter().map(Mutex::new).collect()),
             // Readers that fall behind refetch from the database; the
             // channel only wakes them.
             appended: tokio::sync::broadcast::channel(1024).0,
@@ -106,20 +112,23 @@ impl SqliteStore {
         self.writer.commits()
     }
 
-    /// A read, on the reading connection when there is one.
+    /// A read, on a free reading connection (or, all busy, the first), or
+    /// with the writes for a database in memory.
     async fn read<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
-        match &self.reader {
-            Some(conn) => {
-                let conn = conn.clone();
-                tokio::task::spawn_blocking(move || f(&conn.lock().unwrap()))
-                    .await
-                    .map_err(|e| StoreError::Database(format!("store task: {e}")))?
-            }
-            None => self.writer.write(f).await,
+        if self.readers.is_empty() {
+            return self.writer.write(f).await;
         }
+        let readers = self.readers.clone();
+        tokio::task::spawn_blocking(move || {
+            let free = readers.iter().find_map(|r| r.try_lock().ok());
+            let conn = free.unwrap_or_else(|| readers[0].lock().unwrap());
+            f(&conn)
+        })
+        .await
+        .map_err(|e| StoreError::Database(format!("store task: {e}")))?
     }
 }
 
@@ -166,6 +175,10 @@ fn ensure_run(c: &Connection, run_id: &str) -> Result<(), StoreError> {
         None => Err(StoreError::NoSuchRun(run_id.to_string())),
     }
 }
+
+/// Reading connections of a file database: reads (API requests, live
+/// streams, decision polls) run side by side, and beside the writer.
+const READERS: usize = 4;
 
 const RUN_COLUMNS: &str = "id, spec, status, stage, reason, created_ms, updated_ms";
 
