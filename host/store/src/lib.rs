@@ -224,6 +224,15 @@ pub trait Store: Send + Sync {
     ) -> Result<(), StoreError>;
     /// One run.
     async fn run(&self, run_id: &str) -> Result<Run, StoreError>;
+    /// One run and its whole log, consistent with each other: a finished
+    /// run's log is complete. The run is read first (its status is the
+    /// last write of a run), so this default is consistent too; a store
+    /// that can read both at once should.
+    async fn run_with_log(&self, run_id: &str) -> Result<(Run, Vec<Event>), StoreError> {
+        let run = self.run(run_id).await?;
+        let log = self.events(run_id, 0).await?;
+        Ok((run, log))
+    }
     /// Runs, newest first.
     async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<Run>, StoreError>;
     /// Runs not finished: what a restarted engine picks up.

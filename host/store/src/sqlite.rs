@@ -182,6 +182,43 @@ const READERS: usize = 4;
 
 const RUN_COLUMNS: &str = "id, spec, status, stage, reason, created_ms, updated_ms";
 
+fn read_run(c: &Connection, run_id: &str) -> Result<Run, StoreError> {
+    c.query_row(
+        &format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?1"),
+        [run_id],
+        row_to_run,
+    )
+    .optional()?
+    .ok_or_else(|| StoreError::NoSuchRun(run_id.to_string()))
+}
+
+fn read_events(c: &Connection, run_id: &str, after_seq: u64) -> Result<Vec<Event>, StoreError> {
+    let mut stmt = c.prepare_cached(
+        "SELECT seq, at_ms, kind, stage, data FROM events WHERE run_id = ?1 AND seq > ?2 ORDER BY seq",
+    )?;
+    let rows = stmt.query_map(params![run_id, after_seq as i64], |r| {
+        Ok((
+            r.get::<_, i64>(0)? as u64,
+            r.get::<_, i64>(1)? as u64,
+            r.get::<_, String>(2)?,
+            r.get::<_, Option<String>>(3)?,
+            r.get::<_, String>(4)?,
+        ))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (seq, at_ms, kind, stage, data) = row?;
+        out.push(Event {
+            seq,
+            at_ms,
+            kind,
+            stage,
+            data: serde_json::from_str(&data).map_err(|e| StoreError::Database(e.to_string()))?,
+        });
+    }
+    Ok(out)
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     async fn create_run(&self, run: NewRun) -> Result<String, StoreError> {
@@ -229,25 +266,7 @@ impl Store for SqliteStore {
 
     async fn events(&self, run_id: &str, after_seq: u64) -> Result<Vec<Event>, StoreError> {
         let run_id = run_id.to_string();
-        self.read(move |c| {
-            let mut stmt = c.prepare("SELECT seq, at_ms, kind, stage, data FROM events WHERE run_id = ?1 AND seq > ?2 ORDER BY seq")?;
-            let rows = stmt.query_map(params![run_id, after_seq as i64], |r| {
-                Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64, r.get::<_, String>(2)?, r.get::<_, Option<String>>(3)?, r.get::<_, String>(4)?))
-            })?;
-            let mut out = Vec::new();
-            for row in rows {
-                let (seq, at_ms, kind, stage, data) = row?;
-                out.push(Event {
-                    seq,
-                    at_ms,
-                    kind,
-                    stage,
-                    data: serde_json::from_str(&data).map_err(|e| StoreError::Database(e.to_string()))?,
-                });
-            }
-            Ok(out)
-        })
-        .await
+        self.read(move |c| read_events(c, &run_id, after_seq)).await
     }
 
     async fn set_status(
@@ -274,15 +293,25 @@ impl Store for SqliteStore {
 
     async fn run(&self, run_id: &str) -> Result<Run, StoreError> {
         let run_id = run_id.to_string();
+        self.read(move |c| read_run(c, &run_id)).await
+    }
+
+    async fn run_with_log(&self, run_id: &str) -> Result<(Run, Vec<Event>), StoreError> {
+        let run_id = run_id.to_string();
         self.read(move |c| {
-            let row = c
-                .query_row(
-                    &format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?1"),
-                    [&run_id],
-                    row_to_run,
-                )
-                .optional()?;
-            row.ok_or(StoreError::NoSuchRun(run_id))
+            // One read transaction: the log is the one the status was read
+            // with. In memory the read runs inside the writer's batch,
+            // which already is one.
+            let own = c.is_autocommit();
+            if own {
+                c.execute_batch("BEGIN")?;
+            }
+            let read = read_run(c, &run_id).and_then(|run| Ok((run, read_events(c, &run_id, 0)?)));
+            if own {
+                // Only ends the snapshot: nothing was written.
+                c.execute_batch("COMMIT")?;
+            }
+            read
         })
         .await
     }
@@ -493,6 +522,35 @@ mod tests {
             stages: vec!["staging".into(), "production".into()],
             started_by: "alice".into(),
             config_hash: "abc123".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_run_and_its_log_are_read_together_on_file_and_in_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        for store in [
+            SqliteStore::open(&dir.path().join("rollcage.db")).unwrap(),
+            SqliteStore::in_memory().unwrap(),
+        ] {
+            let id = store.create_run(new_run("api")).await.unwrap();
+            store
+                .append(&id, "step", Some("staging"), json!({"n": 1}))
+                .await
+                .unwrap();
+            store
+                .set_status(&id, RunStatus::Succeeded, None, None)
+                .await
+                .unwrap();
+            let (run, log) = store.run_with_log(&id).await.unwrap();
+            assert_eq!(run.status, RunStatus::Succeeded);
+            assert_eq!(log.len(), 1);
+            assert_eq!(log[0].data, json!({"n": 1}));
+            assert!(matches!(
+                store.run_with_log("nope").await,
+                Err(StoreError::NoSuchRun(_))
+            ));
+            // The connection is usable afterwards (its read transaction ended).
+            assert_eq!(store.events(&id, 0).await.unwrap().len(), 1);
         }
     }
 

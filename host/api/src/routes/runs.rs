@@ -159,9 +159,7 @@ pub(crate) async fn get_run(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
 ) -> Result<Json<RunDetail>, ApiError> {
-    let store = state.engine.store();
-    let run = store.run(&id).await?;
-    let log = store.events(&id, 0).await?;
+    let (run, log) = state.engine.store().run_with_log(&id).await?;
     Ok(Json(RunDetail::build(&run, &log)))
 }
 
