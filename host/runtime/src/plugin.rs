@@ -253,6 +253,46 @@ impl LoadedPlugin {
         })
     }
 
+    /// Benchmark hook, not part of the API: instantiate a strategy once and
+    /// call `decide` `calls` times on that one instance, timing each call
+    /// (argument conversion, the call, the answer's conversion). The runtime
+    /// never reuses an instance; `rollcage-bench` uses this to tell what a
+    /// call itself costs once an instance exists from what the fresh
+    /// instance around every real call costs.
+    #[doc(hidden)]
+    pub async fn decide_on_one_instance(
+        &self,
+        state: &DeployState,
+        calls: usize,
+    ) -> Result<Vec<Duration>, PluginError> {
+        let WorldPre::Strategy(pre) = &self.pre else {
+            return Err(self.wrong_kind(PluginKind::Strategy));
+        };
+        let host = |e: wasmtime::Error| PluginError::Host {
+            plugin: self.shared.id.clone(),
+            message: e.to_string(),
+        };
+        let mut store = self.store();
+        let instance = pre.instantiate_async(&mut store).await.map_err(host)?;
+        let mut times = Vec::with_capacity(calls);
+        for _ in 0..calls {
+            let started = Instant::now();
+            let st = state_to_wit(state);
+            let answer = instance
+                .rollcage_plugin_strategy_api()
+                .call_decide(&mut store, &st)
+                .await
+                .map_err(host)?
+                .map(action_from_wit);
+            times.push(started.elapsed());
+            answer.map_err(|message| PluginError::Failed {
+                plugin: self.shared.id.clone(),
+                message,
+            })?;
+        }
+        Ok(times)
+    }
+
     fn wrong_kind(&self, wanted: PluginKind) -> PluginError {
         PluginError::Host {
             plugin: self.shared.id.clone(),
