@@ -10,17 +10,14 @@
 //! Every phase of `POST` gets a fresh host, so the runs one phase started
 //! do not burden the next.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rollcage_core::{Action, AnalysisRequest, HealthCheck, Verdict};
-use rollcage_engine::analysis::AnalysisSpec;
-use rollcage_engine::fakes::{FakeProvider, PlanStrategy, apply, route, scripted};
-use rollcage_engine::run::{Engine, EnvironmentPlan, PipelinePlan, RunRequest};
-use rollcage_notify::{Dispatcher, RetryPolicy};
+use rollcage_core::{Action, AnalysisRequest};
+use rollcage_engine::fakes::{PlanStrategy, apply, route};
+use rollcage_engine::run::{Engine, EnvironmentPlan, RunRequest};
 use serde_json::json;
 
 use crate::child::{self, ChildProc};
@@ -55,31 +52,7 @@ fn plan() -> Arc<PlanStrategy> {
 }
 
 fn environment(name: String) -> EnvironmentPlan {
-    let check = scripted("error-rate", vec![Ok(Verdict::Pass)]) as Arc<dyn HealthCheck>;
-    EnvironmentPlan {
-        name,
-        provider: Arc::new(FakeProvider::running("1.0.0", "1.0.0", 2)),
-        strategy: plan(),
-        strategy_params: "{}".into(),
-        checks: BTreeMap::from([("error-rate".to_string(), check)]),
-        default_checks: vec!["error-rate".into()],
-        analysis: AnalysisSpec {
-            interval: Duration::ZERO,
-            count: 1,
-            ..AnalysisSpec::default()
-        },
-        replicas: 2,
-        progress_deadline: Duration::from_secs(60),
-        readiness_poll: Duration::from_millis(10),
-        approval: false,
-        require_different_approver: false,
-        window: None,
-        refuse_outside_window: false,
-        refuse_when_busy: false,
-        pre_jobs: vec![],
-        post_jobs: vec![],
-        notify: Dispatcher::new(vec![], RetryPolicy::default()),
-    }
+    crate::scale::fake_environment(name, plan(), "{}")
 }
 
 /// The child: an API host with one finished run to show.
@@ -97,13 +70,7 @@ pub async fn host(args: Vec<String>) -> Result<(), String> {
     }
     let store = crate::scale::open_store(&store_kind, &dir, &name)?;
     let mut envs = vec![environment("shown".into())];
-    let pipeline = |name: String, stage: String| PipelinePlan {
-        name,
-        stages: vec![stage],
-        service: "web".into(),
-        service_spec: "{}".into(),
-        notify: Dispatcher::new(vec![], RetryPolicy::default()),
-    };
+    let pipeline = crate::scale::pipeline;
     let mut pipelines = vec![pipeline("shown".into(), "shown".into())];
     for i in 0..PIPELINES {
         envs.push(environment(format!("env-{i}")));

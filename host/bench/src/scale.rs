@@ -186,6 +186,52 @@ pub fn open_store(kind: &str, dir: &Path, name: &str) -> Result<Arc<SqliteStore>
     ))
 }
 
+/// An environment of the engine's fakes: a provider whose slots are ready
+/// at once, one scripted passing check (one measurement per analysis), no
+/// approvals, jobs or notifiers; `strategy` is what is measured.
+pub fn fake_environment(
+    name: String,
+    strategy: Arc<dyn Strategy>,
+    strategy_params: &str,
+) -> EnvironmentPlan {
+    let check = scripted("error-rate", vec![Ok(Verdict::Pass)]) as Arc<dyn HealthCheck>;
+    EnvironmentPlan {
+        name,
+        provider: Arc::new(FakeProvider::running("1.0.0", "1.0.0", 2)),
+        strategy,
+        strategy_params: strategy_params.into(),
+        checks: BTreeMap::from([("error-rate".to_string(), check)]),
+        default_checks: vec!["error-rate".into()],
+        analysis: AnalysisSpec {
+            interval: Duration::ZERO,
+            count: 1,
+            ..AnalysisSpec::default()
+        },
+        replicas: 2,
+        progress_deadline: Duration::from_secs(60),
+        readiness_poll: Duration::from_millis(10),
+        approval: false,
+        require_different_approver: false,
+        window: None,
+        refuse_outside_window: false,
+        refuse_when_busy: false,
+        pre_jobs: vec![],
+        post_jobs: vec![],
+        notify: Dispatcher::new(vec![], RetryPolicy::default()),
+    }
+}
+
+/// A pipeline of one stage, with no notifiers.
+pub fn pipeline(name: String, stage: String) -> PipelinePlan {
+    PipelinePlan {
+        name,
+        stages: vec![stage],
+        service: "web".into(),
+        service_spec: "{}".into(),
+        notify: Dispatcher::new(vec![], RetryPolicy::default()),
+    }
+}
+
 /// An API over `engine` with one admin token and no rate limit to speak of.
 pub fn api(engine: Arc<Engine>) -> Result<Api, String> {
     let token = TokenEntry::new("bench", &hash_token(TOKEN), Role::Admin, vec![])
@@ -269,38 +315,12 @@ pub async fn host(args: Vec<String>) -> Result<(), String> {
     let mut envs = Vec::new();
     let mut pipelines = Vec::new();
     for i in 0..runs {
-        let check = scripted("error-rate", vec![Ok(Verdict::Pass)]) as Arc<dyn HealthCheck>;
-        envs.push(EnvironmentPlan {
-            name: format!("env-{i}"),
-            provider: Arc::new(FakeProvider::running("1.0.0", "1.0.0", 2)),
-            strategy: strategy.clone(),
-            strategy_params: CANARY_PARAMS.into(),
-            checks: BTreeMap::from([("error-rate".to_string(), check)]),
-            default_checks: vec!["error-rate".into()],
-            analysis: AnalysisSpec {
-                interval: Duration::ZERO,
-                count: 1,
-                ..AnalysisSpec::default()
-            },
-            replicas: 2,
-            progress_deadline: Duration::from_secs(60),
-            readiness_poll: Duration::from_millis(10),
-            approval: false,
-            require_different_approver: false,
-            window: None,
-            refuse_outside_window: false,
-            refuse_when_busy: false,
-            pre_jobs: vec![],
-            post_jobs: vec![],
-            notify: Dispatcher::new(vec![], RetryPolicy::default()),
-        });
-        pipelines.push(PipelinePlan {
-            name: format!("web-{i}"),
-            stages: vec![format!("env-{i}")],
-            service: "web".into(),
-            service_spec: "{}".into(),
-            notify: Dispatcher::new(vec![], RetryPolicy::default()),
-        });
+        envs.push(fake_environment(
+            format!("env-{i}"),
+            strategy.clone(),
+            CANARY_PARAMS,
+        ));
+        pipelines.push(pipeline(format!("web-{i}"), format!("env-{i}")));
     }
     let engine = Arc::new(Engine::new(store.clone(), envs, pipelines, "bench".into()));
     let addr = serve(api(engine.clone())?).await?;
