@@ -8,25 +8,14 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use rollcage_tests::prometheus::{Prometheus, promtool, tool};
 use serde_json::Value;
 
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn rollcage(args: &[&str], cache: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_rollcage"))
-        .args(args)
-        .env("XDG_CACHE_HOME", cache)
-        .env_remove("ROLLCAGE_SERVER")
-        .env_remove("ROLLCAGE_TOKEN")
-        .output()
-        .unwrap()
-}
+mod common;
+use common::{rollcage, text};
 
 /// A token from `rollcage token new`, and the configuration lines for it.
 fn token(name: &str, role: &str, envs: &[&str], cache: &Path) -> (String, String) {
@@ -129,9 +118,8 @@ struct Server {
 impl Server {
     /// Start on `listen` (port 0: any free port).
     fn start(config: &Path, cache: &Path, listen: &str) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_rollcage"))
+        let mut child = common::command(cache)
             .args(["serve", "-c", config.to_str().unwrap(), "--listen", listen])
-            .env("XDG_CACHE_HOME", cache)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -333,7 +321,7 @@ fn a_server_runs_deployments_for_its_clients_and_survives_a_restart() {
 
     // alice starts 1.1.0 through both stages and follows it; production
     // waits for an approval.
-    let follower = Command::new(env!("CARGO_BIN_EXE_rollcage"))
+    let follower = common::command(cache.path())
         .args([
             "run",
             "web",
@@ -344,7 +332,6 @@ fn a_server_runs_deployments_for_its_clients_and_survives_a_restart() {
             "--token",
             &t.alice,
         ])
-        .env("XDG_CACHE_HOME", cache.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

@@ -1,15 +1,10 @@
 //! The real `rollcage` binary, driven as a user would.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
-fn rollcage(args: &[&str], cache: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_rollcage"))
-        .args(args)
-        .env("XDG_CACHE_HOME", cache)
-        .output()
-        .unwrap()
-}
+mod common;
+use common::rollcage;
 
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()

@@ -3,24 +3,17 @@
 //! wasm plugins and a real SQLite file.
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
-fn rollcage(args: &[&str], cache: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_rollcage"))
-        .args(args)
-        .env("XDG_CACHE_HOME", cache)
-        .env("USER", "alice")
-        .output()
-        .unwrap()
-}
+mod common;
+use common::{rollcage, text};
 
 /// `rollcage args`, killed and failed if it takes longer than `limit`: a
 /// run waiting for a person would otherwise hang the suite.
 fn rollcage_within(args: &[&str], cache: &Path, limit: Duration) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_rollcage"))
+    let mut child = common::command(cache)
         .args(args)
-        .env("XDG_CACHE_HOME", cache)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -40,10 +33,6 @@ fn rollcage_within(args: &[&str], cache: &Path, limit: Duration) -> Output {
         std::thread::sleep(Duration::from_millis(50));
     }
     child.wait_with_output().unwrap()
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 /// Every pid the local runtime recorded in `dir` that is still alive.
@@ -219,10 +208,8 @@ fn an_approval_waits_for_a_second_person() {
     let cache = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), true);
     let cfg = cfg.to_str().unwrap();
-    let mut run = Command::new(env!("CARGO_BIN_EXE_rollcage"))
+    let mut run = common::command(cache.path())
         .args(["run", "web", "-c", cfg, "--release", "1.0.0"])
-        .env("XDG_CACHE_HOME", cache.path())
-        .env("USER", "alice")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -346,9 +333,8 @@ fn a_host_killed_anywhere_in_a_canary_resumes_it_to_its_end() {
     // stage, mid-way through the steps, during analysis, near the end.
     for (i, kill_after) in [2usize, 6, 9, 13, 17].into_iter().enumerate() {
         let release = format!("2.{}.0", i + 1);
-        let mut host = Command::new(env!("CARGO_BIN_EXE_rollcage"))
+        let mut host = common::command(cache.path())
             .args(["run", "web", "-c", cfg, "--release", &release])
-            .env("XDG_CACHE_HOME", cache.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

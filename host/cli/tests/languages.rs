@@ -10,11 +10,10 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
+mod common;
+use common::{rollcage, text};
 
 fn examples() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -110,15 +109,6 @@ fn status_page() -> u16 {
         }
     });
     port
-}
-
-fn rollcage(args: &[&str], cache: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_rollcage"))
-        .args(args)
-        .env("XDG_CACHE_HOME", cache)
-        .env("USER", "alice")
-        .output()
-        .unwrap()
 }
 
 #[test]

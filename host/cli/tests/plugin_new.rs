@@ -5,19 +5,10 @@
 //! skips those languages, except in CI (`CI=true`), where that fails.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn rollcage(args: &[&str], cache: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_rollcage"))
-        .args(args)
-        .env("XDG_CACHE_HOME", cache)
-        .output()
-        .unwrap()
-}
+mod common;
+use common::{rollcage, text};
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -105,39 +96,25 @@ fn check_and_call(wasm: &Path, lang: &str, kind: &str, cache: &Path) {
     }
     let out = rollcage(&args, cache);
     let stdout = text(&out.stdout);
+    // Only the provider's call fails: nothing answers at its API address.
+    let code = if kind == "environment-provider" { 1 } else { 0 };
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "{lang} {kind}: {stdout}{}",
+        text(&out.stderr)
+    );
     match kind {
-        "notifier" => {
-            assert_eq!(
-                out.status.code(),
-                Some(0),
-                "{lang} {kind}: {stdout}{}",
-                text(&out.stderr)
-            );
-            assert!(
-                text(&out.stderr).contains("deploys: web 1.4.0 in production"),
-                "{lang}: {}",
-                text(&out.stderr)
-            );
-        }
-        "health-check" => {
-            assert_eq!(
-                out.status.code(),
-                Some(0),
-                "{lang} {kind}: {stdout}{}",
-                text(&out.stderr)
-            );
-            assert!(
-                stdout.contains("\"verdict\":\"inconclusive\""),
-                "{lang}: {stdout}"
-            );
-        }
+        "notifier" => assert!(
+            text(&out.stderr).contains("deploys: web 1.4.0 in production"),
+            "{lang}: {}",
+            text(&out.stderr)
+        ),
+        "health-check" => assert!(
+            stdout.contains("\"verdict\":\"inconclusive\""),
+            "{lang}: {stdout}"
+        ),
         "strategy" => {
-            assert_eq!(
-                out.status.code(),
-                Some(0),
-                "{lang} {kind}: {stdout}{}",
-                text(&out.stderr)
-            );
             assert!(
                 stdout.contains("\"decide\":{") && stdout.contains("\"type\":\"apply_slot\""),
                 "{lang}: {stdout}"
@@ -147,18 +124,10 @@ fn check_and_call(wasm: &Path, lang: &str, kind: &str, cache: &Path) {
                 "{lang}: {stdout}"
             );
         }
-        _ => {
-            assert_eq!(
-                out.status.code(),
-                Some(1),
-                "{lang} {kind}: {stdout}{}",
-                text(&out.stderr)
-            );
-            assert!(
-                stdout.contains("error:   plugin `test` failed"),
-                "{lang}: {stdout}"
-            );
-        }
+        _ => assert!(
+            stdout.contains("error:   plugin `test` failed"),
+            "{lang}: {stdout}"
+        ),
     }
 }
 
