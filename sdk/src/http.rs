@@ -244,6 +244,16 @@ fn http_error(authority: &str, code: ErrorCode) -> Error {
         ErrorCode::DestinationIpProhibited => Error::Http(format!(
             "request to `{authority}` denied: its address is in a denied network"
         )),
+        // The host's own words: a limit reached, credentials refused.
+        ErrorCode::InternalError(Some(message)) => {
+            Error::Http(format!("request to `{authority}` failed: {message}"))
+        }
+        ErrorCode::HttpRequestBodySize(Some(limit)) => Error::Http(format!(
+            "request to `{authority}` failed: the request body is over this plugin's limit of {limit} bytes"
+        )),
+        ErrorCode::HttpResponseBodySize(Some(limit)) => Error::Http(format!(
+            "request to `{authority}` failed: the response body is over this plugin's limit of {limit} bytes"
+        )),
         other => Error::Http(format!("request to `{authority}` failed: {other:?}")),
     }
 }

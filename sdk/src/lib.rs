@@ -135,8 +135,23 @@ pub mod environment_provider;
 pub use environment_provider::EnvironmentProvider;
 
 /// The `with` mappings every kind world shares: the kind modules reuse the
-/// base world's types instead of generating their own copies.
+/// base world's types instead of generating their own copies. A `pure`
+/// world (strategies) imports no `wasi:http`, so it maps only the rollcage
+/// interfaces.
 macro_rules! kind_world {
+    (pure $world:literal, $macro_name:literal, $module:literal) => {
+        wit_bindgen::generate!({
+            path: "../wit",
+            world: $world,
+            with: {
+                "rollcage:plugin/host@0.1.0": crate::bindings::rollcage::plugin::host,
+                "rollcage:plugin/types@0.1.0": crate::bindings::rollcage::plugin::types,
+            },
+            pub_export_macro: true,
+            export_macro_name: $macro_name,
+            default_bindings_module: $module,
+        });
+    };
     ($world:literal, $macro_name:literal, $module:literal) => {
         wit_bindgen::generate!({
             path: "../wit",

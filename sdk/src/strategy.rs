@@ -5,7 +5,7 @@ use crate::types::{Action, DeployState};
 #[doc(hidden)]
 pub mod bindings {
     crate::kind_world!(
-        "rollcage:plugin/strategy",
+        pure "rollcage:plugin/strategy",
         "__export_strategy_world",
         "rollcage_sdk::strategy::bindings"
     );

@@ -39,6 +39,7 @@ fn notifier(
         grants: Grants {
             allow_hosts: vec![format!("127.0.0.1:{}", stub.addr.port()).parse().unwrap()],
             secrets: secrets.iter().map(|s| s.to_string()).collect(),
+            ..Grants::default()
         },
         limits: Limits::default(),
         config_json: config.to_string(),

@@ -45,7 +45,7 @@ async fn queries_a_real_prometheus() {
             source_name: "builtin:prometheus".into(),
             grants: Grants {
                 allow_hosts: vec![format!("127.0.0.1:{}", prom.port).parse().unwrap()],
-                secrets: vec![],
+                ..Grants::default()
             },
             limits: Limits::default(),
             config_json: json!({"url": format!("http://127.0.0.1:{}", prom.port), "query": query, "pass_if": pass_if}).to_string(),

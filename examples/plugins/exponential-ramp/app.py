@@ -23,7 +23,7 @@ from typing import List, Optional, Union
 
 from componentize_py_types import Err
 from wit_world import exports
-from wit_world.imports.rollcage_plugin_types import (
+from wit_world.imports.types import (
     Action,
     Action_Analyze,
     Action_ApplySlot,

@@ -24,7 +24,7 @@ sys.path[:0] = [HERE, BINDINGS]
 
 import app  # noqa: E402
 from componentize_py_types import Err  # noqa: E402
-from wit_world.imports.rollcage_plugin_types import (  # noqa: E402
+from wit_world.imports.types import (  # noqa: E402
     Action_Analyze,
     Action_ApplySlot,
     Action_Done,

@@ -285,6 +285,10 @@ pub struct PluginTestArgs {
     /// A host the plugin may reach (repeatable): host, host:port, host:*.
     #[arg(long = "allow-host", value_name = "HOST")]
     pub allow_hosts: Vec<String>,
+    /// A restricted network the plugin may reach (repeatable): an address
+    /// or network such as 10.0.0.0/8, for hosts granted by name.
+    #[arg(long = "allow-private", value_name = "NET")]
+    pub allow_private: Vec<String>,
     /// A secret granted to the plugin (repeatable).
     #[arg(long = "secret", value_name = "NAME=VALUE")]
     pub secrets: Vec<String>,

@@ -7,6 +7,7 @@
 //! else the configuration's level for a long-running host and `warn` for
 //! one-off commands, whose own output is their progress.
 
+use std::io::IsTerminal;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU8, Ordering};
 
@@ -32,8 +33,10 @@ pub fn init(log: Option<&LogConfig>, serving: bool) {
         };
         let filter = tracing_subscriber::EnvFilter::try_from_env("ROLLCAGE_LOG")
             .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+        // Colours only for a person at a terminal, not in a log file.
         let builder = tracing_subscriber::fmt()
             .with_env_filter(filter)
+            .with_ansi(std::io::stderr().is_terminal())
             .with_writer(std::io::stderr);
         if log.is_some_and(|l| l.format == "json") {
             builder
@@ -53,7 +56,8 @@ pub fn init(log: Option<&LogConfig>, serving: bool) {
 pub fn init_plugin_test() {
     INIT.get_or_init(|| {
         let level = match VERBOSE.load(Ordering::Relaxed) {
-            0 => "warn,rollcage_runtime::state=trace",
+            // Plugin lines: `log` (hostapi), stdout and stderr (state).
+            0 => "warn,rollcage_runtime::hostapi=trace,rollcage_runtime::state=trace",
             1 => "info",
             _ => "debug",
         };

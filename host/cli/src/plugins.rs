@@ -11,7 +11,7 @@ use std::sync::Arc;
 use rollcage_config::interpolate::fill_secrets;
 use rollcage_config::{ComponentRef, Config, Context, KnownBuiltin, PluginConfig, PluginRef};
 use rollcage_core::{Grants, PluginId, PluginKind};
-use rollcage_runtime::{Limits, LoadedPlugin, PluginSpec, Runtime};
+use rollcage_runtime::{LoadedPlugin, PluginSpec, Runtime};
 
 /// What the configuration may name as `builtin:<name>`.
 pub fn config_context() -> Context {
@@ -142,6 +142,7 @@ fn builtin_instance(name: &str) -> PluginConfig {
         component: ComponentRef::Builtin(name.to_string()),
         kind: rollcage_builtins::get(name).map(|b| b.kind()),
         allow_hosts: vec![],
+        allow_private: vec![],
         secrets: vec![],
         limits: Default::default(),
         breaker: Default::default(),
@@ -171,19 +172,16 @@ fn load(
     let secrets = runtime.secrets();
     let config = fill_secrets(config, &|name| secrets.get(name))
         .map_err(|e| anyhow::anyhow!("plugin `{id}`: {e}"))?;
-    let defaults = Limits::default();
     let spec = PluginSpec {
         id: id.clone(),
         kind,
         source_name: p.component.to_string(),
         grants: Grants {
             allow_hosts: p.allow_hosts.clone(),
+            allow_private: p.allow_private.clone(),
             secrets: p.secrets.clone(),
         },
-        limits: Limits {
-            memory_mb: p.limits.memory_mb.unwrap_or(defaults.memory_mb),
-            timeout_ms: p.limits.timeout_ms.unwrap_or(defaults.timeout_ms),
-        },
+        limits: p.limits,
         config_json: config.to_string(),
     };
     Ok(runtime.load(spec, &bytes)?)

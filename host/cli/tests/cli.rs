@@ -62,10 +62,19 @@ fn plugins_list_loads_a_configuration() {
     );
     assert!(text.contains("hosts=127.0.0.1:*"), "{text}");
     // The compiled components were cached under the user cache folder.
+    // (Beside them, the folder's integrity key.)
     let cached = std::fs::read_dir(cache.path().join("rollcage/components"))
         .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "cwasm")
+        })
         .count();
     assert_eq!(cached, 3);
+    assert!(cache.path().join("rollcage/components/.key").is_file());
 }
 
 #[test]

@@ -14,7 +14,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use rollcage_core::{HostPattern, PluginId, PluginKind};
+use rollcage_core::{HostPattern, IpNet, Limits, PluginId, PluginKind};
 use serde::Deserialize;
 use toml::Spanned;
 use toml::de::DeValue;
@@ -41,14 +41,65 @@ impl std::fmt::Display for ComponentRef {
     }
 }
 
-/// `limits = { ... }`; absent values take the runtime's defaults.
+/// `limits = { ... }` as written; absent values take the defaults of
+/// [`rollcage_core::limits::LIMITS`], which also gives each key's range
+/// and meaning.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsConfig {
-    /// Linear memory cap in MiB (1-4096).
     pub memory_mb: Option<u64>,
-    /// Wall time per call in milliseconds (1-600000).
     pub timeout_ms: Option<u64>,
+    pub instances: Option<u64>,
+    pub memories: Option<u64>,
+    pub tables: Option<u64>,
+    pub resources: Option<u64>,
+    pub http_requests: Option<u64>,
+    pub http_in_flight: Option<u64>,
+    pub request_body_kb: Option<u64>,
+    pub response_body_kb: Option<u64>,
+    pub log_lines: Option<u64>,
+    pub log_line_bytes: Option<u64>,
+    pub log_bytes: Option<u64>,
+    pub text_bytes: Option<u64>,
+}
+
+impl LimitsConfig {
+    /// The keys given, by name.
+    fn given(&self) -> impl Iterator<Item = (&'static str, u64)> {
+        [
+            ("memory_mb", self.memory_mb),
+            ("timeout_ms", self.timeout_ms),
+            ("instances", self.instances),
+            ("memories", self.memories),
+            ("tables", self.tables),
+            ("resources", self.resources),
+            ("http_requests", self.http_requests),
+            ("http_in_flight", self.http_in_flight),
+            ("request_body_kb", self.request_body_kb),
+            ("response_body_kb", self.response_body_kb),
+            ("log_lines", self.log_lines),
+            ("log_line_bytes", self.log_line_bytes),
+            ("log_bytes", self.log_bytes),
+            ("text_bytes", self.text_bytes),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| v.map(|v| (k, v)))
+    }
+
+    /// The limits with the given keys over the defaults; one message per
+    /// value out of its range.
+    pub fn resolve(&self) -> Result<Limits, Vec<String>> {
+        let mut limits = Limits::default();
+        let problems: Vec<String> = self
+            .given()
+            .filter_map(|(k, v)| limits.set(k, v).err())
+            .collect();
+        if problems.is_empty() {
+            Ok(limits)
+        } else {
+            Err(problems)
+        }
+    }
 }
 
 /// `breaker = { failures = 5, cool_down = "30s" }`: after `failures` failed
@@ -84,8 +135,9 @@ pub struct PluginConfig {
     /// say (the runtime finds it from the component's exports).
     pub kind: Option<PluginKind>,
     pub allow_hosts: Vec<HostPattern>,
+    pub allow_private: Vec<IpNet>,
     pub secrets: Vec<String>,
-    pub limits: LimitsConfig,
+    pub limits: Limits,
     pub breaker: BreakerSettings,
     /// The plugin's own `config` table, as JSON.
     pub config: serde_json::Value,
@@ -99,6 +151,8 @@ struct RawPlugin {
     kind: Option<Spanned<String>>,
     #[serde(default)]
     allow_hosts: Vec<Spanned<String>>,
+    #[serde(default)]
+    allow_private: Vec<Spanned<String>>,
     #[serde(default)]
     secrets: Vec<Spanned<String>>,
     #[serde(default)]
@@ -231,6 +285,18 @@ fn validate(
         }
     }
 
+    let mut allow_private = Vec::new();
+    for entry in &raw.allow_private {
+        match entry.get_ref().parse::<IpNet>() {
+            Ok(n) => allow_private.push(n),
+            Err(e) => err(
+                entry.span(),
+                e,
+                Some("examples: \"10.0.0.0/8\", \"127.0.0.1\", \"fd00::/8\"".into()),
+            ),
+        }
+    }
+
     let mut secrets = Vec::new();
     for name in &raw.secrets {
         let n = name.get_ref();
@@ -247,29 +313,33 @@ fn validate(
         }
     }
 
-    let limits = raw
-        .limits
-        .as_ref()
-        .map(|l| *l.get_ref())
-        .unwrap_or_default();
-    if let Some(l) = &raw.limits {
-        if let Some(m) = limits.memory_mb
-            && !(1..=4096).contains(&m)
-        {
-            err(
-                l.span(),
-                format!("limits.memory_mb = {m} is outside 1-4096"),
-                None,
-            );
-        }
-        if let Some(t) = limits.timeout_ms
-            && !(1..=600_000).contains(&t)
-        {
-            err(
-                l.span(),
-                format!("limits.timeout_ms = {t} is outside 1-600000"),
-                None,
-            );
+    let limits = match &raw.limits {
+        None => Limits::default(),
+        Some(l) => l.get_ref().resolve().unwrap_or_else(|problems| {
+            for p in problems {
+                err(l.span(), p, None);
+            }
+            Limits::default()
+        }),
+    };
+
+    // Strategies are pure: granted nothing, whatever their component.
+    if kind == Some(PluginKind::Strategy) {
+        let granted = [
+            (raw.allow_hosts.first().map(|e| e.span()), "allow_hosts"),
+            (raw.allow_private.first().map(|e| e.span()), "allow_private"),
+            (raw.secrets.first().map(|e| e.span()), "secrets"),
+        ];
+        for (span, key) in granted {
+            if let Some(span) = span {
+                err(
+                    span,
+                    format!("a strategy is granted nothing, but has `{key}`"),
+                    Some(
+                        "strategies are pure functions of the run's state: remove the grant".into(),
+                    ),
+                );
+            }
         }
     }
 
@@ -308,6 +378,7 @@ fn validate(
         component,
         kind,
         allow_hosts,
+        allow_private,
         secrets,
         limits,
         breaker,

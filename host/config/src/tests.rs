@@ -53,7 +53,7 @@ config = { channel = "#deploys", retries = 3 }
     assert_eq!(p.kind, Some(PluginKind::Notifier));
     assert_eq!(p.allow_hosts.len(), 2);
     assert_eq!(p.secrets, ["SLACK_WEBHOOK_URL"]);
-    assert_eq!(p.limits.memory_mb, Some(32));
+    assert_eq!(p.limits.memory_mb, 32);
     assert_eq!(
         p.config,
         serde_json::json!({"channel": "#deploys", "retries": 3})

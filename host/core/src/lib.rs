@@ -7,12 +7,14 @@
 
 pub mod duration;
 pub mod grants;
+pub mod limits;
 pub mod plugin;
 pub mod types;
 pub mod version;
 pub mod window;
 
-pub use grants::{Grants, HostPattern, HostPatternError, is_denied_ip};
+pub use grants::{Grants, HostPattern, HostPatternError, IpNet, Reach, canonical_ip, classify_ip};
+pub use limits::{LIMITS, LimitSpec, Limits};
 pub use plugin::{
     EnvironmentProvider, HealthCheck, Notifier, Plugin, PluginError, PluginId, PluginIdError,
     PluginKind, Strategy,

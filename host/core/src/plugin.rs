@@ -131,6 +131,15 @@ pub enum PluginError {
     /// The plugin tried to grow its memory past its limit and was stopped.
     #[error("plugin `{plugin}` was stopped at its memory limit of {limit_mb} MiB")]
     MemoryLimit { plugin: PluginId, limit_mb: u64 },
+    /// The plugin reached another of its limits (`limits.<name>`): host
+    /// resources, requests, bodies.
+    #[error("plugin `{plugin}` hit its limit limits.{limit} = {value}: {detail}")]
+    Limit {
+        plugin: PluginId,
+        limit: String,
+        value: u64,
+        detail: String,
+    },
     /// The plugin used a capability it was not granted.
     #[error("plugin `{plugin}` was denied capability `{capability}`: {detail}")]
     Denied {
@@ -154,6 +163,7 @@ impl PluginError {
             | PluginError::InvalidParams { plugin, .. }
             | PluginError::Timeout { plugin, .. }
             | PluginError::MemoryLimit { plugin, .. }
+            | PluginError::Limit { plugin, .. }
             | PluginError::Denied { plugin, .. }
             | PluginError::Trap { plugin, .. }
             | PluginError::Host { plugin, .. } => plugin,

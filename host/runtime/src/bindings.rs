@@ -36,7 +36,21 @@ macro_rules! kind_world {
 }
 
 kind_world!(provider, "rollcage:plugin/environment-provider");
-kind_world!(strategy, "rollcage:plugin/strategy");
+
+/// Strategies import no `wasi:http`, so their bindings map only the
+/// rollcage interfaces.
+pub mod strategy {
+    wasmtime::component::bindgen!({
+        path: "../../wit",
+        world: "rollcage:plugin/strategy",
+        exports: { default: async },
+        require_store_data_send: true,
+        with: {
+            "rollcage:plugin/types": super::base::rollcage::plugin::types,
+            "rollcage:plugin/host": super::base::rollcage::plugin::host,
+        },
+    });
+}
 kind_world!(health_check, "rollcage:plugin/health-check");
 kind_world!(notifier, "rollcage:plugin/notifier");
 

@@ -7,6 +7,13 @@
 //! temporary name and renamed, so a crash leaves no half-written entry. An
 //! in-memory map also shares one compiled component between the plugin
 //! instances configured from the same file.
+//!
+//! A compiled entry is native code that the host maps and runs, so it is
+//! loaded only if it carries this host's integrity tag: an HMAC-SHA256 of
+//! its bytes under a random key made on first use and kept beside the
+//! entries (`.key`, readable by the owner only, as the folder and every
+//! entry are). An entry written by anything else, or changed since, fails
+//! the check and is compiled again from the component.
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -14,6 +21,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 use wasmtime::Engine;
 use wasmtime::component::Component;
@@ -32,10 +40,13 @@ pub struct CacheStats {
 /// The cache. With no directory it only shares compiled components in memory.
 pub struct ComponentCache {
     dir: Option<PathBuf>,
+    /// The integrity key, read or made on first use of the directory.
+    key: Mutex<Option<[u8; 32]>>,
     memory: Mutex<HashMap<String, Component>>,
     compiled: AtomicU64,
     disk_hits: AtomicU64,
     memory_hits: AtomicU64,
+    rejected: AtomicU64,
 }
 
 impl ComponentCache {
@@ -43,10 +54,12 @@ impl ComponentCache {
     pub fn new(dir: Option<PathBuf>) -> Self {
         ComponentCache {
             dir,
+            key: Mutex::new(None),
             memory: Mutex::new(HashMap::new()),
             compiled: AtomicU64::new(0),
             disk_hits: AtomicU64::new(0),
             memory_hits: AtomicU64::new(0),
+            rejected: AtomicU64::new(0),
         }
     }
 
@@ -62,6 +75,11 @@ impl ComponentCache {
     /// The directory, if any.
     pub fn dir(&self) -> Option<&Path> {
         self.dir.as_deref()
+    }
+
+    /// Entries that failed their integrity check and were compiled again.
+    pub fn rejected(&self) -> u64 {
+        self.rejected.load(Ordering::Relaxed)
     }
 
     /// What the cache has done so far.
@@ -92,17 +110,40 @@ impl ComponentCache {
         key: &str,
     ) -> wasmtime::Result<Component> {
         let path = self.dir.as_ref().map(|d| d.join(format!("{key}.cwasm")));
-        if let Some(path) = &path
+        let mac_key = match &self.dir {
+            Some(dir) => match self.mac_key(dir) {
+                Ok(k) => Some(k),
+                Err(e) => {
+                    tracing::warn!(dir = %dir.display(), error = %e, "compiled-component cache unusable: no integrity key");
+                    None
+                }
+            },
+            None => None,
+        };
+        if let (Some(path), Some(mac_key)) = (&path, &mac_key)
             && path.is_file()
         {
-            // SAFETY: the file was written by `Engine::precompile_component`
-            // of an engine with the same compatibility hash (it is in the
-            // key), into the operator's own cache directory.
-            match unsafe { Component::deserialize_file(engine, path) } {
-                Ok(c) => {
-                    self.disk_hits.fetch_add(1, Ordering::Relaxed);
-                    return Ok(c);
-                }
+            match std::fs::read(path) {
+                Ok(tagged) => match untag(mac_key, &tagged) {
+                    // SAFETY: the bytes carry this host's integrity tag, so
+                    // they were written by `Engine::precompile_component` of
+                    // an engine with the same compatibility hash (it is in
+                    // the key) on this host, and not changed since.
+                    Some(serialized) => match unsafe { Component::deserialize(engine, serialized) }
+                    {
+                        Ok(c) => {
+                            self.disk_hits.fetch_add(1, Ordering::Relaxed);
+                            return Ok(c);
+                        }
+                        Err(e) => {
+                            tracing::warn!(path = %path.display(), error = %e, "ignoring unreadable compiled component");
+                        }
+                    },
+                    None => {
+                        self.rejected.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(path = %path.display(), "compiled component failed its integrity check (not written by this host, or changed since); compiling it again");
+                    }
+                },
                 Err(e) => {
                     tracing::warn!(path = %path.display(), error = %e, "ignoring unreadable compiled component");
                 }
@@ -110,14 +151,73 @@ impl ComponentCache {
         }
         let serialized = engine.precompile_component(bytes)?;
         self.compiled.fetch_add(1, Ordering::Relaxed);
-        if let Some(path) = &path
-            && let Err(e) = write_atomically(path, &serialized)
+        if let (Some(path), Some(mac_key)) = (&path, &mac_key)
+            && let Err(e) = write_atomically(path, &tag(mac_key, &serialized))
         {
             tracing::warn!(path = %path.display(), error = %e, "could not write the compiled-component cache");
         }
         // SAFETY: `serialized` was produced just now by this engine.
         unsafe { Component::deserialize(engine, &serialized) }
     }
+
+    /// The integrity key of `dir`: read, or made (owner-only) on first use.
+    fn mac_key(&self, dir: &Path) -> std::io::Result<[u8; 32]> {
+        let mut guard = self.key.lock().unwrap();
+        if let Some(k) = *guard {
+            return Ok(k);
+        }
+        create_private_dir(dir)?;
+        let path = dir.join(".key");
+        let key = match std::fs::read(&path) {
+            Ok(bytes) => bytes.try_into().map_err(|_| {
+                std::io::Error::other(format!("{} is not a 32-byte key", path.display()))
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let mut key = [0u8; 32];
+                getrandom::fill(&mut key).map_err(|e| std::io::Error::other(e.to_string()))?;
+                write_atomically(&path, &key)?;
+                // Another process may have made its key first: use the one
+                // that won the rename.
+                std::fs::read(&path)?
+                    .try_into()
+                    .map_err(|_| std::io::Error::other("the integrity key changed size"))?
+            }
+            Err(e) => return Err(e),
+        };
+        *guard = Some(key);
+        Ok(key)
+    }
+}
+
+type HmacSha256 = Hmac<Sha256>;
+const TAG_LEN: usize = 32;
+
+/// `serialized` followed by its tag.
+fn tag(key: &[u8; 32], serialized: &[u8]) -> Vec<u8> {
+    let mut mac = HmacSha256::new_from_slice(key).expect("any key length");
+    mac.update(serialized);
+    let mut out = Vec::with_capacity(serialized.len() + TAG_LEN);
+    out.extend_from_slice(serialized);
+    out.extend_from_slice(&mac.finalize().into_bytes());
+    out
+}
+
+/// The serialized bytes of a tagged entry, if its tag is this host's.
+fn untag<'a>(key: &[u8; 32], tagged: &'a [u8]) -> Option<&'a [u8]> {
+    let split = tagged.len().checked_sub(TAG_LEN)?;
+    let (serialized, tag) = tagged.split_at(split);
+    let mut mac = HmacSha256::new_from_slice(key).expect("any key length");
+    mac.update(serialized);
+    mac.verify_slice(tag).ok().map(|()| serialized)
+}
+
+/// Create `dir` (and its parents) readable by the owner only.
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
 }
 
 fn key(engine: &Engine, bytes: &[u8]) -> String {
@@ -127,14 +227,57 @@ fn key(engine: &Engine, bytes: &[u8]) -> String {
     format!("{}-{:016x}", hex::encode(digest), hasher.finish())
 }
 
+/// Write `bytes` to `path` through a temporary owner-only file and a rename.
 fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
     let dir = path.parent().expect("cache entries live in a directory");
-    std::fs::create_dir_all(dir)?;
+    create_private_dir(dir)?;
     let tmp = dir.join(format!(
         ".{}.{}.tmp",
         path.file_name().unwrap().to_string_lossy(),
         std::process::id()
     ));
-    std::fs::write(&tmp, bytes)?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    file.write_all(bytes)?;
+    drop(file);
     std::fs::rename(&tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tag_is_checked_against_the_key_and_the_bytes() {
+        let key = [7u8; 32];
+        let tagged = tag(&key, b"native code");
+        assert_eq!(untag(&key, &tagged), Some(&b"native code"[..]));
+        assert_eq!(untag(&[8u8; 32], &tagged), None);
+        let mut changed = tagged.clone();
+        changed[0] ^= 1;
+        assert_eq!(untag(&key, &changed), None);
+        assert_eq!(untag(&key, b"short"), None);
+    }
+
+    #[test]
+    fn the_key_and_entries_are_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let cache_dir = dir.path().join("components");
+        let cache = ComponentCache::new(Some(cache_dir.clone()));
+        let key = cache.mac_key(&cache_dir).unwrap();
+        // The same key on the next use, and for a new cache on the folder.
+        assert_eq!(cache.mac_key(&cache_dir).unwrap(), key);
+        let again = ComponentCache::new(Some(cache_dir.clone()));
+        assert_eq!(again.mac_key(&cache_dir).unwrap(), key);
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&cache_dir), 0o700);
+        assert_eq!(mode(&cache_dir.join(".key")), 0o600);
+    }
 }

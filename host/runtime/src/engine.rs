@@ -6,16 +6,19 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use wasmtime::component::{HasSelf, Linker, Resource};
+use wasmtime::component::{Linker, Resource, WasmStr};
 use wasmtime::{
     Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, StoreContextMut,
 };
+use wasmtime_wasi::p2::bindings::sockets::ip_name_lookup::ResolveAddressStream;
+use wasmtime_wasi::p2::bindings::sockets::network::{ErrorCode as NetErrorCode, Network};
 
-use crate::bindings;
 use crate::cache::ComponentCache;
 use crate::error::LoadError;
+use crate::net::NetShared;
 use crate::secrets::{EnvSecrets, SecretSource};
 use crate::state::CallState;
+use rollcage_core::limits::{INSTANCES_MAX, MEMORIES_MAX, MEMORY_MB_MAX, TABLES_MAX};
 
 /// How often the epoch advances: the granularity of time limits, and how
 /// often a running plugin yields to the async executor.
@@ -68,6 +71,7 @@ pub struct Runtime {
 pub(crate) struct RuntimeInner {
     pub engine: Engine,
     pub linker: Linker<CallState>,
+    pub net: Arc<NetShared>,
     pub cache: ComponentCache,
     pub allocator: AllocatorKind,
     pub secrets: Arc<dyn SecretSource>,
@@ -96,10 +100,12 @@ fn pooling_config() -> PoolingAllocationConfig {
         .total_memories(1024)
         .total_tables(4096)
         .total_stacks(512)
-        .max_core_instances_per_component(64)
-        .max_memories_per_component(16)
-        .max_tables_per_component(64)
-        .max_memory_size(1 << 30)
+        // What a plugin's limits may ask for at most (`rollcage_core::limits`);
+        // its own limits are enforced below these by the store's limiter.
+        .max_core_instances_per_component(INSTANCES_MAX as u32)
+        .max_memories_per_component(MEMORIES_MAX as u32)
+        .max_tables_per_component(TABLES_MAX as u32)
+        .max_memory_size((MEMORY_MB_MAX << 20) as usize)
         // Every call instantiates afresh and drops its instance. Resetting
         // a freed slot with `madvise` unmaps its pages (a TLB flush across
         // the process's threads) and the next call faults them back in;
@@ -141,10 +147,12 @@ impl Runtime {
                 .map_err(|e| LoadError::Runtime(format!("cannot start the epoch ticker: {e}")))?;
         }
         let linker = build_linker(&engine).map_err(|e| LoadError::Runtime(e.to_string()))?;
+        let net = NetShared::new().map_err(LoadError::Runtime)?;
         Ok(Runtime {
             inner: Arc::new(RuntimeInner {
                 engine,
                 linker,
+                net: Arc::new(net),
                 cache: ComponentCache::new(options.cache_dir),
                 allocator,
                 secrets: options.secrets,
@@ -191,12 +199,18 @@ fn build_engine(pooling: bool) -> Result<(Engine, AllocatorKind), LoadError> {
 
 /// Everything a plugin may import: the host interface, WASI (with nothing
 /// granted: no directories, no environment, no sockets, no stdin) and
-/// `wasi:http` (filtered per plugin in `state::HttpPolicy`).
+/// `wasi:http` (filtered per plugin in [`crate::net`]).
+///
+/// The strategy world imports no `wasi:http`, but `wasi:http` stays linked
+/// for strategies too: components built against the first strategy world
+/// (which included it) must keep loading, and JavaScript's runtime imports
+/// it whatever the world. A strategy is never granted a host, so every
+/// request it might make is denied and recorded.
 fn build_linker(engine: &Engine) -> wasmtime::Result<Linker<CallState>> {
     let mut linker = Linker::<CallState>::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
-    bindings::host::add_to_linker::<CallState, HasSelf<CallState>>(&mut linker, |s| s)?;
+    crate::hostapi::link(&mut linker)?;
 
     // Reading files or environment variables is linked (language runtimes
     // import them whether they use them or not) but grants nothing. Opening
@@ -226,6 +240,22 @@ fn build_linker(engine: &Engine) -> wasmtime::Result<Linker<CallState>> {
             Ok((Vec::<(String, String)>::new(),))
         },
     )?;
+    // Name lookups are refused (a plugin reaches hosts through HTTP, where
+    // the host resolves and checks the name); recorded as a denial, so that
+    // the failure names the capability rather than a resolver error.
+    linker
+        .instance("wasi:sockets/ip-name-lookup@0.2.12")?
+        .func_wrap(
+            "resolve-addresses",
+            |mut store: StoreContextMut<'_, CallState>, (_network, name): (Resource<Network>, WasmStr)| {
+                let name = crate::text::clip(&name.to_str(&store)?, 256).into_owned();
+                store.data_mut().deny(
+                    "sockets",
+                    format!("a name lookup of `{name}`; plugins get no sockets, use HTTP with allow_hosts"),
+                );
+                Ok((Err::<Resource<ResolveAddressStream>, _>(NetErrorCode::AccessDenied),))
+            },
+        )?;
     linker.allow_shadowing(false);
     Ok(linker)
 }

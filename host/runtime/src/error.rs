@@ -34,6 +34,14 @@ pub enum LoadError {
         import: String,
         detail: String,
     },
+    /// A strategy was granted hosts, networks or secrets: strategies are pure.
+    #[error(
+        "plugin `{plugin}` ({source_name}) is a strategy and strategies are granted nothing: remove its allow_hosts, allow_private and secrets"
+    )]
+    GrantedStrategy {
+        plugin: PluginId,
+        source_name: String,
+    },
     /// Compiling the component failed.
     #[error("plugin `{plugin}` ({source_name}) could not be compiled: {detail}")]
     Compile {

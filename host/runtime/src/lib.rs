@@ -10,23 +10,30 @@
 //!   plugin's memory and time limits and its capability grants.
 //! * [`LoadedPlugin`] hands out the four traits of `rollcage-core`, so the
 //!   rest of the host never sees wasmtime.
+//! * Every call is bounded by the plugin's [`Limits`]: memories and tables
+//!   together (`limiter`), host resources, HTTP requests and bodies (`net`),
+//!   log lines (`hostapi`) and returned text ([`text`]).
 
 mod bindings;
 mod cache;
 mod convert;
 mod engine;
 mod error;
+mod hostapi;
 mod inspect;
+mod limiter;
+mod net;
 mod plugin;
 mod secrets;
 mod state;
+pub mod text;
 
 pub use cache::{CacheStats, ComponentCache};
 pub use engine::{AllocatorKind, Runtime, RuntimeOptions};
 pub use error::LoadError;
 pub use inspect::{ComponentInfo, inspect_component};
 pub use plugin::{Limits, LoadedPlugin, PluginSpec};
-pub use rollcage_core::grants::{Grants, HostPattern, HostPatternError};
+pub use rollcage_core::grants::{Grants, HostPattern, HostPatternError, IpNet};
 pub use secrets::{EnvSecrets, MapSecrets, SecretSource};
 
 /// The WIT package version this runtime serves.

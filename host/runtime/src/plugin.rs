@@ -16,26 +16,11 @@ use crate::convert::*;
 use crate::engine::{EPOCH_TICK, Runtime};
 use crate::error::LoadError;
 use crate::inspect::{ComponentInfo, check_preamble, component_info};
+use crate::limiter::{Exceeded, count_limit};
 use crate::state::{CallState, PluginShared};
+use crate::text::{clip_owned, clip_tail};
+pub use rollcage_core::Limits;
 use rollcage_core::grants::Grants;
-
-/// Per-plugin resource limits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
-    /// Linear memory cap in MiB (default 64).
-    pub memory_mb: u64,
-    /// Wall time per call in milliseconds (default 10 000).
-    pub timeout_ms: u64,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            memory_mb: 64,
-            timeout_ms: 10_000,
-        }
-    }
-}
 
 /// Everything needed to load one configured plugin instance.
 #[derive(Debug, Clone)]
@@ -81,6 +66,16 @@ impl Runtime {
             reason,
         };
         check_preamble(wasm).map_err(not_component)?;
+        if spec.kind == PluginKind::Strategy
+            && (!spec.grants.allow_hosts.is_empty()
+                || !spec.grants.allow_private.is_empty()
+                || !spec.grants.secrets.is_empty())
+        {
+            return Err(LoadError::GrantedStrategy {
+                plugin: spec.id.clone(),
+                source_name: spec.source_name.clone(),
+            });
+        }
         let engine = &self.inner.engine;
         let component = self
             .inner
@@ -89,7 +84,7 @@ impl Runtime {
             .map_err(|e| LoadError::Compile {
                 plugin: spec.id.clone(),
                 source_name: spec.source_name.clone(),
-                detail: e.to_string(),
+                detail: format!("{e:#}"),
             })?;
         let info = component_info(engine, &component, wasm.len());
         let wanted = spec.kind.export_interface();
@@ -135,14 +130,13 @@ impl Runtime {
                 WorldPre::Notifier(notifier::NotifierPre::new(instance_pre).map_err(world_err)?)
             }
         };
-        let memory_limit_bytes =
-            usize::try_from(spec.limits.memory_mb.saturating_mul(1 << 20)).unwrap_or(usize::MAX);
         let shared = Arc::new(PluginShared {
             id: spec.id.clone(),
             config_json: spec.config_json.clone(),
             grants: spec.grants.clone(),
             secrets: self.inner.secrets.clone(),
-            memory_limit_bytes,
+            limits: spec.limits,
+            net: self.inner.net.clone(),
         });
         Ok(Arc::new(LoadedPlugin {
             runtime: self.clone(),
@@ -300,32 +294,62 @@ impl LoadedPlugin {
         }
     }
 
-    /// Turn the outcome of one call into the plugin's answer or a precise error.
+    /// Turn the outcome of one call into the plugin's answer or a precise
+    /// error. Text the plugin wrote into an error is cut to
+    /// `limits.text_bytes` here, before anything logs or stores it.
     fn finish<R>(
         &self,
         store: Store<CallState>,
         outcome: Result<wasmtime::Result<Result<R, String>>, tokio::time::error::Elapsed>,
     ) -> Result<R, PluginError> {
-        let state = store.into_data();
+        let mut state = store.into_data();
         let last_stderr = state.flush_output();
         let plugin = self.shared.id.clone();
-        let denial = state.first_denial();
+        let limits = &self.spec.limits;
+        let text = |s: String| clip_owned(s, limits.text_bytes as usize);
+        let denial = state.incidents.first_denial();
+        let limit = state.incidents.first_limit();
         let read_environment = state.read_environment;
         let timeout = PluginError::Timeout {
             plugin: plugin.clone(),
-            limit_ms: self.spec.limits.timeout_ms,
+            limit_ms: limits.timeout_ms,
+        };
+        let limit_error = |hit: crate::state::LimitHit, said: Option<String>| PluginError::Limit {
+            plugin: plugin.clone(),
+            limit: hit.limit.to_string(),
+            value: hit.value,
+            detail: text(match said {
+                Some(message) => format!("{}; the plugin said: {message}", hit.detail),
+                None => hit.detail,
+            }),
         };
         match outcome {
             Err(_elapsed) => Err(timeout),
             Ok(Err(e)) => {
-                if state.limiter.exceeded {
+                if state.limiter.exceeded == Some(Exceeded::Memory) {
                     return Err(PluginError::MemoryLimit {
                         plugin,
-                        limit_mb: self.spec.limits.memory_mb,
+                        limit_mb: limits.memory_mb,
                     });
                 }
                 if e.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
                     return Err(timeout);
+                }
+                if let Some(exit) = e.downcast_ref::<wasmtime_wasi::I32Exit>() {
+                    let mut message = format!("exited with code {}", exit.0);
+                    if let Some(line) = last_stderr {
+                        message.push_str(&format!(" ({line})"));
+                    }
+                    return Err(PluginError::Trap {
+                        plugin,
+                        message: text(message),
+                    });
+                }
+                if let Some(hit) = limit_hit_by(&e, limits) {
+                    return Err(limit_error(hit, None));
+                }
+                if let Some(hit) = limit {
+                    return Err(limit_error(hit, None));
                 }
                 // A denial answers the guest with an error, never a trap; and
                 // language runtimes probe the (empty) environment on their
@@ -338,30 +362,68 @@ impl LoadedPlugin {
                 if let Some(line) = last_stderr {
                     message.push_str(&format!(" ({line})"));
                 }
-                Err(PluginError::Trap { plugin, message })
-            }
-            Ok(Ok(Err(message))) => match denial {
-                Some(d) => Err(PluginError::Denied {
+                Err(PluginError::Trap {
                     plugin,
-                    capability: d.capability.into(),
-                    detail: format!("{}; the plugin said: {message}", d.detail),
-                }),
-                // The hint only where the plugin's own words point at the
-                // environment: CPython reads it on every start, whatever
-                // went wrong.
-                None if read_environment && message.to_lowercase().contains("environment") => {
-                    Err(PluginError::Failed {
+                    message: text(message),
+                })
+            }
+            Ok(Ok(Err(message))) => {
+                let message = text(message);
+                match (denial, limit) {
+                    (Some(d), _) => Err(PluginError::Denied {
                         plugin,
-                        message: format!(
-                            "{message} (plugins see no environment variables; use config or secrets)"
-                        ),
-                    })
+                        capability: d.capability.into(),
+                        detail: text(format!("{}; the plugin said: {message}", d.detail)),
+                    }),
+                    (None, Some(hit)) => Err(limit_error(hit, Some(message))),
+                    // The hint only where the plugin's own words point at the
+                    // environment: CPython reads it on every start, whatever
+                    // went wrong.
+                    (None, None)
+                        if read_environment && message.to_lowercase().contains("environment") =>
+                    {
+                        Err(PluginError::Failed {
+                            plugin,
+                            message: format!(
+                                "{message} (plugins see no environment variables; use config or secrets)"
+                            ),
+                        })
+                    }
+                    (None, None) => Err(PluginError::Failed { plugin, message }),
                 }
-                None => Err(PluginError::Failed { plugin, message }),
-            },
+            }
             Ok(Ok(Ok(value))) => Ok(value),
         }
     }
+}
+
+/// A limit that a wasmtime error says was reached: the resource table
+/// full, or one instance, memory or table too many.
+fn limit_hit_by(e: &wasmtime::Error, limits: &Limits) -> Option<crate::state::LimitHit> {
+    let full = e.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<wasmtime::component::ResourceTableError>(),
+            Some(wasmtime::component::ResourceTableError::Full)
+        )
+    });
+    if full {
+        return Some(crate::state::LimitHit {
+            limit: "resources",
+            value: limits.resources,
+            detail: format!(
+                "the plugin held {} host resources at once (streams, requests, responses, fields)",
+                limits.resources
+            ),
+        });
+    }
+    let text = format!("{e:#}");
+    let limit = count_limit(&text)?;
+    let value = limits.get(limit).unwrap_or_default();
+    Some(crate::state::LimitHit {
+        limit,
+        value,
+        detail: format!("the component creates more than {value} {limit}"),
+    })
 }
 
 /// One plugin call: a fresh store, instantiate, call, classify. A macro
@@ -416,7 +478,7 @@ impl rollcage_core::EnvironmentProvider for LoadedPlugin {
         let status = call!(self, Provider, PluginKind::EnvironmentProvider, |i, s| i
             .rollcage_plugin_provider_api()
             .call_status(s, &t))?;
-        Ok(status_from_wit(status))
+        Ok(bound_status(status_from_wit(status)))
     }
 
     async fn remove_slot(&self, target: &Target, slot: &str) -> Result<(), PluginError> {
@@ -431,7 +493,11 @@ impl rollcage_core::EnvironmentProvider for LoadedPlugin {
         let result = call!(self, Provider, PluginKind::EnvironmentProvider, |i, s| i
             .rollcage_plugin_provider_api()
             .call_run_job(s, &t, &j))?;
-        Ok(job_result_from_wit(result))
+        let mut result = job_result_from_wit(result);
+        // A job's last lines say why it failed: keep the end.
+        result.output =
+            clip_tail(&result.output, self.spec.limits.text_bytes as usize).into_owned();
+        Ok(result)
     }
 }
 
@@ -450,7 +516,7 @@ impl rollcage_core::Strategy for LoadedPlugin {
             Ok(()) => Ok(()),
             Err(problems) => Err(PluginError::InvalidParams {
                 plugin: self.shared.id.clone(),
-                problems,
+                problems: bound_list(problems, &self.spec.limits),
             }),
         }
     }
@@ -479,7 +545,9 @@ impl rollcage_core::HealthCheck for LoadedPlugin {
         let m = call!(self, HealthCheck, PluginKind::HealthCheck, |i, s| i
             .rollcage_plugin_health_check_api()
             .call_check(s, &t))?;
-        Ok(measurement_from_wit(m))
+        let mut m = measurement_from_wit(m);
+        m.detail = clip_owned(m.detail, self.spec.limits.text_bytes as usize);
+        Ok(m)
     }
 }
 
@@ -491,4 +559,45 @@ impl rollcage_core::Notifier for LoadedPlugin {
             .rollcage_plugin_notifier_api()
             .call_notify(s, &e))
     }
+}
+
+/// Names, versions and addresses in a provider's status are identifiers:
+/// none is longer than this in any platform the host drives.
+const STATUS_TEXT_BYTES: usize = 256;
+
+/// A provider's status with every string cut to [`STATUS_TEXT_BYTES`].
+fn bound_status(mut status: EnvironmentStatus) -> EnvironmentStatus {
+    let cut = |s: &mut String| {
+        if s.len() > STATUS_TEXT_BYTES {
+            *s = crate::text::clip(s, STATUS_TEXT_BYTES).into_owned();
+        }
+    };
+    for slot in &mut status.slots {
+        cut(&mut slot.name);
+        cut(&mut slot.release);
+        slot.endpoints.iter_mut().for_each(cut);
+    }
+    for w in &mut status.weights {
+        cut(&mut w.slot);
+    }
+    status
+}
+
+/// A list of problems a plugin reported, within `limits.text_bytes` in all.
+fn bound_list(items: Vec<String>, limits: &Limits) -> Vec<String> {
+    let mut left = limits.text_bytes as usize;
+    let total = items.len();
+    let mut kept = Vec::new();
+    for item in items {
+        if left == 0 {
+            break;
+        }
+        let item = clip_owned(item, left);
+        left = left.saturating_sub(item.len());
+        kept.push(item);
+    }
+    if kept.len() < total {
+        kept.push(format!("… and {} more", total - kept.len()));
+    }
+    kept
 }

@@ -106,6 +106,22 @@ pub async fn test(args: PluginTestArgs) -> anyhow::Result<ExitCode> {
             Err(e) => return Ok(bad_input(format!("--allow-host `{h}`: {e}"))),
         }
     }
+    let mut allow_private = Vec::new();
+    for n in &args.allow_private {
+        match n.parse() {
+            Ok(net) => allow_private.push(net),
+            Err(e) => return Ok(bad_input(format!("--allow-private: {e}"))),
+        }
+    }
+    let mut limits = Limits::default();
+    for (key, value) in [
+        ("memory_mb", args.memory_mb),
+        ("timeout_ms", args.timeout_ms),
+    ] {
+        if let Err(e) = limits.set(key, value) {
+            return Ok(bad_input(format!("--{}: {e}", key.replace('_', "-"))));
+        }
+    }
     let runtime = Runtime::new(RuntimeOptions {
         cache_dir: args.cache_dir.clone().or_else(ComponentCache::default_dir),
         secrets: Arc::new(MapSecrets(secrets.clone())),
@@ -132,12 +148,10 @@ pub async fn test(args: PluginTestArgs) -> anyhow::Result<ExitCode> {
         source_name: source.clone(),
         grants: Grants {
             allow_hosts,
+            allow_private,
             secrets: secrets.keys().cloned().collect(),
         },
-        limits: Limits {
-            memory_mb: args.memory_mb,
-            timeout_ms: args.timeout_ms,
-        },
+        limits,
         config_json: config.to_string(),
     };
     let plugin = match runtime.load(spec, &bytes) {

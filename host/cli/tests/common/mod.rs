@@ -8,6 +8,8 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
+pub mod serve;
+
 /// The binary, ready for arguments and standard streams.
 pub fn command(cache: &Path) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_rollcage"));

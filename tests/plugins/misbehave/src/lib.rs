@@ -39,6 +39,18 @@ impl HealthCheck for Misbehave {
             "http" => rollcage_sdk::http::Request::get(&config.arg)
                 .send()
                 .map(|r| r.status.to_string())?,
+            "http-body" => rollcage_sdk::http::Request::get(&config.arg)
+                .send()
+                .map(|r| r.text())?,
+            "resolve" => {
+                use std::net::ToSocketAddrs;
+                config
+                    .arg
+                    .to_socket_addrs()
+                    .map(|a| format!("{} addresses", a.count()))
+                    .map_err(|e| e.to_string())?
+            }
+            "exit" => std::process::exit(3),
             "secret" => rollcage_sdk::secret(&config.arg)?,
             "socket" => std::net::TcpStream::connect(config.arg.as_str())
                 .map(|_| "connected".to_string())

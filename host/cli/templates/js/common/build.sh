@@ -22,5 +22,11 @@ fi
 mkdir -p target
 # Every feature stays on: `http` is what gives fetch(), over
 # wasi:http/outgoing-handler (which the host lets through to allow_hosts).
-node_modules/.bin/componentize-js app.js --wit wit --world-name __WORLD__ -o target/__NAME__.wasm >/dev/null
+# Strategies are the exception: they are pure, and the host refuses a
+# strategy that imports wasi:http.
+features=()
+if [[ "__WORLD__" == strategy ]]; then
+    features=(--disable http)
+fi
+node_modules/.bin/componentize-js app.js --wit wit --world-name __WORLD__ "${features[@]}" -o target/__NAME__.wasm >/dev/null
 echo "built target/__NAME__.wasm ($(du -h target/__NAME__.wasm | cut -f1))"

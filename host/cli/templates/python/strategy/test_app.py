@@ -10,7 +10,7 @@ sys.path[:0] = [HERE, os.path.join(HERE, "bindings")]
 
 import app  # noqa: E402
 import rollcage  # noqa: E402
-from wit_world.imports.rollcage_plugin_types import (  # noqa: E402
+from wit_world.imports.types import (  # noqa: E402
     Action_Done,
     Action_RemoveSlot,
     Action_Route,

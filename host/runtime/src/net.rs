@@ -1,0 +1,555 @@
+//! Outgoing HTTP for plugins (`wasi:http`): the grant check, the address
+//! check, and the sending itself, accounted to the plugin.
+//!
+//! A request goes out only if its host is in `allow_hosts`; then the name is
+//! resolved once, every address is checked in canonical form
+//! ([`Grants::may_connect`]: restricted networks only where the grant names
+//! them, forbidden ones never), and the connection is made to an address
+//! that passed (each in turn until one answers), never to a second lookup.
+//! HTTPS connects to that same address and verifies the certificate for the
+//! host name.
+//!
+//! What a plugin can make the host hold through HTTP is bounded by its
+//! limits: requests per call, requests in flight (each holds a socket),
+//! the bytes of each request and response body, and the buffer of a body
+//! being written (two chunks of [`BODY_CHUNK`]). Credentials in a URL's
+//! user-info become an `Authorization: Basic` header; the `Host` header is
+//! always the bare host.
+
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::uri::Scheme;
+use http_body_util::BodyExt;
+use hyper::body::{Body, Frame, SizeHint};
+use rollcage_core::{Grants, Limits, PluginId};
+use tokio::net::TcpStream;
+use wasmtime_wasi_http::io::TokioIo;
+use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
+
+use crate::state::Incidents;
+use crate::text::clip;
+
+/// The most bytes one write to an outgoing body may carry; the host holds
+/// at most two such chunks per body.
+pub const BODY_CHUNK: usize = 16 << 10;
+
+/// How long resolving a name and connecting may take when the plugin set
+/// no connect timeout (the call's own time limit still applies).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What every call's HTTP shares: the TLS roots, built once per runtime.
+pub struct NetShared {
+    tls: Arc<rustls::ClientConfig>,
+}
+
+impl NetShared {
+    pub fn new() -> Result<Self, String> {
+        let roots = rustls::RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.into(),
+        };
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| format!("TLS setup: {e}"))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Ok(NetShared { tls: Arc::new(tls) })
+    }
+}
+
+/// The `wasi:http` hooks of one call.
+pub struct HttpPolicy {
+    call: Arc<CallNet>,
+}
+
+/// One call's view of the network: its grants, limits and counters.
+struct CallNet {
+    plugin: PluginId,
+    grants: Grants,
+    limits: Limits,
+    incidents: Incidents,
+    shared: Arc<NetShared>,
+    requests: AtomicU64,
+    in_flight: Arc<AtomicU64>,
+}
+
+impl HttpPolicy {
+    pub fn new(
+        plugin: PluginId,
+        grants: Grants,
+        limits: Limits,
+        incidents: Incidents,
+        shared: Arc<NetShared>,
+    ) -> Self {
+        HttpPolicy {
+            call: Arc::new(CallNet {
+                plugin,
+                grants,
+                limits,
+                incidents,
+                shared,
+                requests: AtomicU64::new(0),
+                in_flight: Arc::new(AtomicU64::new(0)),
+            }),
+        }
+    }
+}
+
+type Io = Box<dyn Future<Output = Result<(), HttpError>> + Send>;
+type SendFuture =
+    Box<dyn Future<Output = Result<(http::Response<WasiBody>, Io), HttpError>> + Send>;
+
+impl WasiHttpHooks for HttpPolicy {
+    fn send_request(
+        &mut self,
+        request: http::Request<WasiBody>,
+        options: Option<RequestOptions>,
+        fut: Box<dyn Future<Output = Result<(), HttpError>> + Send>,
+    ) -> SendFuture {
+        drop(fut);
+        match self.call.admit(request) {
+            Ok((request, dest)) => {
+                let call = self.call.clone();
+                Box::new(async move { call.send(request, dest, options).await })
+            }
+            Err(e) => Box::new(async move { Err(e) }),
+        }
+    }
+
+    fn p2_outgoing_body_buffer_chunks(&mut self) -> usize {
+        1
+    }
+
+    fn p2_outgoing_body_chunk_size(&mut self) -> usize {
+        BODY_CHUNK
+    }
+}
+
+/// Where an admitted request goes, and its place among those in flight.
+struct Destination {
+    host: String,
+    port: u16,
+    https: bool,
+    slot: InFlight,
+}
+
+/// One request in flight; the count goes down when the request and its
+/// connection are done with (or dropped).
+struct InFlight(Arc<AtomicU64>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// An error the plugin reads, saying what went wrong in its own words.
+fn refuse(message: String) -> HttpError {
+    HttpError::InternalError(Some(message))
+}
+
+impl CallNet {
+    /// The checks that need no network: the grant, the call's request
+    /// counts, credentials in the URL. Returns the request made ready to
+    /// send (its `Host` header bare, user-info moved to `Authorization`).
+    fn admit(
+        &self,
+        mut request: http::Request<WasiBody>,
+    ) -> Result<(http::Request<WasiBody>, Destination), HttpError> {
+        let uri = request.uri().clone();
+        let https = uri.scheme() == Some(&Scheme::HTTPS);
+        let host = uri
+            .host()
+            .map(|h| {
+                h.trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .to_ascii_lowercase()
+            })
+            .ok_or(HttpError::HttpRequestUriInvalid)?;
+        let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+        let shown = clip(&host, 256);
+        if !self.grants.allows_host(&host, port) {
+            self.incidents.deny(
+                &self.plugin,
+                "http",
+                format!("request to {shown}:{port}, which is not in allow_hosts"),
+            );
+            return Err(HttpError::HttpRequestDenied);
+        }
+        let made = self.requests.fetch_add(1, Ordering::Relaxed) + 1;
+        if made > self.limits.http_requests {
+            return Err(self.over(
+                "http_requests",
+                self.limits.http_requests,
+                format!(
+                    "request {made} to {shown}:{port}; a call may make {}",
+                    self.limits.http_requests
+                ),
+            ));
+        }
+        let now = self.in_flight.fetch_add(1, Ordering::Relaxed);
+        let slot = InFlight(self.in_flight.clone());
+        if now >= self.limits.http_in_flight {
+            return Err(self.over(
+                "http_in_flight",
+                self.limits.http_in_flight,
+                format!(
+                    "request to {shown}:{port} while {now} are in flight; read or drop a response first"
+                ),
+            ));
+        }
+
+        if let Some((user, password)) = userinfo(&uri) {
+            if request.headers().contains_key(http::header::AUTHORIZATION) {
+                return Err(refuse(
+                    "the URL carries credentials and the request an Authorization header: give one of them".into(),
+                ));
+            }
+            use base64::Engine as _;
+            let token =
+                base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+            let value = http::HeaderValue::from_str(&format!("Basic {token}"))
+                .map_err(|_| refuse("the URL's credentials are not valid in a header".into()))?;
+            request
+                .headers_mut()
+                .insert(http::header::AUTHORIZATION, value);
+        }
+        // The bare host, never the user-info that the authority may carry.
+        let default_port = port == if https { 443 } else { 80 };
+        let host_header = match (host.contains(':'), default_port) {
+            (true, true) => format!("[{host}]"),
+            (true, false) => format!("[{host}]:{port}"),
+            (false, true) => host.clone(),
+            (false, false) => format!("{host}:{port}"),
+        };
+        let value = http::HeaderValue::from_str(&host_header)
+            .map_err(|_| HttpError::HttpRequestUriInvalid)?;
+        request.headers_mut().insert(http::header::HOST, value);
+        // Only the path goes on the wire (no proxy is addressed).
+        let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+        *request.uri_mut() = path.parse().map_err(|_| HttpError::HttpRequestUriInvalid)?;
+
+        Ok((
+            request,
+            Destination {
+                host,
+                port,
+                https,
+                slot,
+            },
+        ))
+    }
+
+    /// Record that a limit was reached and make the error the plugin reads.
+    fn over(&self, limit: &'static str, value: u64, detail: String) -> HttpError {
+        let message = format!("limits.{limit} = {value} reached: {detail}");
+        self.incidents.limit(&self.plugin, limit, value, detail);
+        refuse(message)
+    }
+
+    async fn send(
+        self: Arc<Self>,
+        request: http::Request<WasiBody>,
+        dest: Destination,
+        options: Option<RequestOptions>,
+    ) -> Result<(http::Response<WasiBody>, Io), HttpError> {
+        let connect_timeout = options
+            .and_then(|o| o.connect_timeout)
+            .unwrap_or(CONNECT_TIMEOUT);
+        let first_byte_timeout = options.and_then(|o| o.first_byte_timeout);
+        let addrs = self.resolve(&dest, connect_timeout).await?;
+        let stream = connect(&addrs, connect_timeout).await?;
+
+        let (request_limit, response_limit) = (
+            self.limits.request_body_kb.saturating_mul(1024),
+            self.limits.response_body_kb.saturating_mul(1024),
+        );
+        let request = {
+            let call = self.clone();
+            request.map(move |body| {
+                Capped::new(body, request_limit, move || {
+                    call.over_body("request_body_kb", HttpError::HttpRequestBodySize)
+                })
+                .boxed_unsync()
+            })
+        };
+
+        let io: Box<dyn Connection> = if dest.https {
+            let name = server_name(&dest.host)?;
+            let tls = tokio_rustls::TlsConnector::from(self.shared.tls.clone())
+                .connect(name, stream)
+                .await
+                .map_err(HttpError::Tls)?;
+            Box::new(TokioIo::new(tls))
+        } else {
+            Box::new(TokioIo::new(stream))
+        };
+        let (mut sender, mut conn) = tokio::time::timeout(
+            connect_timeout,
+            hyper::client::conn::http1::Builder::new().handshake(io),
+        )
+        .await
+        .map_err(|_| HttpError::ConnectionTimeout)??;
+
+        // Wait for the response while driving the connection.
+        let respond = sender.send_request(request);
+        let respond = async {
+            match first_byte_timeout {
+                Some(t) => tokio::time::timeout(t, respond)
+                    .await
+                    .map_err(|_| HttpError::ConnectionReadTimeout)?
+                    .map_err(HttpError::from),
+                None => respond.await.map_err(HttpError::from),
+            }
+        };
+        tokio::pin!(respond);
+        let mut conn_done = false;
+        let response = loop {
+            tokio::select! {
+                r = &mut respond => break r?,
+                c = &mut conn, if !conn_done => {
+                    conn_done = true;
+                    c.map_err(HttpError::from)?;
+                }
+            }
+        };
+        let call = self.clone();
+        let response = response.map(move |incoming| {
+            Capped::new(
+                incoming.map_err(HttpError::from),
+                response_limit,
+                move || call.over_body("response_body_kb", HttpError::HttpResponseBodySize),
+            )
+            .boxed_unsync()
+        });
+        let slot = dest.slot;
+        let io: Io = Box::new(async move {
+            let _slot = slot;
+            if !conn_done {
+                conn.await.map_err(HttpError::from)?;
+            }
+            Ok(())
+        });
+        Ok((response, io))
+    }
+
+    fn over_body(&self, limit: &'static str, error: fn(Option<u64>) -> HttpError) -> HttpError {
+        let kb = match limit {
+            "request_body_kb" => self.limits.request_body_kb,
+            _ => self.limits.response_body_kb,
+        };
+        self.incidents.limit(
+            &self.plugin,
+            limit,
+            kb,
+            format!("a body of more than {kb} KiB"),
+        );
+        error(Some(kb.saturating_mul(1024)))
+    }
+
+    /// The destination's addresses that this plugin may connect to, in the
+    /// resolver's order. Refused addresses are recorded as a denial.
+    async fn resolve(
+        &self,
+        dest: &Destination,
+        timeout: Duration,
+    ) -> Result<Vec<SocketAddr>, HttpError> {
+        let addrs: Vec<SocketAddr> = match dest.host.parse::<IpAddr>() {
+            Ok(ip) => vec![SocketAddr::new(ip, dest.port)],
+            Err(_) => {
+                let lookup = tokio::net::lookup_host((dest.host.as_str(), dest.port));
+                tokio::time::timeout(timeout, lookup)
+                    .await
+                    .map_err(|_| HttpError::DnsTimeout)?
+                    .map_err(|e| HttpError::DnsError {
+                        rcode: Some(e.to_string()),
+                        info_code: None,
+                    })?
+                    .collect()
+            }
+        };
+        let mut allowed = Vec::new();
+        let mut refused = None;
+        for addr in addrs {
+            match self.grants.may_connect(addr.ip(), addr.port()) {
+                Ok(()) => allowed.push(addr),
+                Err(why) => {
+                    refused.get_or_insert(why);
+                }
+            }
+        }
+        if allowed.is_empty() {
+            let Some(why) = refused else {
+                return Err(HttpError::DestinationNotFound);
+            };
+            self.incidents.deny(
+                &self.plugin,
+                "http",
+                format!("request to {}:{}: {why}", clip(&dest.host, 256), dest.port),
+            );
+            return Err(HttpError::DestinationIpProhibited);
+        }
+        Ok(allowed)
+    }
+}
+
+/// A plain or TLS connection, as hyper drives it.
+trait Connection: hyper::rt::Read + hyper::rt::Write + Send + Unpin {}
+impl<T: hyper::rt::Read + hyper::rt::Write + Send + Unpin> Connection for T {}
+
+/// Connect to the first of `addrs` that answers.
+async fn connect(addrs: &[SocketAddr], timeout: Duration) -> Result<TcpStream, HttpError> {
+    let mut last = HttpError::DestinationNotFound;
+    for addr in addrs {
+        match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+            Ok(Ok(stream)) => {
+                let _ = stream.set_nodelay(true);
+                return Ok(stream);
+            }
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                last = HttpError::ConnectionRefused
+            }
+            Ok(Err(e)) => last = HttpError::Connect(e),
+            Err(_) => last = HttpError::ConnectionTimeout,
+        }
+    }
+    Err(last)
+}
+
+/// The name the certificate must be valid for: the host the plugin asked
+/// for, not the address it was reached at.
+fn server_name(host: &str) -> Result<rustls::pki_types::ServerName<'static>, HttpError> {
+    use rustls::pki_types::ServerName;
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok(ServerName::from(ip));
+    }
+    ServerName::try_from(host.to_string()).map_err(HttpError::InvalidDnsNameError)
+}
+
+/// The user and password of a URL's user-info, percent-decoded.
+fn userinfo(uri: &http::Uri) -> Option<(String, String)> {
+    let authority = uri.authority()?.as_str();
+    let (info, _) = authority.rsplit_once('@')?;
+    let (user, password) = info.split_once(':').unwrap_or((info, ""));
+    Some((percent_decode(user), percent_decode(password)))
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2]))
+        {
+            out.push((h * 16 + l) as u8);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A body that fails once more than `limit` bytes passed through it.
+struct Capped<B> {
+    inner: B,
+    left: u64,
+    over: Option<Box<dyn FnOnce() -> HttpError + Send>>,
+}
+
+impl<B> Capped<B> {
+    fn new(inner: B, limit: u64, over: impl FnOnce() -> HttpError + Send + 'static) -> Self {
+        Capped {
+            inner,
+            left: limit,
+            over: Some(Box::new(over)),
+        }
+    }
+}
+
+impl<B> Body for Capped<B>
+where
+    B: Body<Data = Bytes, Error = HttpError> + Unpin,
+{
+    type Data = Bytes;
+    type Error = HttpError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, HttpError>>> {
+        let frame = ready!(Pin::new(&mut self.inner).poll_frame(cx));
+        if let Some(Ok(frame)) = &frame
+            && let Some(data) = frame.data_ref()
+        {
+            let len = data.len() as u64;
+            if len > self.left {
+                self.left = 0;
+                return Poll::Ready(self.over.take().map(|over| Err(over())));
+            }
+            self.left -= len;
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_info_is_decoded() {
+        let uri: http::Uri = "http://al%40ice:p%3Ass@example.com/x".parse().unwrap();
+        assert_eq!(
+            userinfo(&uri),
+            Some(("al@ice".to_string(), "p:ss".to_string()))
+        );
+        let uri: http::Uri = "http://example.com/x".parse().unwrap();
+        assert_eq!(userinfo(&uri), None);
+        assert_eq!(percent_decode("a%zz%4"), "a%zz%4");
+    }
+
+    #[tokio::test]
+    async fn a_capped_body_fails_past_its_limit_once() {
+        let body =
+            http_body_util::Full::new(Bytes::from(vec![0u8; 100])).map_err(|never| match never {});
+        let mut capped = Capped::new(body, 10, || HttpError::HttpRequestBodySize(Some(10)));
+        let frame = capped.frame().await.unwrap();
+        assert!(matches!(
+            frame,
+            Err(HttpError::HttpRequestBodySize(Some(10)))
+        ));
+        assert!(capped.frame().await.is_none());
+        let body =
+            http_body_util::Full::new(Bytes::from(vec![0u8; 10])).map_err(|never| match never {});
+        let mut fits = Capped::new(body, 10, || HttpError::HttpRequestBodySize(Some(10)));
+        assert_eq!(
+            fits.frame()
+                .await
+                .unwrap()
+                .unwrap()
+                .into_data()
+                .unwrap()
+                .len(),
+            10
+        );
+    }
+}
