@@ -35,8 +35,8 @@ use rollcage_runtime::{
     Grants, Limits, LoadedPlugin, MapSecrets, PluginSpec, Runtime, RuntimeOptions,
 };
 use rollcage_store::{
-    AuditEntry, AuditFilter, DecisionRequest, Event, NewAudit, NewRun, Run, RunFilter, RunStatus,
-    SqliteStore, Store, StoreError,
+    AuditEntry, AuditFilter, DecisionRequest, DeliveryOutcome, Event, NewAudit, NewDelivery,
+    NewRun, QueuedDelivery, Run, RunFilter, RunStatus, SqliteStore, Store, StoreError,
 };
 use serde_json::{Value, json};
 
@@ -130,6 +130,15 @@ impl Store for StampingStore {
     }
     async fn audit(&self, filter: &AuditFilter) -> Result<Vec<AuditEntry>, StoreError> {
         self.inner.audit(filter).await
+    }
+    async fn queue_deliveries(&self, deliveries: Vec<NewDelivery>) -> Result<Vec<u64>, StoreError> {
+        self.inner.queue_deliveries(deliveries).await
+    }
+    async fn queued_deliveries(&self) -> Result<Vec<QueuedDelivery>, StoreError> {
+        self.inner.queued_deliveries().await
+    }
+    async fn end_delivery(&self, id: u64, outcome: &DeliveryOutcome) -> Result<bool, StoreError> {
+        self.inner.end_delivery(id, outcome).await
     }
     async fn ping(&self) -> Result<(), StoreError> {
         self.inner.ping().await
