@@ -30,7 +30,7 @@ use rollcage_core::{
 use rollcage_engine::analysis::AnalysisSpec;
 use rollcage_engine::fakes::{FakeProvider, scripted};
 use rollcage_engine::run::{Engine, EnvironmentPlan, PipelinePlan, RunRequest};
-use rollcage_notify::{Dispatcher, RetryPolicy};
+use rollcage_notify::Dispatcher;
 use rollcage_runtime::{
     Grants, Limits, LoadedPlugin, MapSecrets, PluginSpec, Runtime, RuntimeOptions,
 };
@@ -226,7 +226,7 @@ pub fn fake_environment(
         refuse_when_busy: false,
         pre_jobs: vec![],
         post_jobs: vec![],
-        notify: Dispatcher::new(vec![], RetryPolicy::default()),
+        notify: Dispatcher::default(),
     }
 }
 
@@ -237,7 +237,7 @@ pub fn pipeline(name: String, stage: String) -> PipelinePlan {
         stages: vec![stage],
         service: "web".into(),
         service_spec: "{}".into(),
-        notify: Dispatcher::new(vec![], RetryPolicy::default()),
+        notify: Dispatcher::default(),
     }
 }
 
