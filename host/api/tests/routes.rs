@@ -19,7 +19,7 @@ use rollcage_engine::analysis::AnalysisSpec;
 use rollcage_engine::breaker::{Breaker, BreakerConfig, guard_check};
 use rollcage_engine::fakes::{FakeProvider, PlanStrategy, apply, route, scripted};
 use rollcage_engine::run::{Engine, EnvironmentPlan, PipelinePlan};
-use rollcage_notify::{Dispatcher, RetryPolicy};
+use rollcage_notify::Dispatcher;
 use rollcage_store::{SqliteStore, Store};
 use serde_json::{Value, json};
 use tower::ServiceExt;
@@ -78,7 +78,7 @@ fn world(rate: RateSettings) -> World {
             refuse_when_busy: false,
             pre_jobs: vec![],
             post_jobs: vec![],
-            notify: Dispatcher::new(vec![], RetryPolicy::default()),
+            notify: Dispatcher::default(),
         });
     }
     let pipeline = |name: &str, stages: &[&str]| PipelinePlan {
@@ -86,7 +86,7 @@ fn world(rate: RateSettings) -> World {
         stages: stages.iter().map(|s| s.to_string()).collect(),
         service: "api".into(),
         service_spec: "{}".into(),
-        notify: Dispatcher::new(vec![], RetryPolicy::default()),
+        notify: Dispatcher::default(),
     };
     let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().unwrap());
     let engine = Arc::new(Engine::new(

@@ -30,13 +30,13 @@ use rollcage_core::{
 use rollcage_engine::analysis::AnalysisSpec;
 use rollcage_engine::fakes::{FakeProvider, scripted};
 use rollcage_engine::run::{Engine, EnvironmentPlan, PipelinePlan, RunRequest};
-use rollcage_notify::{Dispatcher, RetryPolicy};
+use rollcage_notify::Dispatcher;
 use rollcage_runtime::{
     Grants, Limits, LoadedPlugin, MapSecrets, PluginSpec, Runtime, RuntimeOptions,
 };
 use rollcage_store::{
-    AuditEntry, AuditFilter, DecisionRequest, Event, NewAudit, NewRun, Run, RunFilter, RunStatus,
-    SqliteStore, Store, StoreError,
+    AuditEntry, AuditFilter, DecisionRequest, DeliveryOutcome, Event, NewAudit, NewDelivery,
+    NewRun, QueuedDelivery, Run, RunFilter, RunStatus, SqliteStore, Store, StoreError,
 };
 use serde_json::{Value, json};
 
@@ -131,6 +131,15 @@ impl Store for StampingStore {
     async fn audit(&self, filter: &AuditFilter) -> Result<Vec<AuditEntry>, StoreError> {
         self.inner.audit(filter).await
     }
+    async fn queue_deliveries(&self, deliveries: Vec<NewDelivery>) -> Result<Vec<u64>, StoreError> {
+        self.inner.queue_deliveries(deliveries).await
+    }
+    async fn queued_deliveries(&self) -> Result<Vec<QueuedDelivery>, StoreError> {
+        self.inner.queued_deliveries().await
+    }
+    async fn end_delivery(&self, id: u64, outcome: &DeliveryOutcome) -> Result<bool, StoreError> {
+        self.inner.end_delivery(id, outcome).await
+    }
     async fn ping(&self) -> Result<(), StoreError> {
         self.inner.ping().await
     }
@@ -217,7 +226,7 @@ pub fn fake_environment(
         refuse_when_busy: false,
         pre_jobs: vec![],
         post_jobs: vec![],
-        notify: Dispatcher::new(vec![], RetryPolicy::default()),
+        notify: Dispatcher::default(),
     }
 }
 
@@ -228,7 +237,7 @@ pub fn pipeline(name: String, stage: String) -> PipelinePlan {
         stages: vec![stage],
         service: "web".into(),
         service_spec: "{}".into(),
-        notify: Dispatcher::new(vec![], RetryPolicy::default()),
+        notify: Dispatcher::default(),
     }
 }
 

@@ -3,6 +3,11 @@
 //! every plugin (each instance behind one circuit breaker), and assembles
 //! the engine's environment and pipeline plans. `run`, `runs`, `demo` and
 //! `serve` all start from here, so they see the same world.
+//!
+//! Notifications go through one queue with a lane per notifier, kept in the
+//! store: a host takes up at start what the last one left queued, and
+//! before it stops waits a bounded time for what is pending
+//! ([`Host::settle_notifications`]); the rest stays queued for the next.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -11,12 +16,12 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use rollcage_config::{Approval, Concurrency, Config, PluginRef, WindowPolicy};
-use rollcage_core::{Job, PluginId};
+use rollcage_core::{Job, Notifier, PluginId};
 use rollcage_engine::analysis::AnalysisSpec;
 use rollcage_engine::breaker::{self, Breaker, BreakerConfig};
 use rollcage_engine::run::{Engine, EnvironmentPlan, PipelinePlan};
 use rollcage_local::{LocalRuntime, LocalRuntimeOptions};
-use rollcage_notify::{Dispatcher, RetryPolicy};
+use rollcage_notify::{Dispatcher, Queue, QueueOptions};
 use rollcage_runtime::{
     ComponentCache, EnvSecrets, MapSecrets, Runtime, RuntimeOptions, SecretSource,
 };
@@ -38,6 +43,10 @@ pub struct HostOptions {
     /// Do not start the local runtime even if the configuration uses it
     /// (dry runs, read-only commands).
     pub without_local_runtime: bool,
+    /// Leave the notifications earlier hosts left queued to the next host
+    /// that drives runs (a one-off decision, gone before it could deliver
+    /// them).
+    pub leave_queued_notifications: bool,
 }
 
 /// A running host.
@@ -47,6 +56,11 @@ pub struct Host {
     /// Every loaded plugin instance with its grants and breaker, for the
     /// API's `/v1/plugins` and `/metrics`.
     pub plugins: Vec<rollcage_api::PluginEntry>,
+    /// The notifiers' queue the engine's plans send to.
+    pub notifications: Queue,
+    /// How long a stopping host waits for pending notifications: the
+    /// longest time limit of a notifier, one try of each.
+    notify_grace: Duration,
 }
 
 impl Host {
@@ -92,16 +106,29 @@ impl Host {
         });
         let set = load_all(&runtime, &config, grant.as_ref());
         let breakers = breakers(&config, &set);
-        let engine = if set.errors.is_empty() {
+        let assembled = if set.errors.is_empty() {
             assemble(&config, &set, &breakers, store)
         } else {
             Err(anyhow::anyhow!("{}", set.errors.join("\n")))
         };
-        match engine {
-            Ok(engine) => Ok(Host {
+        let assembled = match assembled {
+            Ok((engine, queue)) if !opts.leave_queued_notifications => {
+                // Before any run of this host queues more behind them.
+                queue
+                    .resume()
+                    .await
+                    .map(|_| (engine, queue))
+                    .context("cannot take up the queued notifications")
+            }
+            other => other,
+        };
+        match assembled {
+            Ok((engine, notifications)) => Ok(Host {
                 engine: Arc::new(engine),
                 local,
                 plugins: entries(&set, &breakers),
+                notifications,
+                notify_grace: notify_grace(&set),
             }),
             Err(e) => {
                 // Stop what was started, keeping the services' record.
@@ -111,6 +138,33 @@ impl Host {
                 Err(e)
             }
         }
+    }
+
+    /// Wait for the pending notifications, for the longest time limit of
+    /// a notifier at most; how many are left, queued in the store for the
+    /// next host.
+    pub async fn settle_notifications(&self) -> usize {
+        let left = self.notifications.settle(self.notify_grace).await;
+        if left > 0 {
+            let by: Vec<String> = self
+                .notifications
+                .pending_by_notifier()
+                .iter()
+                .map(|(id, n)| format!("{id}: {n}"))
+                .collect();
+            tracing::warn!(left, notifiers = %by.join(", "), "notifications left queued for the next host");
+        }
+        left
+    }
+
+    /// What is left queued, per notifier (`slack: 2, jira: 1`).
+    pub fn queued_notifications(&self) -> String {
+        self.notifications
+            .pending_by_notifier()
+            .iter()
+            .map(|(id, n)| format!("{id}: {n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     /// Stop the local runtime's instances and servers, and forget them.
@@ -213,6 +267,18 @@ fn breakers(config: &Config, set: &PluginSet) -> BTreeMap<String, Arc<Breaker>> 
         .collect()
 }
 
+/// The longest time limit of a loaded notifier (one try), 1 s at least.
+fn notify_grace(set: &PluginSet) -> Duration {
+    let longest = set
+        .loaded
+        .values()
+        .filter(|p| p.notifier().is_some())
+        .map(|p| p.spec().limits.timeout_ms)
+        .max()
+        .unwrap_or(0);
+    Duration::from_millis(longest).max(Duration::from_secs(1))
+}
+
 /// What the API shows of each loaded plugin.
 fn entries(
     set: &PluginSet,
@@ -241,26 +307,48 @@ fn entries(
         .collect()
 }
 
-/// The engine's plans, from the configuration and the loaded plugins.
+/// The engine's plans, from the configuration and the loaded plugins, and
+/// the notification queue they send to.
 fn assemble(
     config: &Config,
     set: &PluginSet,
     breakers: &BTreeMap<String, Arc<Breaker>>,
     store: Arc<dyn Store>,
-) -> anyhow::Result<Engine> {
+) -> anyhow::Result<(Engine, Queue)> {
     let missing = |r: &PluginRef, kind: &str| {
         anyhow::anyhow!("plugin `{}` is not loaded as a {kind}", r.name())
     };
-    let notifiers = |refs: &[PluginRef]| -> anyhow::Result<Dispatcher> {
-        let mut list = Vec::new();
-        for r in refs {
+    // Every notifier named anywhere, once, behind its breaker: one lane
+    // each, whichever pipelines and environments send to it.
+    let mut guarded: BTreeMap<&str, Arc<dyn Notifier>> = BTreeMap::new();
+    let named = config
+        .environments
+        .values()
+        .flat_map(|e| &e.notify)
+        .chain(config.pipelines.values().flat_map(|p| &p.notify));
+    for r in named {
+        if !guarded.contains_key(r.name()) {
             let n = set
                 .get(r)
                 .and_then(|p| p.notifier())
                 .ok_or_else(|| missing(r, "notifier"))?;
-            list.push(breaker::guard_notifier(n, &breakers[r.name()]));
+            guarded.insert(r.name(), breaker::guard_notifier(n, &breakers[r.name()]));
         }
-        Ok(Dispatcher::new(list, RetryPolicy::default()))
+    }
+    let queue = Queue::new(
+        store.clone(),
+        guarded.values().cloned().collect(),
+        QueueOptions {
+            capacity: config.server.notify_queue.get(),
+            ..QueueOptions::default()
+        },
+    );
+    let notifiers = |refs: &[PluginRef]| -> anyhow::Result<Dispatcher> {
+        let ids: Vec<PluginId> = refs
+            .iter()
+            .map(|r| guarded[r.name()].id().clone())
+            .collect();
+        Ok(queue.dispatcher(&ids)?)
     };
     let mut checks = BTreeMap::new();
     for id in config.checks.keys() {
@@ -334,10 +422,6 @@ fn assemble(
             notify: notifiers(&p.notify)?,
         });
     }
-    Ok(Engine::new(
-        store,
-        environments,
-        pipelines,
-        config.hash.clone(),
-    ))
+    let engine = Engine::new(store, environments, pipelines, config.hash.clone());
+    Ok((engine, queue))
 }

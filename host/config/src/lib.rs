@@ -96,6 +96,11 @@ pub struct ServerConfig {
     /// environment when absent.
     #[serde(default)]
     pub secrets_file: Option<PathBuf>,
+    /// Notifications one notifier may have pending, over every run
+    /// (default 1000); past it, a new one is refused, logged as an error
+    /// and recorded as given up.
+    #[serde(default = "default_notify_queue")]
+    pub notify_queue: std::num::NonZeroUsize,
     /// `[server.api]`: the HTTP API's limits (read on its own, so that its
     /// errors and the tokens' are reported with the rest of `[server]`'s).
     #[serde(skip)]
@@ -126,6 +131,9 @@ pub struct ApiConfig {
     pub request_timeout: std::time::Duration,
 }
 
+fn default_notify_queue() -> std::num::NonZeroUsize {
+    std::num::NonZeroUsize::new(1000).expect("not zero")
+}
 fn default_body_limit() -> usize {
     64 * 1024
 }
@@ -196,6 +204,7 @@ impl Default for ServerConfig {
             cache_dir: None,
             log: LogConfig::default(),
             secrets_file: None,
+            notify_queue: default_notify_queue(),
             api: ApiConfig::default(),
             tokens: BTreeMap::new(),
         }

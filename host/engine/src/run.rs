@@ -4,7 +4,9 @@
 //! jobs. A stage that does not succeed stops the run. Everything is appended
 //! to the run's log in the store as it happens, and the log is all a
 //! restarted engine needs to resume: finished stages are skipped and the
-//! stage in progress continues from its recorded steps.
+//! stage in progress continues from its recorded steps. Notifications are
+//! queued (`rollcage_notify`) and the run goes on at once; each delivery's
+//! `notification` entry is appended when it ends, maybe after the run.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -478,22 +480,22 @@ impl Engine {
                 format!("started by {}", run.run.started_by),
                 vec![],
             );
-            self.deliver(run_id, &pipeline.notify, None, &event).await?;
+            pipeline.notify.send(&event).await?;
         }
         for stage_name in &run.run.stages {
             if has("stage-finished", Some(stage_name)) {
                 continue;
             }
             let env = self.environments[stage_name].clone();
-            // Tell the pipeline's and the environment's notifiers, and log
-            // each delivery.
+            // Queue the event for the pipeline's and the environment's
+            // notifiers; each delivery is logged when it ends.
             let tell = |kind: EventKind, message: String| {
                 let event = ctx.event(kind, Some(stage_name), message, vec![]);
                 let (p, e) = (pipeline.notify.clone(), env.notify.clone());
                 async move {
-                    let mut d = p.deliver(&event).await;
-                    d.extend(e.deliver(&event).await);
-                    self.record_deliveries(run_id, Some(stage_name), d).await
+                    p.send(&event).await?;
+                    e.send(&event).await?;
+                    Ok::<_, EngineError>(())
                 }
             };
             let finish = |status: RunStatus, reason: String| async move {
@@ -748,7 +750,9 @@ impl Engine {
         }
         // The status is written last, on every path: a reader that sees a
         // run finished has every entry of its log (the live stream ends on
-        // it). A crash before it repeats the notification, not the entry.
+        // it) but the `notification` entries of deliveries still queued,
+        // which land when they end. A crash before it queues the
+        // notification again, not the entry.
         if !has("run-finished", None) {
             let event = ctx.event(
                 EventKind::Succeeded,
@@ -756,7 +760,7 @@ impl Engine {
                 format!("{} is live in every stage", release.version),
                 vec![],
             );
-            self.deliver(run_id, &pipeline.notify, None, &event).await?;
+            pipeline.notify.send(&event).await?;
             self.store
                 .append(run_id, "run-finished", None, json!({"result": "succeeded"}))
                 .await?;
@@ -765,31 +769,6 @@ impl Engine {
             .set_status(run_id, RunStatus::Succeeded, None, None)
             .await?;
         Ok(RunStatus::Succeeded)
-    }
-
-    async fn deliver(
-        &self,
-        run_id: &str,
-        d: &Dispatcher,
-        stage: Option<&str>,
-        event: &Event,
-    ) -> Result<(), EngineError> {
-        let deliveries = d.deliver(event).await;
-        self.record_deliveries(run_id, stage, deliveries).await
-    }
-
-    async fn record_deliveries(
-        &self,
-        run_id: &str,
-        stage: Option<&str>,
-        deliveries: Vec<rollcage_notify::Delivery>,
-    ) -> Result<(), EngineError> {
-        for d in deliveries {
-            self.store
-                .append(run_id, "notification", stage, json!({"notifier": d.notifier.as_str(), "attempts": d.attempts, "error": d.result.err()}))
-                .await?;
-        }
-        Ok(())
     }
 }
 
@@ -853,7 +832,7 @@ impl Notify {
     }
 }
 
-/// Writes a stage's events to the run's log, and tells the notifiers of
+/// Writes a stage's events to the run's log, and queues notifications of
 /// traffic changes, failed analyses and approvals.
 struct StoreSink<'a> {
     engine: &'a Engine,
@@ -862,7 +841,8 @@ struct StoreSink<'a> {
     ctx: &'a Notify,
     pipeline_notify: &'a Dispatcher,
     env_notify: &'a Dispatcher,
-    /// The first store error: the stage cannot be recorded, so the run stops.
+    /// The first store error: the stage cannot be recorded (or its
+    /// notifications queued), so the run stops.
     failed: Option<EngineError>,
 }
 
@@ -881,16 +861,13 @@ impl StoreSink<'_> {
         }
     }
 
+    /// Queue an event for the notifiers; the stage does not wait for them.
     async fn notify(&mut self, kind: EventKind, message: String, fields: Vec<(String, String)>) {
         let event = self.ctx.event(kind, Some(self.stage), message, fields);
-        let mut d = self.pipeline_notify.deliver(&event).await;
-        d.extend(self.env_notify.deliver(&event).await);
-        if let Err(e) = self
-            .engine
-            .record_deliveries(self.run_id, Some(self.stage), d)
-            .await
-        {
-            self.failed.get_or_insert(e);
+        for d in [self.pipeline_notify, self.env_notify] {
+            if let Err(e) = d.send(&event).await {
+                self.failed.get_or_insert(e.into());
+            }
         }
     }
 }

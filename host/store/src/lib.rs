@@ -5,6 +5,12 @@
 //! [`Store`] is the trait the engine uses; [`SqliteStore`] is the embedded
 //! default (one file, WAL mode). Events are JSON documents with a kind, so
 //! the store needs no change when the engine records something new.
+//!
+//! The store also keeps the notification queue: a delivery is queued before
+//! it is tried and stays queued until it ends (sent, or given up), so that
+//! a host started after a crash or an exit delivers what the last one did
+//! not. Ending a delivery and appending its `notification` entry to the
+//! run's log are one write, which may come after the run has finished.
 
 mod sqlite;
 mod writer;
@@ -199,6 +205,48 @@ pub struct AuditFilter {
     pub limit: usize,
 }
 
+/// A notification for one notifier, queued until it is delivered or given
+/// up.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewDelivery {
+    /// The notifier's plugin id.
+    pub notifier: String,
+    pub run_id: String,
+    /// The stage its `notification` entry is logged under, if any.
+    pub stage: Option<String>,
+    /// The event itself, as the dispatcher serialised it.
+    pub event: serde_json::Value,
+}
+
+/// A queued delivery as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QueuedDelivery {
+    /// Increasing: the order deliveries were queued in.
+    pub id: u64,
+    pub queued_ms: u64,
+    #[serde(flatten)]
+    pub delivery: NewDelivery,
+}
+
+/// How a delivery ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryOutcome {
+    /// Tries made (0 when it was refused without one).
+    pub attempts: u32,
+    /// `None` when it was delivered; else why it was given up.
+    pub error: Option<String>,
+}
+
+/// The data of a run's `notification` log entry: what the API's run view
+/// and the CLI read (`notifier`, `attempts`, `error`).
+pub fn notification_entry(notifier: &str, outcome: &DeliveryOutcome) -> serde_json::Value {
+    serde_json::json!({
+        "notifier": notifier,
+        "attempts": outcome.attempts,
+        "error": outcome.error,
+    })
+}
+
 /// What the engine and the API need from storage.
 #[async_trait]
 pub trait Store: Send + Sync {
@@ -225,7 +273,8 @@ pub trait Store: Send + Sync {
     /// One run.
     async fn run(&self, run_id: &str) -> Result<Run, StoreError>;
     /// One run and its whole log, consistent with each other: a finished
-    /// run's log is complete. The run is read first (its status is the
+    /// run's log is complete but for the `notification` entries of
+    /// deliveries still queued, which are appended when they end. The run is read first (its status is the
     /// last write of a run), so this default is consistent too; a store
     /// that can read both at once should.
     async fn run_with_log(&self, run_id: &str) -> Result<(Run, Vec<Event>), StoreError> {
@@ -249,6 +298,17 @@ pub trait Store: Send + Sync {
     async fn record_audit(&self, entry: NewAudit) -> Result<(), StoreError>;
     /// The audit trail, newest first.
     async fn audit(&self, filter: &AuditFilter) -> Result<Vec<AuditEntry>, StoreError>;
+    /// Queue deliveries, all in one transaction; their ids, in order.
+    /// `NoSuchRun` (and nothing queued) if a run does not exist.
+    async fn queue_deliveries(&self, deliveries: Vec<NewDelivery>) -> Result<Vec<u64>, StoreError>;
+    /// Every delivery still queued, oldest first: what a restarted host
+    /// delivers.
+    async fn queued_deliveries(&self) -> Result<Vec<QueuedDelivery>, StoreError>;
+    /// End delivery `id`: take it off the queue and append its
+    /// `notification` entry ([`notification_entry`]) to its run's log, in
+    /// one write, whether or not the run has finished. `false`, with
+    /// nothing written, when it is no longer queued (ended already).
+    async fn end_delivery(&self, id: u64, outcome: &DeliveryOutcome) -> Result<bool, StoreError>;
     /// Whether the database answers (for readiness probes).
     async fn ping(&self) -> Result<(), StoreError>;
     /// Ids of runs as entries are appended to their logs, from this

@@ -11,8 +11,9 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 use crate::writer::Writer;
 use crate::{
-    AuditEntry, AuditFilter, DecisionRequest, Event, NewAudit, NewRun, Run, RunFilter, RunStatus,
-    Store, StoreError, now_ms,
+    AuditEntry, AuditFilter, DecisionRequest, DeliveryOutcome, Event, NewAudit, NewDelivery,
+    NewRun, QueuedDelivery, Run, RunFilter, RunStatus, Store, StoreError, notification_entry,
+    now_ms,
 };
 
 const SCHEMA: &str = "
@@ -49,6 +50,17 @@ CREATE TABLE IF NOT EXISTS decisions (
     id      INTEGER PRIMARY KEY AUTOINCREMENT,
     run_id  TEXT NOT NULL REFERENCES runs (id),
     data    TEXT NOT NULL
+);
+-- The notification queue: a row per delivery not yet ended. AUTOINCREMENT
+-- keeps ids increasing even once the newest row is deleted, so they order
+-- the queue.
+CREATE TABLE IF NOT EXISTS deliveries (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    notifier   TEXT NOT NULL,
+    run_id     TEXT NOT NULL REFERENCES runs (id),
+    stage      TEXT,
+    event      TEXT NOT NULL,
+    queued_ms  INTEGER NOT NULL
 );
 ";
 
@@ -219,6 +231,26 @@ fn read_events(c: &Connection, run_id: &str, after_seq: u64) -> Result<Vec<Event
     Ok(out)
 }
 
+/// Append an entry to a run's log; its sequence number.
+fn insert_event(
+    c: &Connection,
+    run_id: &str,
+    kind: &str,
+    stage: Option<&str>,
+    data: &serde_json::Value,
+) -> Result<u64, StoreError> {
+    let seq = c.query_row(
+        "SELECT COALESCE(MAX(seq), 0) + 1 FROM events WHERE run_id = ?1",
+        [run_id],
+        |r| r.get::<_, i64>(0),
+    )? as u64;
+    c.execute(
+        "INSERT INTO events (run_id, seq, at_ms, kind, stage, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![run_id, seq as i64, now_ms() as i64, kind, stage, data.to_string()],
+    )?;
+    Ok(seq)
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     async fn create_run(&self, run: NewRun) -> Result<String, StoreError> {
@@ -248,17 +280,14 @@ impl Store for SqliteStore {
             stage.map(str::to_string),
         );
         let notice = run_id.clone();
-        let seq = self.writer.write(move |c| {
-            // Inside the writer's savepoint: atomic with the other writes.
-            ensure_run(c, &run_id)?;
-            let seq = c.query_row("SELECT COALESCE(MAX(seq), 0) + 1 FROM events WHERE run_id = ?1", [&run_id], |r| r.get::<_, i64>(0))? as u64;
-            c.execute(
-                "INSERT INTO events (run_id, seq, at_ms, kind, stage, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![run_id, seq as i64, now_ms() as i64, kind, stage, data.to_string()],
-            )?;
-            Ok(seq)
-        })
-        .await?;
+        let seq = self
+            .writer
+            .write(move |c| {
+                // Inside the writer's savepoint: atomic with the other writes.
+                ensure_run(c, &run_id)?;
+                insert_event(c, &run_id, &kind, stage.as_deref(), &data)
+            })
+            .await?;
         // No receiver is not an error: nobody is watching.
         let _ = self.appended.send(notice);
         Ok(seq)
@@ -493,6 +522,94 @@ impl Store for SqliteStore {
             Ok(out)
         })
         .await
+    }
+
+    async fn queue_deliveries(&self, deliveries: Vec<NewDelivery>) -> Result<Vec<u64>, StoreError> {
+        if deliveries.is_empty() {
+            return Ok(vec![]);
+        }
+        self.writer
+            .write(move |c| {
+                let now = now_ms() as i64;
+                let mut ids = Vec::with_capacity(deliveries.len());
+                for d in &deliveries {
+                    ensure_run(c, &d.run_id)?;
+                    c.execute(
+                        "INSERT INTO deliveries (notifier, run_id, stage, event, queued_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+                        params![d.notifier, d.run_id, d.stage, d.event.to_string(), now],
+                    )?;
+                    ids.push(c.last_insert_rowid() as u64);
+                }
+                Ok(ids)
+            })
+            .await
+    }
+
+    async fn queued_deliveries(&self) -> Result<Vec<QueuedDelivery>, StoreError> {
+        self.read(|c| {
+            let mut stmt = c.prepare(
+                "SELECT id, queued_ms, notifier, run_id, stage, event FROM deliveries ORDER BY id",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                Ok((
+                    r.get::<_, i64>(0)? as u64,
+                    r.get::<_, i64>(1)? as u64,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, Option<String>>(4)?,
+                    r.get::<_, String>(5)?,
+                ))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (id, queued_ms, notifier, run_id, stage, event) = row?;
+                out.push(QueuedDelivery {
+                    id,
+                    queued_ms,
+                    delivery: NewDelivery {
+                        notifier,
+                        run_id,
+                        stage,
+                        event: serde_json::from_str(&event)
+                            .map_err(|e| StoreError::Database(e.to_string()))?,
+                    },
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn end_delivery(&self, id: u64, outcome: &DeliveryOutcome) -> Result<bool, StoreError> {
+        let outcome = outcome.clone();
+        let ended = self
+            .writer
+            .write(move |c| {
+                let row: Option<(String, String, Option<String>)> = c
+                    .query_row(
+                        "SELECT notifier, run_id, stage FROM deliveries WHERE id = ?1",
+                        [id as i64],
+                        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                    )
+                    .optional()?;
+                // Ended already (by this host before a crash that lost the
+                // answer, or by another process): one entry per delivery.
+                let Some((notifier, run_id, stage)) = row else {
+                    return Ok(None);
+                };
+                c.execute("DELETE FROM deliveries WHERE id = ?1", [id as i64])?;
+                let entry = notification_entry(&notifier, &outcome);
+                insert_event(c, &run_id, "notification", stage.as_deref(), &entry)?;
+                Ok(Some(run_id))
+            })
+            .await?;
+        Ok(match ended {
+            Some(run_id) => {
+                let _ = self.appended.send(run_id);
+                true
+            }
+            None => false,
+        })
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
@@ -774,6 +891,92 @@ mod tests {
             store.request_decision("nope", &approve).await,
             Err(StoreError::NoSuchRun(_))
         ));
+    }
+
+    fn delivery(notifier: &str, run_id: &str, n: u32) -> NewDelivery {
+        NewDelivery {
+            notifier: notifier.into(),
+            run_id: run_id.into(),
+            stage: Some("staging".into()),
+            event: json!({"n": n}),
+        }
+    }
+
+    #[tokio::test]
+    async fn queued_deliveries_survive_a_reopen_oldest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rollcage.db");
+        let (id, queued) = {
+            let store = SqliteStore::open(&path).unwrap();
+            let id = store.create_run(new_run("api")).await.unwrap();
+            let queued = store
+                .queue_deliveries(vec![delivery("slack", &id, 1), delivery("jira", &id, 1)])
+                .await
+                .unwrap();
+            let more = store
+                .queue_deliveries(vec![delivery("slack", &id, 2)])
+                .await
+                .unwrap();
+            assert!(queued[0] < queued[1] && queued[1] < more[0]);
+            (id, [queued, more].concat())
+        };
+        let store = SqliteStore::open(&path).unwrap();
+        let pending = store.queued_deliveries().await.unwrap();
+        assert_eq!(pending.iter().map(|d| d.id).collect::<Vec<_>>(), queued);
+        assert_eq!(pending[0].delivery, delivery("slack", &id, 1));
+        assert_eq!(pending[2].delivery.event, json!({"n": 2}));
+        assert!(pending[0].queued_ms > 0);
+    }
+
+    #[tokio::test]
+    async fn ending_a_delivery_logs_it_once_even_after_the_run_finished() {
+        let store = SqliteStore::in_memory().unwrap();
+        let id = store.create_run(new_run("api")).await.unwrap();
+        let queued = store
+            .queue_deliveries(vec![delivery("slack", &id, 1), delivery("jira", &id, 1)])
+            .await
+            .unwrap();
+        store
+            .set_status(&id, RunStatus::Succeeded, None, None)
+            .await
+            .unwrap();
+        let mut rx = store.appended();
+        let given_up = DeliveryOutcome {
+            attempts: 5,
+            error: Some("plugin `slack` timed out".into()),
+        };
+        assert!(store.end_delivery(queued[0], &given_up).await.unwrap());
+        assert_eq!(rx.recv().await.unwrap(), id);
+        // A second end of the same delivery writes nothing.
+        assert!(!store.end_delivery(queued[0], &given_up).await.unwrap());
+        let (run, log) = store.run_with_log(&id).await.unwrap();
+        assert_eq!(run.status, RunStatus::Succeeded);
+        assert_eq!(log.len(), 1);
+        assert_eq!(log[0].kind, "notification");
+        assert_eq!(log[0].stage.as_deref(), Some("staging"));
+        assert_eq!(
+            log[0].data,
+            json!({"notifier": "slack", "attempts": 5, "error": "plugin `slack` timed out"})
+        );
+        let left = store.queued_deliveries().await.unwrap();
+        assert_eq!(left.iter().map(|d| d.id).collect::<Vec<_>>(), [queued[1]]);
+    }
+
+    #[tokio::test]
+    async fn deliveries_for_an_unknown_run_are_not_queued() {
+        let store = SqliteStore::in_memory().unwrap();
+        let id = store.create_run(new_run("api")).await.unwrap();
+        let err = store
+            .queue_deliveries(vec![
+                delivery("slack", &id, 1),
+                delivery("slack", "nope", 1),
+            ])
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::NoSuchRun(_)), "{err}");
+        // The whole batch was undone, the known run's delivery included.
+        assert!(store.queued_deliveries().await.unwrap().is_empty());
+        assert!(store.queue_deliveries(vec![]).await.unwrap().is_empty());
     }
 
     #[tokio::test]

@@ -179,7 +179,14 @@ async fn deploy_all(host: &Host) -> anyhow::Result<Vec<Outcome>> {
         };
         let followed = progress::follow(&**host.engine.store(), &id, Output::Text, true).await;
         let status = task.await??;
-        let run = followed?;
+        // The run's notifications are delivered beside it: let them end
+        // before the next run, so that their lines stay with this one.
+        let left = host.settle_notifications().await;
+        let (run, last) = followed?;
+        progress::late_notifications(&**host.engine.store(), &id, last).await?;
+        if let Some(line) = super::run::left_queued(left, &host.queued_notifications()) {
+            println!("{line}");
+        }
         println!("{}", progress::summary(&run));
         results.push((release, expected, status, t.elapsed(), run.reason));
     }

@@ -17,13 +17,13 @@ const POLL: Duration = Duration::from_millis(150);
 
 /// Print run `id`'s log as it grows until the run is finished (or, with
 /// `until_finished` false, until the log has been read once). Returns the
-/// run as last read.
+/// run as last read and the sequence number of the last entry printed.
 pub async fn follow(
     store: &dyn Store,
     id: &str,
     output: Output,
     until_finished: bool,
-) -> anyhow::Result<Run> {
+) -> anyhow::Result<(Run, u64)> {
     let tty = output == Output::Text && std::io::stdout().is_terminal();
     let mut after = 0;
     let mut pause: Option<(Instant, u64)> = None;
@@ -52,7 +52,7 @@ pub async fn follow(
             if output == Output::Json {
                 println!("{}", serde_json::json!({ "run": run }));
             }
-            return Ok(run);
+            return Ok((run, after));
         }
         if let (Some((since, ms)), true) = (pause, tty) {
             print!("\r{}", bar(since.elapsed(), Duration::from_millis(ms)));
@@ -60,6 +60,20 @@ pub async fn follow(
         std::io::stdout().flush().ok();
         tokio::time::sleep(POLL).await;
     }
+}
+
+/// For a person: the `notification` entries of run `id` after sequence
+/// number `after`, those of deliveries that ended once the run had (a
+/// failed one gets a line, as while following).
+pub async fn late_notifications(store: &dyn Store, id: &str, after: u64) -> anyhow::Result<()> {
+    for e in store.events(id, after).await? {
+        if e.kind == "notification"
+            && let Some(line) = describe(&e, id)
+        {
+            println!("{line}");
+        }
+    }
+    Ok(())
 }
 
 fn timed_pause(e: &Event) -> Option<u64> {

@@ -140,13 +140,31 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let result = task.await;
+    // A one-off process: give the notifications a bounded time, and say
+    // what it leaves behind.
+    let left = host.settle_notifications().await;
+    let queued = host.queued_notifications();
     host.suspend().await;
     let status = result.context("the run's task failed")??;
-    let run = followed?;
+    let (run, last) = followed?;
     if args.output == Output::Text {
+        progress::late_notifications(&**engine.store(), &id, last).await?;
         println!("{}", progress::summary(&run));
     }
+    if let Some(line) = left_queued(left, &queued) {
+        eprintln!("{line}");
+    }
     Ok(exit_code(status))
+}
+
+/// What a one-off command says of the notifications it leaves queued.
+pub fn left_queued(left: usize, by_notifier: &str) -> Option<String> {
+    (left > 0).then(|| {
+        format!(
+            "{left} notification(s) not delivered yet ({by_notifier}): they stay queued in the \
+             database, and the next rollcage command that starts a host on it delivers them"
+        )
+    })
 }
 
 /// `run --server`: checked here like in-process runs, then started and
@@ -206,6 +224,7 @@ async fn dry_run(
             cache_dir: args.host.cache_dir.clone(),
             in_memory_store: true,
             without_local_runtime: true,
+            leave_queued_notifications: true,
         },
     )
     .await?;
@@ -313,6 +332,16 @@ async fn last_release(config: &rollcage_config::Config, pipeline: &str) -> Optio
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_undelivered_notifications_are_mentioned() {
+        assert_eq!(left_queued(0, ""), None);
+        let line = left_queued(3, "slack: 2, jira: 1").unwrap();
+        assert!(
+            line.starts_with("3 notification(s) not delivered yet (slack: 2, jira: 1)"),
+            "{line}"
+        );
+    }
 
     #[test]
     fn params_are_key_value_pairs() {

@@ -191,8 +191,13 @@ pub fn print_show(
 }
 
 /// The host of `args`' configuration; `Err` with the exit code when the
-/// configuration is invalid (its errors printed).
-async fn start(args: &HostArgs, local_runtime: bool) -> anyhow::Result<Result<Host, ExitCode>> {
+/// configuration is invalid (its errors printed). `drives_runs`: it takes
+/// up the notifications earlier hosts left queued.
+async fn start(
+    args: &HostArgs,
+    local_runtime: bool,
+    drives_runs: bool,
+) -> anyhow::Result<Result<Host, ExitCode>> {
     let config = match super::load_config(&args.config) {
         Ok(c) => c,
         Err(code) => return Ok(Err(code)),
@@ -200,13 +205,14 @@ async fn start(args: &HostArgs, local_runtime: bool) -> anyhow::Result<Result<Ho
     let options = HostOptions {
         cache_dir: args.cache_dir.clone(),
         without_local_runtime: !local_runtime,
+        leave_queued_notifications: !drives_runs,
         ..HostOptions::default()
     };
     Ok(Ok(Host::start(config, options).await?))
 }
 
 async fn decide(host: &HostArgs, id: &str, decision: Decision) -> anyhow::Result<ExitCode> {
-    let h = match start(host, false).await? {
+    let h = match start(host, false, false).await? {
         Ok(h) => h,
         Err(code) => return Ok(code),
     };
@@ -227,7 +233,7 @@ async fn decide(host: &HostArgs, id: &str, decision: Decision) -> anyhow::Result
 }
 
 async fn resume(host: &HostArgs, output: Output) -> anyhow::Result<ExitCode> {
-    let h = match start(host, true).await? {
+    let h = match start(host, true, true).await? {
         Ok(h) => h,
         Err(code) => return Ok(code),
     };
@@ -254,6 +260,10 @@ async fn resume(host: &HostArgs, output: Output) -> anyhow::Result<ExitCode> {
         if status != RunStatus::Succeeded {
             worst = exit_code(status);
         }
+    }
+    let left = h.settle_notifications().await;
+    if let Some(line) = super::run::left_queued(left, &h.queued_notifications()) {
+        eprintln!("{line}");
     }
     h.suspend().await;
     Ok(worst)

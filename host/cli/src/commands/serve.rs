@@ -1,8 +1,10 @@
 //! `rollcage serve`: the long-running host. It starts the engine (and the
 //! local runtime when the configuration uses it), resumes the runs a
 //! previous host left unfinished, and serves the HTTP API until SIGINT or
-//! SIGTERM; then it finishes the requests in flight and stops, leaving
-//! unfinished runs (and the local runtime's services) to the next start.
+//! SIGTERM; then it finishes the requests in flight, gives pending
+//! notifications a bounded time, and stops, leaving unfinished runs,
+//! undelivered notifications and the local runtime's services to the next
+//! start.
 
 use std::process::ExitCode;
 
@@ -86,6 +88,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     println!("rollcage serving http://{addr} ({resumed} unfinished runs resumed)");
     tracing::info!(%addr, resumed, "serving");
     let served = api.serve(listener, stop_signal()).await;
+    // What does not end in time stays queued for the next start.
+    host.settle_notifications().await;
     host.suspend().await;
     tracing::info!("stopped");
     served.context("the API server failed")?;

@@ -2,16 +2,19 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use rollcage_core::{AnalysisRequest, Plugin, PluginError, PluginId, Verdict};
-use rollcage_notify::RetryPolicy;
+use rollcage_notify::{Queue, QueueOptions};
 use rollcage_store::SqliteStore;
+use tokio::sync::Semaphore;
 
 use super::*;
 use crate::fakes::{FakeProvider, PlanStrategy, apply, route, scripted};
 
-/// A notifier that remembers the kinds it was told of.
+/// A notifier that remembers the kinds it was told of; given a gate, it
+/// answers only for a permit of it.
 struct Recorder {
     id: PluginId,
     seen: Mutex<Vec<(EventKind, Option<String>)>>,
+    gate: Option<Arc<Semaphore>>,
 }
 
 impl Plugin for Recorder {
@@ -23,6 +26,9 @@ impl Plugin for Recorder {
 #[async_trait]
 impl rollcage_core::Notifier for Recorder {
     async fn notify(&self, e: &Event) -> Result<(), PluginError> {
+        if let Some(gate) = &self.gate {
+            gate.acquire().await.unwrap().forget();
+        }
         self.seen
             .lock()
             .unwrap()
@@ -61,6 +67,15 @@ struct World {
     engine: Arc<Engine>,
     providers: BTreeMap<String, Arc<FakeProvider>>,
     recorder: Arc<Recorder>,
+    notifications: Queue,
+}
+
+impl World {
+    /// What the recorder was told, once every delivery has ended.
+    async fn seen(&self) -> Vec<(EventKind, Option<String>)> {
+        self.notifications.idle().await;
+        self.recorder.seen.lock().unwrap().clone()
+    }
 }
 
 fn world(
@@ -68,11 +83,29 @@ fn world(
     approval_in: &[&str],
     window: Option<(&str, bool)>,
 ) -> World {
+    world_with_gate(verdicts, approval_in, window, None)
+}
+
+fn world_with_gate(
+    verdicts: &[(&str, Verdict)],
+    approval_in: &[&str],
+    window: Option<(&str, bool)>,
+    gate: Option<Arc<Semaphore>>,
+) -> World {
     let recorder = Arc::new(Recorder {
         id: "console".parse().unwrap(),
         seen: Mutex::default(),
+        gate,
     });
-    let notify = Dispatcher::new(vec![recorder.clone()], RetryPolicy::default());
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().unwrap());
+    let notifications = Queue::new(
+        store.clone(),
+        vec![recorder.clone()],
+        QueueOptions::default(),
+    );
+    let notify = notifications
+        .dispatcher(std::slice::from_ref(&recorder.id))
+        .unwrap();
     let mut providers = BTreeMap::new();
     let mut envs = Vec::new();
     for (name, verdict) in verdicts {
@@ -99,7 +132,7 @@ fn world(
             refuse_when_busy: false,
             pre_jobs: vec![],
             post_jobs: vec![],
-            notify: Dispatcher::new(vec![], RetryPolicy::default()),
+            notify: Dispatcher::default(),
         });
     }
     let pipeline = PipelinePlan {
@@ -109,11 +142,11 @@ fn world(
         service_spec: "{}".into(),
         notify,
     };
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().unwrap());
     World {
         engine: Arc::new(Engine::new(store, envs, vec![pipeline], "hash".into())),
         providers,
         recorder,
+        notifications,
     }
 }
 
@@ -157,14 +190,7 @@ async fn a_good_release_goes_through_every_stage() {
     }
     let run = w.engine.store().run(&id).await.unwrap();
     assert_eq!(run.status, RunStatus::Succeeded);
-    let seen: Vec<EventKind> = w
-        .recorder
-        .seen
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|(k, _)| *k)
-        .collect();
+    let seen: Vec<EventKind> = w.seen().await.iter().map(|(k, _)| *k).collect();
     assert_eq!(seen.first(), Some(&EventKind::RunStarted));
     assert_eq!(seen.last(), Some(&EventKind::Succeeded));
     assert_eq!(
@@ -206,7 +232,7 @@ async fn a_failing_stage_rolls_back_and_stops_the_pipeline() {
     let run = w.engine.store().run(&id).await.unwrap();
     assert_eq!(run.stage.as_deref(), Some("production"));
     assert!(run.reason.unwrap().contains("check `error-rate` failed"));
-    let seen = w.recorder.seen.lock().unwrap().clone();
+    let seen = w.seen().await;
     assert!(seen.contains(&(EventKind::AnalysisFailed, Some("production".into()))));
     assert!(seen.contains(&(EventKind::RolledBack, Some("production".into()))));
     assert!(!seen.iter().any(|(_, env)| env.as_deref() == Some("eu")));
@@ -419,6 +445,7 @@ async fn a_busy_environment_refuses_a_second_run_when_told_to() {
         run.reason.as_deref(),
         Some("environment `production` is busy with another run")
     );
+    w.notifications.idle().await;
     assert!(
         w.recorder
             .seen
@@ -438,4 +465,38 @@ async fn a_busy_environment_refuses_a_second_run_when_told_to() {
         .await
         .unwrap();
     assert_eq!(task.await.unwrap(), RunStatus::Succeeded);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_notifier_does_not_hold_the_run() {
+    // The notifier answers nothing until the run is over.
+    let gate = Arc::new(Semaphore::new(0));
+    let w = world_with_gate(
+        &[("staging", Verdict::Pass), ("production", Verdict::Pass)],
+        &[],
+        None,
+        Some(gate.clone()),
+    );
+    let id = w.engine.create(request("2.0.0")).await.unwrap();
+    assert_eq!(w.engine.execute(&id).await.unwrap(), RunStatus::Succeeded);
+    let queued = w.notifications.pending();
+    // run started, 2 stage starts, 4 traffic changes, succeeded.
+    assert_eq!(queued, 8);
+    assert!(w.recorder.seen.lock().unwrap().is_empty());
+    let notification = |e: &rollcage_store::Event| e.kind == "notification";
+    let log = w.engine.store().events(&id, 0).await.unwrap();
+    assert!(!log.iter().any(notification));
+
+    gate.add_permits(queued);
+    let seen = w.seen().await;
+    assert_eq!(seen.len(), queued);
+    assert_eq!(seen.first().map(|(k, _)| *k), Some(EventKind::RunStarted));
+    assert_eq!(seen.last().map(|(k, _)| *k), Some(EventKind::Succeeded));
+    // Each delivery is logged once it ended, after the run finished.
+    let log = w.engine.store().events(&id, 0).await.unwrap();
+    let finished = log.iter().position(|e| e.kind == "run-finished").unwrap();
+    let entries: Vec<_> = log.iter().filter(|e| notification(e)).collect();
+    assert_eq!(entries.len(), queued);
+    assert!(entries.iter().all(|e| e.seq > log[finished].seq
+        && e.data == json!({"notifier": "console", "attempts": 1, "error": null})));
 }

@@ -1,0 +1,150 @@
+//! Notifications through the real binary: a notifier whose endpoint never
+//! answers holds no run, `rollcage run` says what it leaves queued, and the
+//! next command started on the database delivers it, in order.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+mod common;
+use common::{rollcage, text};
+
+/// An HTTP endpoint that holds every connection unanswered until told to
+/// answer; then it answers 200 and keeps the `kind` of each event posted.
+struct Endpoint {
+    port: u16,
+    answer: Arc<AtomicBool>,
+    kinds: Arc<Mutex<Vec<String>>>,
+}
+
+impl Endpoint {
+    fn start() -> Endpoint {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let answer = Arc::new(AtomicBool::new(false));
+        let kinds = Arc::new(Mutex::new(Vec::new()));
+        let (a, k) = (answer.clone(), kinds.clone());
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for conn in listener.incoming().flatten() {
+                if a.load(Ordering::SeqCst) {
+                    if let Some(kind) = serve(conn) {
+                        k.lock().unwrap().push(kind);
+                    }
+                } else {
+                    held.push(conn);
+                }
+            }
+        });
+        Endpoint {
+            port,
+            answer,
+            kinds,
+        }
+    }
+}
+
+/// Read one request, answer 200; the event's kind.
+fn serve(conn: TcpStream) -> Option<String> {
+    let mut reader = BufReader::new(conn.try_clone().ok()?);
+    let mut length = 0;
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).ok()?;
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = line.split_once(':')
+            && k.eq_ignore_ascii_case("content-length")
+        {
+            length = v.trim().parse().ok()?;
+        }
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).ok()?;
+    (&conn)
+        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+        .ok()?;
+    let event: serde_json::Value = serde_json::from_slice(&body).ok()?;
+    event["kind"].as_str().map(str::to_string)
+}
+
+fn config(dir: &Path, port: u16) -> String {
+    let provider = rollcage_tests::fixture("static-provider");
+    let path = dir.join("rollcage.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+[server]
+database = "sqlite://rollcage.db"
+
+[plugins.platform]
+component = {provider:?}
+config = {{ slot = "1.0.0", release = "1.0.0", endpoint = "127.0.0.1:1" }}
+
+[plugins.hook]
+component = "builtin:webhook"
+allow_hosts = ["127.0.0.1:{port}"]
+config = {{ url = "http://127.0.0.1:{port}/" }}
+limits = {{ timeout_ms = 1000 }}
+
+[environments.staging]
+provider = "platform"
+replicas = 1
+strategy = {{ plugin = "canary", steps = [50, 100] }}
+
+[pipelines.api]
+stages = ["staging"]
+notify = ["hook"]
+"#,
+            provider = provider.display().to_string()
+        ),
+    )
+    .unwrap();
+    path.to_string_lossy().into_owned()
+}
+
+#[test]
+fn a_notifier_that_never_answers_holds_no_run_and_the_next_start_delivers_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let endpoint = Endpoint::start();
+    let cfg = config(dir.path(), endpoint.port);
+    // Compile every plugin into the cache first: the run below is timed.
+    let out = rollcage(&["config", "check", &cfg], dir.path());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    let started = Instant::now();
+    let out = rollcage(
+        &["run", "api", "-c", &cfg, "--release", "1.0.0"],
+        dir.path(),
+    );
+    let took = started.elapsed();
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("api 1.0.0 succeeded"), "{stdout}");
+    // Delivered inline, the first event alone would take 5 tries of 1 s and
+    // 15 s of backoff.
+    assert!(took < Duration::from_secs(12), "took {took:?}");
+    assert!(
+        stderr.contains("4 notification(s) not delivered yet (hook: 4)"),
+        "{stderr}"
+    );
+
+    endpoint.answer.store(true, Ordering::SeqCst);
+    let out = rollcage(&["runs", "resume", "-c", &cfg], dir.path());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        !text(&out.stderr).contains("not delivered yet"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(
+        *endpoint.kinds.lock().unwrap(),
+        ["run-started", "stage-started", "step", "succeeded"]
+    );
+}
