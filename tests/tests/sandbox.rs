@@ -66,16 +66,26 @@ async fn check(plugin: &Arc<LoadedPlugin>) -> Result<Measurement, PluginError> {
 
 /// A one-route HTTP server on loopback answering `status` with `body`.
 async fn serve(status: u16, body: &'static str) -> std::net::SocketAddr {
+    http_server(move |_request| (status, body.to_string())).await
+}
+
+/// A one-route HTTP server on loopback answering with the request it got.
+async fn echo() -> std::net::SocketAddr {
+    http_server(|request| (200, request)).await
+}
+
+/// A loopback HTTP server answering each request with `answer(request)`.
+async fn http_server(
+    answer: impl Fn(String) -> (u16, String) + Copy + Send + 'static,
+) -> std::net::SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
-        loop {
-            let Ok((mut sock, _)) = listener.accept().await else {
-                return;
-            };
+        while let Ok((mut sock, _)) = listener.accept().await {
             tokio::spawn(async move {
-                let mut buf = vec![0u8; 4096];
-                let _ = sock.read(&mut buf).await;
+                let mut buf = vec![0u8; 8192];
+                let n = sock.read(&mut buf).await.unwrap_or(0);
+                let (status, body) = answer(String::from_utf8_lossy(&buf[..n]).into_owned());
                 let reply = format!(
                     "HTTP/1.1 {status} X\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
                     body.len()
@@ -778,27 +788,6 @@ async fn a_name_lookup_through_sockets_is_a_denial() {
         }
         other => panic!("{other:?}"),
     }
-}
-
-/// A one-route HTTP server on loopback answering with the request it got.
-async fn echo() -> std::net::SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut sock, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 8192];
-                let n = sock.read(&mut buf).await.unwrap_or(0);
-                let body = String::from_utf8_lossy(&buf[..n]).into_owned();
-                let reply = format!(
-                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = sock.write_all(reply.as_bytes()).await;
-            });
-        }
-    });
-    addr
 }
 
 #[tokio::test]
