@@ -15,7 +15,7 @@ use axum::http::{Method, StatusCode, Uri};
 use axum::middleware;
 use axum::routing::{get, post};
 
-use crate::error::ApiError;
+use crate::error::{ApiError, clip};
 use crate::{AppState, authenticate, layered, time_limit};
 
 pub(crate) use audit::__path_list_audit;
@@ -63,14 +63,14 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
 }
 
 async fn not_found(method: Method, uri: Uri) -> ApiError {
-    ApiError::not_found(format!("no route {method} {}", uri.path()))
+    ApiError::not_found(format!("no route {method} {}", clip(uri.path())))
 }
 
 async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
     ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
         "method_not_allowed",
-        format!("{} does not take {method}", uri.path()),
+        format!("{} does not take {method}", clip(uri.path())),
     )
 }
 
@@ -88,7 +88,8 @@ impl Params {
                 return Err(ApiError::unprocessable(
                     "invalid_query",
                     format!(
-                        "unknown query parameter `{k}`; expected one of: {}",
+                        "unknown query parameter `{}`; expected one of: {}",
+                        clip(&k),
                         known.join(", ")
                     ),
                 ));
@@ -110,7 +111,7 @@ impl Params {
                 Ok(n) if (1..=500).contains(&n) => Ok(n),
                 _ => Err(ApiError::unprocessable(
                     "invalid_query",
-                    format!("limit = `{v}`: expected a number from 1 to 500"),
+                    format!("limit = `{}`: expected a number from 1 to 500", clip(v)),
                 )),
             },
         }
@@ -130,7 +131,8 @@ impl Params {
             Err(_) => Err(ApiError::unprocessable(
                 "invalid_query",
                 format!(
-                    "since = `{v}`: expected milliseconds since the Unix epoch, or a duration such as 24h"
+                    "since = `{}`: expected milliseconds since the Unix epoch, or a duration such as 24h",
+                    clip(v)
                 ),
             )),
         }
@@ -156,7 +158,7 @@ fn decode(s: &str) -> Result<String, ApiError> {
                 None => {
                     return Err(ApiError::unprocessable(
                         "invalid_query",
-                        format!("bad percent-encoding in `{s}`"),
+                        format!("bad percent-encoding in `{}`", clip(&s)),
                     ));
                 }
             }

@@ -8,6 +8,8 @@ use rollcage_store::SqliteStore;
 use super::*;
 use crate::fakes::{FakeProvider, PlanStrategy, apply, route, scripted};
 
+mod positions;
+
 /// A notifier that remembers the kinds it was told of.
 struct Recorder {
     id: PluginId,
