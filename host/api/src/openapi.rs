@@ -56,6 +56,27 @@ impl Modify for Errors {
                 .flatten()
             {
                 add_errors(op, streams);
+                not_nullable(op);
+            }
+        }
+    }
+}
+
+/// An optional query or header parameter is left out, never sent as
+/// `null` (a header cannot even say `null`): its schema says so.
+fn not_nullable(op: &mut Operation) {
+    use utoipa::openapi::schema::{Schema, SchemaType};
+    for p in op.parameters.iter_mut().flatten() {
+        if let Some(utoipa::openapi::RefOr::T(Schema::Object(o))) = &mut p.schema
+            && let SchemaType::Array(types) = &o.schema_type
+        {
+            let kept: Vec<Type> = types
+                .iter()
+                .filter(|t| **t != Type::Null)
+                .cloned()
+                .collect();
+            if let [only] = kept.as_slice() {
+                o.schema_type = SchemaType::Type(only.clone());
             }
         }
     }

@@ -17,8 +17,8 @@ use crate::views::{AuditPage, AuditView};
     params(
         ("actor" = Option<String>, Query, description = "Only this token or user"),
         ("run" = Option<String>, Query, description = "Only this run"),
-        ("since" = Option<String>, Query, description = "Milliseconds since the epoch, or a duration ago (24h)"),
-        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
+        ("since" = Option<String>, Query, pattern = r"^(?:[0-9]{0,19}|(?:[0-9]{1,9}(?:ms|s|m|h))+)$", description = "Milliseconds since the epoch, or a duration ago (24h)"),
+        ("cursor" = Option<String>, Query, pattern = r"^[0-9]{0,19}$", description = "`next_cursor` of the previous page"),
         ("limit" = Option<usize>, Query, minimum = 1, maximum = 500, description = "1 to 500 (default 50)")),
     responses((status = 200, body = AuditPage),
               (status = 422, description = "Bad query", body = crate::views::ErrorBody)))]

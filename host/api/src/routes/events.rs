@@ -29,8 +29,8 @@ use crate::views::{ErrorBody, EventView};
 #[utoipa::path(get, path = "/v1/runs/{id}/events", tag = "runs", security(("bearer" = [])),
     params(
         ("id" = String, Path, description = "Run id"),
-        ("after" = Option<u64>, Query, minimum = 0, description = "Send entries after this sequence number (as `Last-Event-ID`)"),
-        ("Last-Event-ID" = Option<u64>, Header, minimum = 0, description = "The id of the last event received")),
+        ("after" = Option<u64>, Query, minimum = 0, maximum = 9007199254740991_f64, description = "Send entries after this sequence number (as `Last-Event-ID`)"),
+        ("Last-Event-ID" = Option<u64>, Header, minimum = 0, maximum = 9007199254740991_f64, description = "The id of the last event received")),
     responses(
         (status = 200, description = "With `Accept: text/event-stream`: one event per log entry (event = its kind, id = its sequence number, data = EventView as JSON), live, then `end` with the run's status. Otherwise the log so far as a JSON array.",
             content((Vec<EventView> = "application/json"), (EventView = "text/event-stream"))),

@@ -99,13 +99,14 @@ impl Params {
         Ok(Params(map))
     }
 
+    /// The value of `k`; an empty one (`?cursor=`) is as good as none.
     pub(crate) fn get(&self, k: &str) -> Option<String> {
-        self.0.get(k).cloned()
+        self.0.get(k).filter(|v| !v.is_empty()).cloned()
     }
 
     /// `limit`: 1 to 500, 50 by default.
     pub(crate) fn limit(&self) -> Result<usize, ApiError> {
-        match self.0.get("limit") {
+        match self.get("limit").as_deref() {
             None => Ok(50),
             Some(v) => match v.parse::<usize>() {
                 Ok(n) if (1..=500).contains(&n) => Ok(n),
@@ -120,19 +121,19 @@ impl Params {
     /// `since`: milliseconds since the Unix epoch, or a duration ago
     /// (`24h`).
     pub(crate) fn since_ms(&self) -> Result<Option<u64>, ApiError> {
-        let Some(v) = self.0.get("since") else {
+        let Some(v) = self.get("since") else {
             return Ok(None);
         };
         if let Ok(ms) = v.parse::<u64>() {
             return Ok(Some(ms));
         }
-        match rollcage_core::duration::parse(v) {
+        match rollcage_core::duration::parse(&v) {
             Ok(d) => Ok(Some(now_ms().saturating_sub(d.as_millis() as u64))),
             Err(_) => Err(ApiError::unprocessable(
                 "invalid_query",
                 format!(
                     "since = `{}`: expected milliseconds since the Unix epoch, or a duration such as 24h",
-                    clip(v)
+                    clip(&v)
                 ),
             )),
         }

@@ -89,7 +89,7 @@ pub(crate) async fn start_run(
         ("pipeline" = Option<String>, Query, description = "Only this pipeline"),
         ("environment" = Option<String>, Query, description = "Only runs through this environment"),
         ("status" = Option<String>, Query, description = "queued, running, awaiting_approval, succeeded, rolled_back or failed"),
-        ("since" = Option<String>, Query, description = "Milliseconds since the epoch, or a duration ago (24h)"),
+        ("since" = Option<String>, Query, pattern = r"^(?:[0-9]{0,19}|(?:[0-9]{1,9}(?:ms|s|m|h))+)$", description = "Milliseconds since the epoch, or a duration ago (24h)"),
         ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
         ("limit" = Option<usize>, Query, minimum = 1, maximum = 500, description = "1 to 500 (default 50)")),
     responses((status = 200, body = RunPage),
