@@ -175,6 +175,8 @@ fn a_secret_echoed_by_misconfigured_plugins_is_redacted_everywhere() {
         (dir.path().join("runs.db-shm"), 0o600),
         (local.clone(), 0o700),
         (local.join("logs"), 0o700),
+        (local.join("state.json"), 0o600),
+        (cache.path().join("rollcage/components"), 0o700),
     ] {
         assert_eq!(mode(&path), want, "{}", path.display());
     }
