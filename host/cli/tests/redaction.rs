@@ -200,6 +200,10 @@ fn a_secret_echoed_by_misconfigured_plugins_is_redacted_everywhere() {
     let server_log = std::fs::read_to_string(&log_path).unwrap();
     seen.push(server_log.clone());
 
+    // Loading every plugin the configuration uses.
+    let out = rollcage(&["config", "check", cfg.to_str().unwrap()], cache.path());
+    seen.push(text(&out.stdout) + &text(&out.stderr));
+
     // A one-off run with JSON logs, through the same plugins.
     let cfg_json = config(dir.path(), &lines, "json");
     let out = rollcage(
