@@ -65,6 +65,9 @@ checks.positive_data_acceptance.expected-statuses = ["2xx", "401", "403", "404",
 
 fn run(tool: &Path, settings: &Path, port: u16, token: Option<&str>) -> (bool, String) {
     let mut cmd = Command::new(tool);
+    // It keeps a cache (`.schemathesis/`) in its working folder: the
+    // test's, not the checkout.
+    cmd.current_dir(settings.parent().unwrap());
     cmd.arg("--config-file")
         .arg(settings)
         .args([
