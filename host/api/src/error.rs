@@ -19,6 +19,8 @@ pub struct ApiError {
     /// For people: what was wrong and, where it helps, what is allowed.
     pub message: String,
     pub details: Option<Value>,
+    /// Seconds for `Retry-After` (429, 503).
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -28,7 +30,13 @@ impl ApiError {
             code,
             message: message.into(),
             details: None,
+            retry_after: None,
         }
+    }
+
+    pub fn with_retry_after(mut self, seconds: u64) -> ApiError {
+        self.retry_after = Some(seconds.max(1));
+        self
     }
 
     pub fn with_details(mut self, details: Value) -> ApiError {
@@ -59,13 +67,49 @@ impl ApiError {
     }
 }
 
+/// Longest value (an id, a name, a path) an error message quotes whole.
+pub(crate) const ECHO_CHARS: usize = 64;
+/// Longest message and detail string an error answer carries: whatever
+/// path a client's input took into one, it comes back short.
+const MESSAGE_CHARS: usize = 512;
+const DETAIL_CHARS: usize = 128;
+
+/// `s` cut to `max` characters, saying how long it was.
+pub(crate) fn clip_to(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        None => s.to_string(),
+        Some((at, _)) => format!("{}… ({} bytes)", &s[..at], s.len()),
+    }
+}
+
+/// A value from the request, as an error message quotes it.
+pub(crate) fn clip(s: &str) -> String {
+    clip_to(s, ECHO_CHARS)
+}
+
+fn clip_details(v: &mut Value) {
+    match v {
+        Value::String(s) => *s = clip_to(s, DETAIL_CHARS),
+        Value::Array(items) => items.iter_mut().for_each(clip_details),
+        Value::Object(map) => map.values_mut().for_each(clip_details),
+        _ => {}
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut error = json!({"code": self.code, "message": self.message});
-        if let Some(d) = self.details {
+        let mut error =
+            json!({"code": self.code, "message": clip_to(&self.message, MESSAGE_CHARS)});
+        if let Some(mut d) = self.details {
+            clip_details(&mut d);
             error["details"] = d;
         }
-        (self.status, Json(json!({ "error": error }))).into_response()
+        let mut r = (self.status, Json(json!({ "error": error }))).into_response();
+        if let Some(secs) = self.retry_after {
+            r.headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, secs.into());
+        }
+        r
     }
 }
 
@@ -75,7 +119,7 @@ impl From<StoreError> for ApiError {
             StoreError::NoSuchRun(id) => ApiError::new(
                 StatusCode::NOT_FOUND,
                 "no_such_run",
-                format!("no run `{id}`"),
+                format!("no run `{}`", clip(&id)),
             ),
             StoreError::Database(_) => ApiError::internal(e),
         }
@@ -84,12 +128,33 @@ impl From<StoreError> for ApiError {
 
 impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> Self {
-        let message = e.to_string();
+        let message = match &e {
+            // Names that come from the request, quoted short.
+            EngineError::UnknownPipeline(p) => format!("unknown pipeline `{}`", clip(p)),
+            EngineError::InvalidRelease(r) => format!(
+                "invalid release `{}`: use SemVer, MAJOR.MINOR.PATCH such as 1.4.0 (or 1.4.0-rc.1)",
+                clip(r)
+            ),
+            EngineError::UnknownStage { pipeline, stage } => {
+                format!("pipeline `{pipeline}` has no stage `{}`", clip(stage))
+            }
+            EngineError::DuplicateStage(s) => {
+                format!("stage `{}` is listed twice in `stages`", clip(s))
+            }
+            EngineError::NotInRun { run, environment } => format!(
+                "run `{run}` did not go through environment `{}`",
+                clip(environment)
+            ),
+            e => e.to_string(),
+        };
         match e {
             EngineError::UnknownPipeline(_) => ApiError::unprocessable("unknown_pipeline", message),
             EngineError::InvalidRelease(_) => ApiError::unprocessable("invalid_release", message),
             EngineError::UnknownStage { .. } => ApiError::unprocessable("unknown_stage", message),
             EngineError::NotInRun { .. } => ApiError::unprocessable("unknown_stage", message),
+            EngineError::NoStages | EngineError::DuplicateStage(_) => {
+                ApiError::unprocessable("invalid_stages", message)
+            }
             EngineError::NotWaiting(_) => {
                 ApiError::new(StatusCode::CONFLICT, "not_waiting", message)
             }

@@ -21,7 +21,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
             return Err(not_json());
         }
         let bytes = body(req, state).await?;
-        parse(&bytes).map(ApiJson)
+        parse_object(&bytes).map(ApiJson)
     }
 }
 
@@ -42,7 +42,11 @@ impl<T: DeserializeOwned + Default, S: Send + Sync> FromRequest<S> for OptionalJ
         if !is_json {
             return Err(not_json());
         }
-        parse(&bytes).map(OptionalJson)
+        // `null` is no body, as the document says.
+        if bytes.trim_ascii() == b"null" {
+            return Ok(OptionalJson(T::default()));
+        }
+        parse_object(&bytes).map(OptionalJson)
     }
 }
 
@@ -62,9 +66,15 @@ fn not_json() -> ApiError {
     )
 }
 
-/// The body, within the configured limit.
+/// The body, within the configured limit. Once it is read, the request's
+/// [`BodyRead`] says so (a timeout before that is the client's, 408).
 async fn body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
-    Bytes::from_request(req, state).await.map_err(|e| {
+    let read = req.extensions().get::<BodyRead>().cloned();
+    let bytes = Bytes::from_request(req, state).await;
+    if let Some(read) = read {
+        read.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+    bytes.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -75,6 +85,23 @@ async fn body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError
             ApiError::new(StatusCode::BAD_REQUEST, "bad_body", e.body_text())
         }
     })
+}
+
+/// Set by the body extractors once the request's body has arrived.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct BodyRead(pub(crate) std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+/// `bytes`, which must be a JSON object, as `T`. serde would also take an
+/// array as a struct's fields by position: that is refused.
+pub fn parse_object<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+    if first != Some(&b'{') && serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_ok() {
+        return Err(ApiError::unprocessable(
+            "invalid_body",
+            "the body must be a JSON object",
+        ));
+    }
+    parse(bytes)
 }
 
 /// `bytes` as `T`, with an error that names the field and position.
@@ -160,6 +187,22 @@ mod tests {
         assert_eq!(e.message, "missing field `pipeline`");
         let e = parse::<Start>(br#"{"pipeline": "api"} x"#).unwrap_err();
         assert_eq!(e.code, "malformed_json");
+        // The fields by position: valid for serde, not for this API.
+        assert!(parse::<Start>(br#"["api", null]"#).is_ok());
+        let e = parse_object::<Start>(br#" ["api", null]"#).unwrap_err();
+        assert_eq!(
+            (e.status, e.code, e.message.as_str()),
+            (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_body",
+                "the body must be a JSON object"
+            )
+        );
+        assert_eq!(
+            parse_object::<Start>(b"[").unwrap_err().code,
+            "malformed_json"
+        );
+        assert!(parse_object::<Start>(br#" {"pipeline": "api"}"#).is_ok());
         assert!(parse::<Start>(br#"{"pipeline": "api"}"#).is_ok());
     }
 }

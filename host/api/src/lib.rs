@@ -3,7 +3,10 @@
 //! pipelines and dashboards are its clients.
 //!
 //! * [`auth`]: bearer tokens (stored as hashes) with roles per environment;
-//! * [`rate`]: a token bucket per token;
+//! * [`rate`]: a token bucket per token (and per address for failed
+//!   authentications);
+//! * `server`: the connection loop, with its header timeout and limit of
+//!   connections per address;
 //! * `routes`: the handlers, one module per resource;
 //! * `metrics`: `/metrics` in the Prometheus text format;
 //! * `openapi`: `/v1/openapi.json`, generated from the handlers and types.
@@ -18,8 +21,11 @@ mod error;
 mod json;
 mod metrics;
 mod openapi;
+mod path;
 pub mod rate;
 mod routes;
+mod server;
+mod slots;
 pub mod views;
 
 use std::collections::HashMap;
@@ -28,7 +34,7 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use rollcage_engine::breaker::Breaker;
@@ -64,6 +70,19 @@ pub struct ApiOptions {
     /// How often a live event stream looks for entries written by another
     /// process (entries of this one wake it at once).
     pub event_poll: Duration,
+    /// How long a client may take to send a request's headers.
+    pub header_read_timeout: Duration,
+    /// Connections one client address may hold at once.
+    pub connections_per_address: usize,
+    /// Failed authentications one client address may make a minute (and
+    /// at once) before it is answered 429.
+    pub auth_failures_per_minute: u32,
+    /// Unfinished runs this host drives at once, in all.
+    pub max_runs: usize,
+    /// Unfinished runs this host drives at once, per pipeline.
+    pub max_runs_per_pipeline: usize,
+    /// Live event streams one token may hold open at once.
+    pub streams_per_token: usize,
 }
 
 impl Default for ApiOptions {
@@ -73,6 +92,12 @@ impl Default for ApiOptions {
             rate: RateSettings::default(),
             request_timeout: Duration::from_secs(30),
             event_poll: Duration::from_secs(1),
+            header_read_timeout: Duration::from_secs(10),
+            connections_per_address: 32,
+            auth_failures_per_minute: 10,
+            max_runs: 200,
+            max_runs_per_pipeline: 20,
+            streams_per_token: 8,
         }
     }
 }
@@ -84,8 +109,12 @@ pub(crate) struct AppState {
     options: ApiOptions,
     metrics: metrics::Metrics,
     rate: rate::RateLimiter,
-    /// Runs being driven by this host, by id.
-    runs: Mutex<HashMap<String, tokio::task::AbortHandle>>,
+    /// Failed authentications, by client address.
+    auth_failures: rate::RateLimiter,
+    /// Live event streams, by token.
+    streams: slots::Slots<String>,
+    /// Runs being driven by this host, by id, with their pipeline.
+    runs: Mutex<HashMap<String, (tokio::task::AbortHandle, String)>>,
     /// Set when the host stops: live streams end, readiness fails.
     stopping: watch::Sender<bool>,
 }
@@ -109,6 +138,8 @@ impl Api {
                 auth,
                 plugins,
                 rate: rate::RateLimiter::new(options.rate),
+                auth_failures: rate::RateLimiter::per_minute(options.auth_failures_per_minute),
+                streams: slots::Slots::new(options.streams_per_token),
                 options,
                 metrics: metrics::Metrics::default(),
                 runs: Mutex::default(),
@@ -128,7 +159,7 @@ impl Api {
         let runs = self.state.engine.store().unfinished_runs().await?;
         for r in &runs {
             tracing::info!(run_id = %r.id, "resuming run");
-            self.state.drive(r.id.clone());
+            self.state.drive(r.id.clone(), r.run.pipeline.clone());
         }
         Ok(runs.len())
     }
@@ -147,13 +178,16 @@ impl Api {
         signal: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let stopping = self.state.stopping.clone();
-        let result = axum::serve(listener, self.router())
-            .with_graceful_shutdown(async move {
-                signal.await;
-                tracing::info!("stopping: finishing requests in flight");
-                stopping.send_replace(true);
-            })
-            .await;
+        let limits = server::Limits {
+            header_read_timeout: self.state.options.header_read_timeout,
+            connections_per_address: self.state.options.connections_per_address,
+        };
+        let result = server::run(listener, self.router(), limits, async move {
+            signal.await;
+            tracing::info!("stopping: finishing requests in flight");
+            stopping.send_replace(true);
+        })
+        .await;
         self.stop_runs();
         result
     }
@@ -161,7 +195,7 @@ impl Api {
     /// Stop driving runs; each is left where its log says, to be resumed.
     pub fn stop_runs(&self) {
         self.state.stopping.send_replace(true);
-        for (id, task) in self.state.runs.lock().unwrap().drain() {
+        for (id, (task, _)) in self.state.runs.lock().unwrap().drain() {
             tracing::info!(run_id = %id, "run left resumable");
             task.abort();
         }
@@ -169,28 +203,49 @@ impl Api {
 }
 
 impl AppState {
-    /// Drive run `id` in the background, unless this host already does.
-    fn drive(self: &Arc<Self>, id: String) {
+    /// `Ok` if this host may take one more run of `pipeline`: a bound on
+    /// the runs it drives at once, in all and per pipeline, so that runs
+    /// queued for a busy environment cannot pile up without end. Checked
+    /// as a run is asked for: requests at the same moment may pass it
+    /// together.
+    fn admit(&self, pipeline: &str) -> Result<(), ApiError> {
+        let runs = self.runs.lock().unwrap();
+        let (max, per_pipeline) = (self.options.max_runs, self.options.max_runs_per_pipeline);
+        let of_pipeline = runs.values().filter(|(_, p)| p == pipeline).count();
+        let message = if runs.len() >= max {
+            format!(
+                "this host drives {max} unfinished runs already ([server.api] max_runs); retry when some have finished"
+            )
+        } else if of_pipeline >= per_pipeline {
+            format!(
+                "pipeline `{pipeline}` has {per_pipeline} unfinished runs already ([server.api] max_runs_per_pipeline); retry when some have finished"
+            )
+        } else {
+            return Ok(());
+        };
+        Err(
+            ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too_many_runs", message)
+                .with_retry_after(5),
+        )
+    }
+
+    /// Drive run `id` of `pipeline` in the background, unless this host
+    /// already does.
+    fn drive(self: &Arc<Self>, id: String, pipeline: String) {
         let mut runs = self.runs.lock().unwrap();
         if runs.contains_key(&id) || *self.stopping.borrow() {
             return;
         }
         let state = self.clone();
-        let run_id = id.clone();
+        let (run_id, name) = (id.clone(), pipeline.clone());
         let task = tokio::spawn(async move {
             match state.engine.execute(&run_id).await {
-                Ok(status) => {
-                    let pipeline = match state.engine.store().run(&run_id).await {
-                        Ok(r) => r.run.pipeline,
-                        Err(_) => String::new(),
-                    };
-                    state.metrics.run_finished(&pipeline, status.as_str());
-                }
+                Ok(status) => state.metrics.run_finished(&name, status.as_str()),
                 Err(e) => tracing::error!(run_id = %run_id, "run stopped: {e}"),
             }
             state.runs.lock().unwrap().remove(&run_id);
         });
-        runs.insert(id, task.abort_handle());
+        runs.insert(id, (task.abort_handle(), pipeline));
     }
 }
 
@@ -214,19 +269,47 @@ async fn track(State(state): State<Arc<AppState>>, req: Request, next: Next) -> 
 }
 
 /// Authenticate (401), then rate-limit per token (429); the principal goes
-/// into the request's extensions for the handlers.
+/// into the request's extensions for the handlers. An address that failed
+/// to authenticate too often is answered 429 before its token is looked at,
+/// so that guessing costs time.
 async fn authenticate(
     State(state): State<Arc<AppState>>,
     mut req: Request,
     next: Next,
 ) -> Response {
+    let address = req
+        .extensions()
+        .get::<server::ClientAddr>()
+        .map(|a| a.0.ip().to_string())
+        .unwrap_or_else(|| "unknown".into());
+    let too_many_failures = |wait: Duration| {
+        ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_failures",
+            format!(
+                "too many failed authentications from {address}; retry in {} s",
+                retry_secs(wait)
+            ),
+        )
+        .with_retry_after(retry_secs(wait))
+        .into_response()
+    };
+    if let Err(wait) = state.auth_failures.check(&address) {
+        return too_many_failures(wait);
+    }
     let principal = match state.auth.authenticate(req.headers()) {
         Ok(p) => p,
-        Err(e) => return e.into_response(),
+        Err(e) => {
+            tracing::warn!(%address, "failed authentication: {}", e.message);
+            return match state.auth_failures.take(&address) {
+                Ok(()) => e.into_response(),
+                Err(wait) => too_many_failures(wait),
+            };
+        }
     };
     if let Err(wait) = state.rate.take(&principal.name) {
-        let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
-        let mut r = ApiError::new(
+        let secs = retry_secs(wait);
+        return ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "rate_limited",
             format!(
@@ -234,20 +317,44 @@ async fn authenticate(
                 principal.name, state.options.rate.per_second
             ),
         )
+        .with_retry_after(secs)
         .into_response();
-        r.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-        return r;
     }
     req.extensions_mut().insert(principal);
     next.run(req).await
 }
 
-/// Answer 503 to a request that takes longer than the configured timeout.
-async fn time_limit(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+/// Whole seconds to wait, at least one.
+fn retry_secs(wait: Duration) -> u64 {
+    wait.as_secs_f64().ceil().max(1.0) as u64
+}
+
+/// Answer a request that takes longer than the configured timeout: 408
+/// while its body was still arriving (the client was slow), else 503.
+async fn time_limit(State(state): State<Arc<AppState>>, mut req: Request, next: Next) -> Response {
     let limit = state.options.request_timeout;
+    // A request without a body has nothing to wait for.
+    let has_body = req.headers().contains_key(header::TRANSFER_ENCODING)
+        || req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim() != "0");
+    let read = json::BodyRead::default();
+    read.0
+        .store(!has_body, std::sync::atomic::Ordering::Relaxed);
+    req.extensions_mut().insert(read.clone());
     match tokio::time::timeout(limit, next.run(req)).await {
         Ok(r) => r,
+        Err(_) if !read.0.load(std::sync::atomic::Ordering::Relaxed) => ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            format!(
+                "the request's body did not arrive within {} s",
+                limit.as_secs_f64()
+            ),
+        )
+        .into_response(),
         Err(_) => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "timeout",

@@ -51,7 +51,8 @@ pub struct RunView {
     /// `queued`, `running`, `awaiting_approval`, `succeeded`,
     /// `rolled_back` or `failed`.
     pub status: String,
-    /// The stage in progress or last reached.
+    /// The stage in progress, waiting or queued for; for a finished run,
+    /// the stage it stopped in (its last stage if it succeeded).
     pub stage: Option<String>,
     /// Why it ended, when it did not succeed.
     pub reason: Option<String>,
@@ -71,7 +72,8 @@ impl From<&Run> for RunView {
             started_by: r.run.started_by.clone(),
             config_hash: r.run.config_hash.clone(),
             status: r.status.as_str().to_string(),
-            stage: r.stage.clone(),
+            // Not started yet: the first stage is the one it waits for.
+            stage: r.stage.clone().or_else(|| r.run.stages.first().cloned()),
             reason: r.reason.clone(),
             created_ms: r.created_ms,
             updated_ms: r.updated_ms,
@@ -269,8 +271,12 @@ impl RunDetail {
                 stage.status = "running".into();
             }
         }
+        let mut view = RunView::from(run);
+        // The stage from the log, which the summary field can lag behind.
+        view.stage =
+            rollcage_engine::position::acting_stage(&run.run.stages, log).map(str::to_string);
         RunDetail {
-            run: RunView::from(run),
+            run: view,
             stages,
             notifications,
             events: log.last().map(|e| e.seq).unwrap_or(0),
@@ -381,9 +387,14 @@ pub struct ErrorDetail {
     /// `not_found`, `no_such_run`, `malformed_json`, `invalid_body`,
     /// `unknown_pipeline`, `invalid_release`, `unknown_stage`,
     /// `not_waiting`, `finished`, `same_approver`, `rate_limited`,
-    /// `body_too_large`, `timeout`, `internal`...
+    /// `too_many_failures`, `too_many_runs`, `too_many_streams`,
+    /// `invalid_stages`, `invalid_path`, `body_too_large`,
+    /// `request_timeout`, `timeout`, `internal`...
     pub code: String,
     pub message: String,
-    #[schema(value_type = Object)]
+    /// Present where there is more to say (the field at fault, the names
+    /// that would have been valid).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Object, required = false)]
     pub details: Option<Value>,
 }

@@ -20,7 +20,7 @@ use rollcage_engine::breaker::{Breaker, BreakerConfig, guard_check};
 use rollcage_engine::fakes::{FakeProvider, PlanStrategy, apply, route, scripted};
 use rollcage_engine::run::{Engine, EnvironmentPlan, PipelinePlan};
 use rollcage_notify::Dispatcher;
-use rollcage_store::{SqliteStore, Store};
+use rollcage_store::{RunStatus, SqliteStore, Store};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
@@ -43,11 +43,21 @@ fn strategy() -> Arc<PlanStrategy> {
 struct World {
     api: Api,
     router: Router,
+    engine: Arc<Engine>,
 }
 
 /// `staging` passes its analysis, `production` passes and needs an
 /// approval from someone other than the starter, `qa` fails.
 fn world(rate: RateSettings) -> World {
+    world_with(ApiOptions {
+        body_limit_bytes: 1024,
+        rate,
+        event_poll: Duration::from_millis(100),
+        ..ApiOptions::default()
+    })
+}
+
+fn world_with(options: ApiOptions) -> World {
     let breaker = Breaker::new("error-rate".parse().unwrap(), BreakerConfig::default());
     let mut envs = Vec::new();
     for (name, verdict) in [
@@ -112,6 +122,8 @@ fn world(rate: RateSettings) -> World {
         token("ci", Role::Deployer, &["staging", "qa"]),
         token("alice", Role::Admin, &[]),
         token("bob", Role::Approver, &["production"]),
+        token("sam", Role::Approver, &["staging"]),
+        token("dora", Role::Deployer, &["production"]),
     ]);
     let plugins = vec![PluginEntry {
         id: "error-rate".into(),
@@ -123,20 +135,11 @@ fn world(rate: RateSettings) -> World {
         timeout_ms: 5000,
         breaker,
     }];
-    let api = Api::new(
-        engine,
-        auth,
-        plugins,
-        ApiOptions {
-            body_limit_bytes: 1024,
-            rate,
-            event_poll: Duration::from_millis(100),
-            ..ApiOptions::default()
-        },
-    );
+    let api = Api::new(engine.clone(), auth, plugins, options);
     World {
         router: api.router(),
         api,
+        engine,
     }
 }
 
@@ -429,6 +432,152 @@ async fn bad_input_is_a_precise_4xx_and_records_nothing() {
 }
 
 #[tokio::test]
+async fn every_error_is_the_json_model_and_quotes_the_request_short() {
+    let w = world(generous());
+    let cases: Vec<(&str, &str, Option<&str>, StatusCode, &str)> = vec![
+        (
+            "POST",
+            "/v1/runs",
+            Some(r#"{"pipeline": "api", "release": "2.0.0", "stages": []}"#),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_stages",
+        ),
+        (
+            "POST",
+            "/v1/runs",
+            Some(r#"{"pipeline": "api", "release": "2.0.0", "stages": ["staging", "staging"]}"#),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_stages",
+        ),
+        // The fields by position, as serde would take them.
+        (
+            "POST",
+            "/v1/runs",
+            Some(r#"["api", "2.0.0", null, {}, null]"#),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_body",
+        ),
+        (
+            "POST",
+            "/v1/runs/r1/rollback",
+            Some(r#"["production"]"#),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_body",
+        ),
+        // `null` is no body: the run is looked for.
+        (
+            "POST",
+            "/v1/runs/r1/rollback",
+            Some("null"),
+            StatusCode::NOT_FOUND,
+            "no_such_run",
+        ),
+        // A path axum cannot decode.
+        (
+            "GET",
+            "/v1/runs/%FF%FE",
+            None,
+            StatusCode::BAD_REQUEST,
+            "invalid_path",
+        ),
+        (
+            "GET",
+            "/v1/environments/%C3%28",
+            None,
+            StatusCode::BAD_REQUEST,
+            "invalid_path",
+        ),
+        (
+            "PUT",
+            "/v1/runs/r1",
+            None,
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+        ),
+        ("GET", "/v2/runs", None, StatusCode::NOT_FOUND, "not_found"),
+    ];
+    for (method, uri, body, status, code) in cases {
+        let r = call(&w.router, method, uri, Some("alice"), body).await;
+        assert_eq!(
+            (r.status, r.code()),
+            (status, code.to_string()),
+            "{method} {uri} {body:?}: {}",
+            r.text
+        );
+        assert_eq!(
+            r.headers[header::CONTENT_TYPE],
+            "application/json",
+            "{method} {uri}"
+        );
+    }
+    // Nothing was recorded.
+    let runs = call(&w.router, "GET", "/v1/runs", Some("viewer"), None).await;
+    assert_eq!(runs.json()["runs"], json!([]));
+    // Long values come back cut, wherever they are quoted.
+    let long = "x".repeat(30_000);
+    let uris = [
+        format!("/v1/runs/{long}"),
+        format!("/v1/environments/{long}"),
+        format!("/v1/runs?status={long}"),
+        format!("/v1/runs?{long}=1"),
+        format!("/v1/runs/{long}/events?after={long}"),
+        format!("/v1/nothing/{long}"),
+    ];
+    for uri in &uris {
+        let r = call(&w.router, "GET", uri, Some("viewer"), None).await;
+        assert!(r.status.is_client_error(), "{}", r.text);
+        assert!(
+            r.text.len() < 700,
+            "{} bytes: {}",
+            r.text.len(),
+            &r.text[..200]
+        );
+        assert!(r.text.contains(" bytes)"), "{}", r.text);
+    }
+    let long = "x".repeat(10_000);
+    for body in [
+        json!({"pipeline": long, "release": "2.0.0"}),
+        json!({"pipeline": "api", "release": long}),
+        json!({"pipeline": "api", "release": "2.0.0", "stages": [long]}),
+    ] {
+        let w = world_with(ApiOptions::default());
+        let r = start(&w.router, "alice", body).await;
+        assert_eq!(
+            r.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{}",
+            &r.text[..200]
+        );
+        assert!(r.text.len() < 700, "{} bytes", r.text.len());
+    }
+}
+
+#[tokio::test]
+async fn a_body_that_does_not_arrive_in_time_is_408() {
+    use futures_util::StreamExt;
+    let w = world_with(ApiOptions {
+        request_timeout: Duration::from_millis(300),
+        ..ApiOptions::default()
+    });
+    // Half a body, then nothing.
+    let chunks = futures_util::stream::once(async {
+        Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"{\"pipeline\": "))
+    })
+    .chain(futures_util::stream::pending());
+    let req = Request::post("/v1/runs")
+        .header(header::AUTHORIZATION, "Bearer rc_alice")
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::CONTENT_LENGTH, "100")
+        .body(Body::from_stream(chunks))
+        .unwrap();
+    let r = w.router.clone().oneshot(req).await.unwrap();
+    assert_eq!(r.status(), StatusCode::REQUEST_TIMEOUT);
+    let body = r.into_body().collect().await.unwrap().to_bytes();
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["error"]["code"], "request_timeout");
+}
+
+#[tokio::test]
 async fn a_run_is_started_followed_to_its_end_and_shown_in_detail() {
     let w = world(generous());
     let r = start(&w.router, "ci", json!({"pipeline": "api", "release": "2.0.0", "stages": ["staging"], "params": {"jira_issue": "OPS-12"}})).await;
@@ -590,6 +739,237 @@ async fn production_needs_an_approver_other_than_the_starter() {
         ]
     );
     assert_eq!(audit["entries"][0]["config_hash"], "cfg0123");
+}
+
+/// A phase of a run of `staging, production`, written into its log the
+/// way the engine writes it (nothing drives these runs), with the run's
+/// summary stage as it lagged behind before: `null` in the first stage,
+/// `staging` well into production.
+struct Phase {
+    name: &'static str,
+    /// `(kind, stage, data)` entries of the log.
+    log: Vec<(&'static str, Option<&'static str>, Value)>,
+    status: RunStatus,
+    summary_stage: Option<&'static str>,
+    /// The environment a decision acts in, from the log.
+    acting: &'static str,
+}
+
+fn phases() -> Vec<Phase> {
+    let started = ("run-started", None, json!({}));
+    let stage_started = |s| ("stage-started", Some(s), json!({"stable": "1.0.0"}));
+    let finished = |s, result| ("stage-finished", Some(s), json!({"result": result}));
+    let waiting = |s| ("awaiting-approval", Some(s), json!({"gate": "stage"}));
+    vec![
+        Phase {
+            name: "queued",
+            log: vec![],
+            status: RunStatus::Queued,
+            summary_stage: None,
+            acting: "staging",
+        },
+        Phase {
+            name: "staging in progress",
+            log: vec![started.clone(), stage_started("staging")],
+            status: RunStatus::Running,
+            summary_stage: None,
+            acting: "staging",
+        },
+        Phase {
+            name: "staging waiting for a person",
+            log: vec![
+                started.clone(),
+                stage_started("staging"),
+                waiting("staging"),
+            ],
+            status: RunStatus::AwaitingApproval,
+            summary_stage: None,
+            acting: "staging",
+        },
+        Phase {
+            name: "production in progress",
+            log: vec![
+                started.clone(),
+                stage_started("staging"),
+                finished("staging", "succeeded"),
+                stage_started("production"),
+            ],
+            status: RunStatus::Running,
+            summary_stage: Some("staging"),
+            acting: "production",
+        },
+        Phase {
+            name: "production waiting for a person",
+            log: vec![
+                started.clone(),
+                stage_started("staging"),
+                finished("staging", "succeeded"),
+                waiting("production"),
+            ],
+            status: RunStatus::AwaitingApproval,
+            summary_stage: Some("staging"),
+            acting: "production",
+        },
+        Phase {
+            name: "rolled back in production",
+            log: vec![
+                started.clone(),
+                stage_started("staging"),
+                finished("staging", "succeeded"),
+                stage_started("production"),
+                finished("production", "rolled_back"),
+            ],
+            status: RunStatus::RolledBack,
+            summary_stage: Some("staging"),
+            acting: "production",
+        },
+        Phase {
+            name: "failed in staging",
+            log: vec![
+                started.clone(),
+                stage_started("staging"),
+                finished("staging", "failed"),
+            ],
+            status: RunStatus::Failed,
+            summary_stage: Some("production"),
+            acting: "staging",
+        },
+    ]
+}
+
+/// A run of `api` by alice, in `phase`, driven by nobody; its id.
+async fn run_in(w: &World, phase: &Phase) -> String {
+    let store = w.engine.store();
+    let id = w
+        .engine
+        .create(rollcage_engine::run::RunRequest {
+            pipeline: "api".into(),
+            release: "2.0.0".into(),
+            notes: None,
+            params: vec![],
+            stages: None,
+            started_by: "alice".into(),
+        })
+        .await
+        .unwrap();
+    for (kind, stage, data) in &phase.log {
+        store.append(&id, kind, *stage, data.clone()).await.unwrap();
+    }
+    store
+        .set_status(&id, phase.status, phase.summary_stage, None)
+        .await
+        .unwrap();
+    id
+}
+
+#[tokio::test]
+async fn decisions_are_authorized_in_the_stage_the_log_shows_in_every_phase() {
+    let w = world(generous());
+    // (token, role, environments it is limited to; none: all)
+    let tokens: [(&str, &str, &[&str]); 6] = [
+        ("viewer", "viewer", &[]),
+        ("sam", "approver", &["staging"]),
+        ("bob", "approver", &["production"]),
+        ("ci", "deployer", &["staging", "qa"]),
+        ("dora", "deployer", &["production"]),
+        ("alice", "admin", &[]),
+    ];
+    let mut checked = 0;
+    for phase in phases() {
+        for decision in ["approve", "abort", "retry", "rollback"] {
+            for (token, role, envs) in tokens {
+                let id = run_in(&w, &phase).await;
+                // The environments the decision acts in: a retry runs
+                // every stage again; the others act where the run is.
+                let acts_in: Vec<&str> = match decision {
+                    "retry" => vec!["staging", "production"],
+                    _ => vec![phase.acting],
+                };
+                let role_ok = match decision {
+                    "approve" | "abort" => matches!(role, "approver" | "admin"),
+                    _ => matches!(role, "deployer" | "admin"),
+                };
+                let allowed = role == "admin"
+                    || (role_ok && (envs.is_empty() || acts_in.iter().all(|e| envs.contains(e))));
+                let r = call(
+                    &w.router,
+                    "POST",
+                    &format!("/v1/runs/{id}/{decision}"),
+                    Some(token),
+                    None,
+                )
+                .await;
+                let what = format!(
+                    "{decision} by {token} ({role} {envs:?}) with the run {}",
+                    phase.name
+                );
+                if !allowed {
+                    assert_eq!(r.status, StatusCode::FORBIDDEN, "{what}: {}", r.text);
+                    if role_ok {
+                        let env = acts_in.iter().find(|e| !envs.contains(e)).unwrap();
+                        assert!(
+                            r.text
+                                .contains(&format!("may not act in environment `{env}`")),
+                            "{what}: {}",
+                            r.text
+                        );
+                    }
+                    continue;
+                }
+                // Allowed: whatever else is in the way is not a 403.
+                let finished = phase.status.is_finished();
+                let expected = match decision {
+                    "approve" if finished => StatusCode::CONFLICT,
+                    "approve" if phase.status != RunStatus::AwaitingApproval => {
+                        StatusCode::CONFLICT
+                    }
+                    // alice started the run; production wants someone else.
+                    "approve" if token == "alice" && phase.acting == "production" => {
+                        StatusCode::FORBIDDEN
+                    }
+                    "abort" if finished => StatusCode::CONFLICT,
+                    "approve" | "abort" => StatusCode::ACCEPTED,
+                    "retry" if finished => StatusCode::ACCEPTED,
+                    // No earlier successful run to go back to.
+                    _ => StatusCode::CONFLICT,
+                };
+                assert_eq!(r.status, expected, "{what}: {}", r.text);
+                if r.status == StatusCode::FORBIDDEN {
+                    assert_eq!(r.code(), "same_approver", "{what}");
+                }
+                if r.status == StatusCode::ACCEPTED && decision != "retry" {
+                    // The audit records the stage acted in.
+                    let audit = call(
+                        &w.router,
+                        "GET",
+                        &format!("/v1/audit?run={id}"),
+                        Some("viewer"),
+                        None,
+                    )
+                    .await
+                    .json();
+                    assert_eq!(audit["entries"][0]["action"], decision, "{what}");
+                    assert_eq!(
+                        audit["entries"][0]["detail"]["stage"], phase.acting,
+                        "{what}"
+                    );
+                }
+                checked += 1;
+            }
+        }
+        // The API's `stage` is the one the log shows, not the summary.
+        let id = run_in(&w, &phase).await;
+        let r = call(
+            &w.router,
+            "GET",
+            &format!("/v1/runs/{id}"),
+            Some("viewer"),
+            None,
+        )
+        .await;
+        assert_eq!(r.json()["run"]["stage"], phase.acting, "{}", phase.name);
+    }
+    assert!(checked > 20, "{checked}");
 }
 
 #[tokio::test]
@@ -904,6 +1284,212 @@ async fn metrics_count_requests_by_route_template_and_the_document_lists_every_r
         doc["components"]["securitySchemes"]["bearer"]["scheme"],
         "bearer"
     );
+}
+
+#[tokio::test]
+async fn the_document_lists_every_status_a_route_answers_and_the_bounds_it_takes() {
+    let w = world(generous());
+    let doc = call(&w.router, "GET", "/v1/openapi.json", None, None)
+        .await
+        .json();
+    let error = json!({"$ref": "#/components/schemas/ErrorBody"});
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let responses = op["responses"].as_object().unwrap();
+            let statuses: Vec<&str> = responses.keys().map(String::as_str).collect();
+            let mut needed = vec![];
+            if op.get("security").is_some() {
+                needed.extend(["401", "429", "500"]);
+            }
+            if op.get("requestBody").is_some() {
+                needed.extend(["400", "408", "413", "415", "422"]);
+            }
+            if path.contains('{') {
+                needed.extend(["400", "404"]);
+            }
+            for status in needed {
+                assert!(
+                    statuses.contains(&status),
+                    "{method} {path}: no {status} in {statuses:?}"
+                );
+            }
+            for (status, r) in responses {
+                // (a 503 of /readyz is its health report, by design)
+                if status.starts_with('4') || status == "500" {
+                    assert_eq!(
+                        r["content"]["application/json"]["schema"], error,
+                        "{method} {path} {status}"
+                    );
+                }
+            }
+            if statuses.contains(&"429") {
+                assert!(
+                    responses["429"]["headers"].get("Retry-After").is_some(),
+                    "{method} {path}"
+                );
+            }
+        }
+    }
+    // `details` is there only sometimes.
+    let detail = &doc["components"]["schemas"]["ErrorDetail"];
+    let required: Vec<&str> = detail["required"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(required, ["code", "message"]);
+    // `limit` is bounded as the server bounds it.
+    for path in ["/v1/runs", "/v1/audit"] {
+        let params = doc["paths"][path]["get"]["parameters"].as_array().unwrap();
+        let limit = params.iter().find(|p| p["name"] == "limit").unwrap();
+        assert_eq!(
+            (&limit["schema"]["minimum"], &limit["schema"]["maximum"]),
+            (&json!(1), &json!(500)),
+            "{path}: {limit}"
+        );
+    }
+    // A missing `details` is left out, not `null`.
+    let r = call(&w.router, "GET", "/v1/runs/nope", Some("viewer"), None).await;
+    assert!(r.json()["error"].get("details").is_none(), "{}", r.text);
+}
+
+#[tokio::test]
+async fn unfinished_runs_are_bounded_per_pipeline_and_per_host() {
+    let w = world_with(ApiOptions {
+        max_runs: 2,
+        max_runs_per_pipeline: 1,
+        ..ApiOptions::default()
+    });
+    // Waits for production's approval: unfinished.
+    let first = started(
+        &w.router,
+        "alice",
+        json!({"pipeline": "api", "release": "2.0.0"}),
+    )
+    .await;
+    until(&w.router, &first, &["awaiting_approval"]).await;
+    let r = start(
+        &w.router,
+        "alice",
+        json!({"pipeline": "api", "release": "2.1.0"}),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::TOO_MANY_REQUESTS, "too_many_runs".into()),
+        "{}",
+        r.text
+    );
+    assert!(r.text.contains("max_runs_per_pipeline"), "{}", r.text);
+    assert!(r.headers.contains_key(header::RETRY_AFTER));
+    // Another pipeline has room of its own.
+    let second = started(
+        &w.router,
+        "alice",
+        json!({"pipeline": "flaky", "release": "2.0.0"}),
+    )
+    .await;
+    until(&w.router, &second, &["rolled_back", "failed"]).await;
+    // Once the first is decided and finished, there is room again.
+    let r = call(
+        &w.router,
+        "POST",
+        &format!("/v1/runs/{first}/approve"),
+        Some("bob"),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
+    until(&w.router, &first, &["succeeded"]).await;
+    for _ in 0..100 {
+        if w.api.active_runs() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    started(
+        &w.router,
+        "alice",
+        json!({"pipeline": "api", "release": "2.1.0"}),
+    )
+    .await;
+
+    // A host full of runs takes none, whatever the pipeline.
+    let w = world_with(ApiOptions {
+        max_runs: 1,
+        ..ApiOptions::default()
+    });
+    let first = started(
+        &w.router,
+        "alice",
+        json!({"pipeline": "api", "release": "2.0.0"}),
+    )
+    .await;
+    until(&w.router, &first, &["awaiting_approval"]).await;
+    let r = start(
+        &w.router,
+        "alice",
+        json!({"pipeline": "flaky", "release": "2.0.0"}),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::TOO_MANY_REQUESTS, "too_many_runs".into()),
+        "{}",
+        r.text
+    );
+    assert!(r.text.contains("[server.api] max_runs)"), "{}", r.text);
+    // Retries and rollbacks start runs too.
+    let r = call(
+        &w.router,
+        "POST",
+        &format!("/v1/runs/{first}/retry"),
+        Some("alice"),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{}", r.text);
+}
+
+#[tokio::test]
+async fn live_streams_are_bounded_per_token() {
+    let w = world_with(ApiOptions {
+        streams_per_token: 1,
+        event_poll: Duration::from_millis(50),
+        ..ApiOptions::default()
+    });
+    let id = w
+        .engine
+        .create(rollcage_engine::run::RunRequest {
+            pipeline: "api".into(),
+            release: "2.0.0".into(),
+            notes: None,
+            params: vec![],
+            stages: None,
+            started_by: "alice".into(),
+        })
+        .await
+        .unwrap();
+    let open = |token: &str| {
+        Request::get(format!("/v1/runs/{id}/events"))
+            .header(header::AUTHORIZATION, format!("Bearer rc_{token}"))
+            .header(header::ACCEPT, "text/event-stream")
+            .body(Body::empty())
+            .unwrap()
+    };
+    // Open, never finished (nothing drives the run): held.
+    let first = w.router.clone().oneshot(open("viewer")).await.unwrap();
+    assert_eq!(first.status(), StatusCode::OK);
+    let second = w.router.clone().oneshot(open("viewer")).await.unwrap();
+    assert_eq!(second.status(), StatusCode::TOO_MANY_REQUESTS);
+    // Another token has its own.
+    let other = w.router.clone().oneshot(open("alice")).await.unwrap();
+    assert_eq!(other.status(), StatusCode::OK);
+    // A client that goes gives its stream back.
+    drop(first);
+    let again = w.router.clone().oneshot(open("viewer")).await.unwrap();
+    assert_eq!(again.status(), StatusCode::OK);
 }
 
 #[tokio::test]

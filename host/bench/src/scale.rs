@@ -254,6 +254,11 @@ pub fn api(engine: Arc<Engine>) -> Result<Api, String> {
                 per_second: 1_000_000,
                 burst: 1_000_000,
             },
+            // The load comes from one address, and starts runs by the
+            // thousand.
+            connections_per_address: 100_000,
+            max_runs: 1_000_000,
+            max_runs_per_pipeline: 1_000_000,
             ..ApiOptions::default()
         },
     ))

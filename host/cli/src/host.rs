@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use rollcage_config::{Approval, Concurrency, Config, PluginRef, WindowPolicy};
+use rollcage_core::Redactor;
 use rollcage_core::{Job, Notifier, PluginId};
 use rollcage_engine::analysis::AnalysisSpec;
 use rollcage_engine::breaker::{self, Breaker, BreakerConfig};
@@ -25,7 +26,7 @@ use rollcage_notify::{Dispatcher, Queue, QueueOptions};
 use rollcage_runtime::{
     ComponentCache, EnvSecrets, MapSecrets, Runtime, RuntimeOptions, SecretSource,
 };
-use rollcage_store::{SqliteStore, Store};
+use rollcage_store::{Redacted, SqliteStore, Store};
 
 use crate::plugins::{LocalGrant, PluginSet, load_all};
 
@@ -52,6 +53,8 @@ pub struct HostOptions {
 /// A running host.
 pub struct Host {
     pub engine: Arc<Engine>,
+    /// Checkpointed when the host stops.
+    database: SqliteStore,
     pub local: Option<LocalRuntime>,
     /// Every loaded plugin instance with its grants and breaker, for the
     /// API's `/v1/plugins` and `/metrics`.
@@ -68,25 +71,28 @@ impl Host {
     /// at once, each naming its plugin.
     pub async fn start(config: Config, opts: HostOptions) -> anyhow::Result<Host> {
         let secrets = secret_source(&config)?;
+        let cache_dir = opts
+            .cache_dir
+            .clone()
+            .or(config.server.cache_dir.clone())
+            .or_else(ComponentCache::default_dir);
+        if let Some(dir) = &cache_dir {
+            private_dir(dir)?;
+        }
         let runtime = Runtime::new(RuntimeOptions {
-            cache_dir: opts
-                .cache_dir
-                .clone()
-                .or(config.server.cache_dir.clone())
-                .or_else(ComponentCache::default_dir),
-            secrets,
+            cache_dir,
+            secrets: secrets.clone(),
             ..RuntimeOptions::default()
         })?;
         // The store before the local runtime: nothing to stop if it fails.
-        let store: Arc<dyn Store> = if opts.in_memory_store {
-            Arc::new(SqliteStore::in_memory()?)
+        let database = if opts.in_memory_store {
+            SqliteStore::in_memory()?
         } else {
             let path = database_path(&config)?;
-            Arc::new(
-                SqliteStore::open(&path)
-                    .with_context(|| format!("cannot open the database {}", path.display()))?,
-            )
+            SqliteStore::open(&path)
+                .with_context(|| format!("cannot open the database {}", path.display()))?
         };
+        let store: Arc<dyn Store> = Arc::new(database.clone());
         let local = if uses_local_runtime(&config) && !opts.without_local_runtime {
             let dir = local_state_dir(&config);
             Some(
@@ -99,6 +105,14 @@ impl Host {
         } else {
             None
         };
+        // Every secret the plugins are granted, and the local runtime's
+        // admin token: kept out of the log, the store and notifications.
+        let extra: Vec<(String, String)> = local
+            .iter()
+            .map(|l| ("ROLLCAGE_LOCAL_TOKEN".to_string(), l.token().to_string()))
+            .collect();
+        let redactor = install_redactor(&config, &*secrets, extra);
+        let store: Arc<dyn Store> = Arc::new(Redacted::new(store, redactor.clone()));
         let grant = local.as_ref().map(|l| LocalGrant {
             admin_url: l.admin_url(),
             admin_host: l.admin_addr().to_string(),
@@ -124,7 +138,8 @@ impl Host {
         };
         match assembled {
             Ok((engine, notifications)) => Ok(Host {
-                engine: Arc::new(engine),
+                engine: Arc::new(engine.with_redactor(redactor)),
+                database,
                 local,
                 plugins: entries(&set, &breakers),
                 notifications,
@@ -172,6 +187,7 @@ impl Host {
         if let Some(l) = self.local {
             l.shutdown().await;
         }
+        checkpoint(&self.database).await;
     }
 
     /// Stop the local runtime's instances and servers but keep its record,
@@ -181,7 +197,28 @@ impl Host {
         if let Some(l) = self.local {
             l.suspend().await;
         }
+        checkpoint(&self.database).await;
     }
+}
+
+/// Empty the database's WAL into it at a clean stop; a failure only means
+/// the next start does it.
+async fn checkpoint(database: &SqliteStore) {
+    if let Err(e) = database.checkpoint().await {
+        tracing::warn!("{e}");
+    }
+}
+
+/// Create `dir` (and missing parents) for the owner only (0700), narrowing
+/// it if it exists: the host's folders hold compiled plugins and logs.
+pub fn private_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .and_then(|()| std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)))
+        .with_context(|| format!("cannot create {}", dir.display()))
 }
 
 /// The secret source `[server] secrets_file` names, or the environment.
@@ -193,6 +230,39 @@ pub fn secret_source(config: &Config) -> anyhow::Result<Arc<dyn SecretSource>> {
         }
         None => Arc::new(EnvSecrets),
     })
+}
+
+/// A redactor of the value of every secret a plugin of `config` is granted
+/// (as `secrets` has them) and of `extra` (`(name, value)`), installed in
+/// the log writer and returned for the store and the engine. A value too
+/// short to redact is warned about by name.
+pub fn install_redactor(
+    config: &Config,
+    secrets: &dyn SecretSource,
+    extra: Vec<(String, String)>,
+) -> Arc<Redactor> {
+    let mut names: Vec<&str> = config
+        .plugins
+        .values()
+        .flat_map(|p| p.secrets.iter().map(String::as_str))
+        .collect();
+    names.sort();
+    names.dedup();
+    let values = names
+        .into_iter()
+        .filter_map(|n| secrets.get(n).map(|v| (n.to_string(), v)))
+        .chain(extra);
+    let (redactor, too_short) = Redactor::new(values);
+    for name in too_short {
+        tracing::warn!(
+            secret = %name,
+            "secret `{name}` is shorter than {} characters: it cannot be redacted from logs and run records",
+            Redactor::MIN_LEN
+        );
+    }
+    let redactor = Arc::new(redactor);
+    crate::logging::set_redactor(redactor.clone());
+    redactor
 }
 
 /// Whether any plugin the configuration uses is a local-runtime builtin.

@@ -6,15 +6,69 @@
 //! The level is `ROLLCAGE_LOG` if set, else `-v` (info) / `-vv` (debug),
 //! else the configuration's level for a long-running host and `warn` for
 //! one-off commands, whose own output is their progress.
+//!
+//! Every line passes through the host's [`Redactor`] on its way out, text
+//! or JSON: a secret value a plugin or an error put into a message is
+//! written as `[secret NAME]`.
 
-use std::io::IsTerminal;
-use std::sync::OnceLock;
+use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, OnceLock, RwLock};
 
 use rollcage_config::LogConfig;
+use rollcage_core::Redactor;
 
 static VERBOSE: AtomicU8 = AtomicU8::new(0);
 static INIT: OnceLock<()> = OnceLock::new();
+/// Set once the secrets are known (after logging is set up, which the
+/// configuration's own errors already need).
+static REDACTOR: RwLock<Option<Arc<Redactor>>> = RwLock::new(None);
+
+/// Redact the values `redactor` knows from every line written from now on
+/// (and from [`redact`]).
+pub fn set_redactor(redactor: Arc<Redactor>) {
+    *REDACTOR.write().unwrap_or_else(|e| e.into_inner()) = Some(redactor);
+}
+
+/// `text` without the secret values known so far, for output that does
+/// not go through the log (the command's final error).
+pub fn redact(text: &str) -> String {
+    match &*REDACTOR.read().unwrap_or_else(|e| e.into_inner()) {
+        Some(r) => r.redact(text).into_owned(),
+        None => text.to_string(),
+    }
+}
+
+/// Standard error, one whole log line at a time, redacted. The formatter
+/// writes a line in one or more pieces to one writer and then drops it:
+/// the line is collected, so that a value is never split between pieces.
+struct RedactedStderr(Vec<u8>);
+
+impl Write for RedactedStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.0.is_empty() {
+            return Ok(());
+        }
+        let line = std::mem::take(&mut self.0);
+        let text = redact(&String::from_utf8_lossy(&line));
+        std::io::stderr().write_all(text.as_bytes())
+    }
+}
+
+impl Drop for RedactedStderr {
+    fn drop(&mut self) {
+        let _ = self.flush();
+    }
+}
+
+fn redacted_stderr() -> RedactedStderr {
+    RedactedStderr(Vec::with_capacity(256))
+}
 
 /// Remember `-v` for whichever command sets logging up.
 pub fn set_verbosity(verbose: u8) {
@@ -37,7 +91,7 @@ pub fn init(log: Option<&LogConfig>, serving: bool) {
         let builder = tracing_subscriber::fmt()
             .with_env_filter(filter)
             .with_ansi(std::io::stderr().is_terminal())
-            .with_writer(std::io::stderr);
+            .with_writer(redacted_stderr);
         if log.is_some_and(|l| l.format == "json") {
             builder
                 .json()
@@ -63,7 +117,7 @@ pub fn init_plugin_test() {
         };
         tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::new(level))
-            .with_writer(std::io::stderr)
+            .with_writer(redacted_stderr)
             .without_time()
             .with_target(false)
             .with_ansi(false)

@@ -25,7 +25,7 @@ fn main() -> ExitCode {
     match runtime.block_on(commands::run(cli.command)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", logging::redact(&format!("{e:#}")));
             ExitCode::from(1)
         }
     }

@@ -5,17 +5,15 @@
 //! resumed with `Last-Event-ID`; `/metrics` checked with `promtool` and
 //! scraped by a real Prometheus evaluating the workflow's alert rules.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use rollcage_tests::prometheus::{Prometheus, promtool, tool};
 use serde_json::Value;
 
 mod common;
-use common::{rollcage, text};
+use common::{Server, http, json, rollcage, text};
 
 /// A token from `rollcage token new`, and the configuration lines for it.
 fn token(name: &str, role: &str, envs: &[&str], cache: &Path) -> (String, String) {
@@ -105,118 +103,6 @@ service = {{ command = ["${{ROLLCAGE_EXE}}", "demo-service", "--port", "{{port}}
             ci,
         },
     )
-}
-
-/// A running `rollcage serve`, stopped with SIGTERM on drop.
-struct Server {
-    child: Child,
-    port: u16,
-    /// The first line it printed.
-    banner: String,
-}
-
-impl Server {
-    /// Start on `listen` (port 0: any free port).
-    fn start(config: &Path, cache: &Path, listen: &str) -> Server {
-        let mut child = common::command(cache)
-            .args(["serve", "-c", config.to_str().unwrap(), "--listen", listen])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let mut out = BufReader::new(child.stdout.take().unwrap());
-        let mut banner = String::new();
-        out.read_line(&mut banner).unwrap();
-        assert!(banner.starts_with("rollcage serving http://"), "{banner:?}");
-        // Keep reading so that it never blocks on a full pipe.
-        std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
-        let port = banner
-            .split("127.0.0.1:")
-            .nth(1)
-            .and_then(|s| s.split_whitespace().next())
-            .and_then(|p| p.parse().ok())
-            .unwrap();
-        Server {
-            child,
-            port,
-            banner,
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    /// SIGTERM, and its exit code once it has stopped (within 20 s).
-    fn stop(&mut self) -> Option<i32> {
-        unsafe { libc_kill(self.child.id() as i32, 15) };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status.code();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the server did not stop within 20 s of SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            self.stop();
-        }
-    }
-}
-
-unsafe extern "C" {
-    #[link_name = "kill"]
-    fn libc_kill(pid: i32, sig: i32) -> i32;
-}
-
-/// One HTTP/1.0 request; status and body.
-fn http(
-    port: u16,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-    headers: &[(&str, &str)],
-    body: Option<&str>,
-) -> (u16, String) {
-    let mut sock = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    sock.set_read_timeout(Some(Duration::from_secs(60)))
-        .unwrap();
-    let mut req = format!("{method} {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n");
-    if let Some(t) = token {
-        req.push_str(&format!("Authorization: Bearer {t}\r\n"));
-    }
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    if let Some(b) = body {
-        req.push_str(&format!(
-            "Content-Type: application/json\r\nContent-Length: {}\r\n",
-            b.len()
-        ));
-    }
-    req.push_str("\r\n");
-    req.push_str(body.unwrap_or(""));
-    sock.write_all(req.as_bytes()).unwrap();
-    let mut raw = String::new();
-    sock.read_to_string(&mut raw).unwrap();
-    let status = raw.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let body = raw
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
-}
-
-fn json(body: &str) -> Value {
-    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
 }
 
 /// The id of the first run with `status`, waiting up to 60 s.

@@ -297,3 +297,33 @@ fn config_check_has_the_strategy_validate_its_parameters() {
         stderr(&out)
     );
 }
+
+#[test]
+fn token_new_refuses_an_environment_limit_that_would_limit_nothing() {
+    let cache = tempfile::tempdir().unwrap();
+    for role in ["viewer", "admin"] {
+        let out = rollcage(
+            &["token", "new", "dash", "--role", role, "-e", "staging"],
+            cache.path(),
+        );
+        assert_eq!(out.status.code(), Some(2), "{role}");
+        assert!(
+            stdout(&out).is_empty(),
+            "no token is made: {}",
+            stdout(&out)
+        );
+        assert!(
+            stderr(&out).contains(&format!(
+                "role {role} is not limited by environment; -e limits only deployers and approvers"
+            )),
+            "{}",
+            stderr(&out)
+        );
+    }
+    let out = rollcage(
+        &["token", "new", "ci", "--role", "deployer", "-e", "staging"],
+        cache.path(),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("environments = [\"staging\"]"));
+}

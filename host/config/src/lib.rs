@@ -16,6 +16,7 @@ mod source;
 
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
+use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 
 use rollcage_core::{PluginId, PluginKind};
@@ -129,6 +130,49 @@ pub struct ApiConfig {
     /// "30s"). Live event streams are exempt.
     #[serde(default = "default_request_timeout", deserialize_with = "duration")]
     pub request_timeout: std::time::Duration,
+    /// How long a client may take to send a request's headers before its
+    /// connection is closed (default "10s").
+    #[serde(default = "default_header_read_timeout", deserialize_with = "duration")]
+    pub header_read_timeout: std::time::Duration,
+    /// Connections one client address may hold open at once (default 32).
+    #[serde(default = "default_connections_per_address")]
+    pub connections_per_address: NonZeroU32,
+    /// Failed authentications one client address may make per minute, and
+    /// at once, before it is answered 429 (default 10).
+    #[serde(default = "default_auth_failures")]
+    pub auth_failures_per_minute: NonZeroU32,
+    /// Unfinished runs (queued, running or waiting) this host takes at
+    /// once, over every pipeline (default 200).
+    #[serde(default = "default_max_runs")]
+    pub max_runs: NonZeroU32,
+    /// Unfinished runs this host takes at once per pipeline (default 20).
+    #[serde(default = "default_max_runs_per_pipeline")]
+    pub max_runs_per_pipeline: NonZeroU32,
+    /// Live event streams one token may hold open at once (default 8).
+    #[serde(default = "default_streams_per_token")]
+    pub streams_per_token: NonZeroU32,
+}
+
+fn nonzero(n: u32) -> NonZeroU32 {
+    NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN)
+}
+fn default_header_read_timeout() -> std::time::Duration {
+    std::time::Duration::from_secs(10)
+}
+fn default_connections_per_address() -> NonZeroU32 {
+    nonzero(32)
+}
+fn default_auth_failures() -> NonZeroU32 {
+    nonzero(10)
+}
+fn default_max_runs() -> NonZeroU32 {
+    nonzero(200)
+}
+fn default_max_runs_per_pipeline() -> NonZeroU32 {
+    nonzero(20)
+}
+fn default_streams_per_token() -> NonZeroU32 {
+    nonzero(8)
 }
 
 fn default_notify_queue() -> std::num::NonZeroUsize {
@@ -159,6 +203,12 @@ impl Default for ApiConfig {
             requests_per_second: default_rate(),
             burst: default_burst(),
             request_timeout: default_request_timeout(),
+            header_read_timeout: default_header_read_timeout(),
+            connections_per_address: default_connections_per_address(),
+            auth_failures_per_minute: default_auth_failures(),
+            max_runs: default_max_runs(),
+            max_runs_per_pipeline: default_max_runs_per_pipeline(),
+            streams_per_token: default_streams_per_token(),
         }
     }
 }
@@ -511,6 +561,22 @@ fn check_tokens(
                 span_of(name, "hash"),
                 format!("[server.tokens.{name}]: hash must be `sha256:` and 64 hex digits, the hash of the token, never the token itself"),
                 Some("`rollcage token new` prints a token and the line to put here".into()),
+            ));
+        }
+        // A viewer reads everything and an admin acts everywhere: an
+        // environment list would look like a limit and limit nothing.
+        let unlimited = match token.role {
+            TokenRole::Viewer => Some("viewer"),
+            TokenRole::Admin => Some("admin"),
+            TokenRole::Deployer | TokenRole::Approver => None,
+        };
+        if let Some(role) = unlimited
+            && !token.environments.is_empty()
+        {
+            errors.push(src.error(
+                span_of(name, "environments"),
+                format!("[server.tokens.{name}]: role {role} is not limited by environment; `environments` limits only deployers and approvers"),
+                Some("remove `environments`, or give the token the role that acts there".into()),
             ));
         }
         for env in &token.environments {

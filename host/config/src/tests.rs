@@ -145,3 +145,54 @@ notify = ["console"]
     assert_eq!(c.pipelines["api"].service["name"], "api");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn the_api_limits_have_defaults_and_can_be_set() {
+    let base = r#"
+[environments.staging]
+provider = "local"
+strategy = { plugin = "rolling" }
+"#;
+    let c = Config::parse(Path::new("r.toml"), base, &cx()).unwrap();
+    assert_eq!(c.server.api, ApiConfig::default());
+    assert_eq!(
+        c.server.api.header_read_timeout,
+        std::time::Duration::from_secs(10)
+    );
+    assert_eq!(c.server.api.connections_per_address.get(), 32);
+    assert_eq!(c.server.api.auth_failures_per_minute.get(), 10);
+    assert_eq!(
+        (
+            c.server.api.max_runs.get(),
+            c.server.api.max_runs_per_pipeline.get()
+        ),
+        (200, 20)
+    );
+    assert_eq!(c.server.api.streams_per_token.get(), 8);
+    let text = format!(
+        r#"
+[server.api]
+header_read_timeout = "2s"
+connections_per_address = 4
+auth_failures_per_minute = 3
+max_runs = 50
+max_runs_per_pipeline = 5
+streams_per_token = 2
+{base}"#
+    );
+    let api = Config::parse(Path::new("r.toml"), &text, &cx())
+        .unwrap()
+        .server
+        .api;
+    assert_eq!(api.header_read_timeout, std::time::Duration::from_secs(2));
+    assert_eq!(
+        (
+            api.connections_per_address.get(),
+            api.auth_failures_per_minute.get(),
+            api.max_runs.get(),
+            api.max_runs_per_pipeline.get(),
+            api.streams_per_token.get()
+        ),
+        (4, 3, 50, 5, 2)
+    );
+}

@@ -9,6 +9,7 @@ pub mod duration;
 pub mod grants;
 pub mod limits;
 pub mod plugin;
+pub mod redact;
 pub mod types;
 pub mod version;
 pub mod window;
@@ -19,6 +20,7 @@ pub use plugin::{
     EnvironmentProvider, HealthCheck, Notifier, Plugin, PluginError, PluginId, PluginIdError,
     PluginKind, Strategy,
 };
+pub use redact::Redactor;
 pub use types::*;
 pub use version::Version;
 pub use window::Window;

@@ -6,6 +6,7 @@
 //! * [`stats`]: per-plugin call counts, errors and latency;
 //! * [`preview`]: dry runs, the plan and rollback plan a strategy would follow;
 //! * [`stage`]: one environment driven by a strategy, rolled back on failure;
+//! * [`position`]: where a run is, read from its log;
 //! * [`run`]: a pipeline's stages in order, with their gates, jobs,
 //!   notifications and durable log, resumable after a crash.
 
@@ -15,6 +16,7 @@ pub mod breaker;
 /// what drives it (the API).
 #[cfg(any(test, feature = "fakes"))]
 pub mod fakes;
+pub mod position;
 pub mod preview;
 pub mod run;
 pub mod stage;

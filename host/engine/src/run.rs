@@ -13,8 +13,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rollcage_core::{
-    Action, EnvironmentProvider, Event, EventKind, HealthCheck, Job, Outcome, Release, StepRecord,
-    Strategy, Target, Version, Window,
+    Action, EnvironmentProvider, Event, EventKind, HealthCheck, Job, Outcome, Redactor, Release,
+    StepRecord, Strategy, Target, Version, Window,
 };
 use rollcage_notify::Dispatcher;
 use rollcage_store::{DecisionAction, DecisionRequest, RunStatus, Store, StoreError};
@@ -81,10 +81,14 @@ pub struct RunRequest {
 pub enum EngineError {
     #[error("unknown pipeline `{0}`")]
     UnknownPipeline(String),
-    #[error("{0}")]
+    #[error("invalid release `{0}`: use SemVer, MAJOR.MINOR.PATCH such as 1.4.0 (or 1.4.0-rc.1)")]
     InvalidRelease(String),
     #[error("pipeline `{pipeline}` has no stage `{stage}`")]
     UnknownStage { pipeline: String, stage: String },
+    #[error("`stages` is empty: a run goes through at least one stage (leave it out for all)")]
+    NoStages,
+    #[error("stage `{0}` is listed twice in `stages`")]
+    DuplicateStage(String),
     #[error("run `{0}` is not waiting for a decision")]
     NotWaiting(String),
     #[error("run `{0}` is finished ({1})")]
@@ -115,6 +119,9 @@ pub struct Engine {
     pipelines: BTreeMap<String, PipelinePlan>,
     locks: BTreeMap<String, Arc<tokio::sync::Mutex<()>>>,
     config_hash: String,
+    /// Secret values kept out of notifications (the store and the log
+    /// have their own).
+    redactor: Arc<Redactor>,
     /// Seconds since the Unix epoch, for windows (replaceable in tests).
     pub clock: fn() -> u64,
 }
@@ -146,8 +153,15 @@ impl Engine {
             pipelines: pipelines.into_iter().map(|p| (p.name.clone(), p)).collect(),
             locks,
             config_hash,
+            redactor: Arc::default(),
             clock: unix_now,
         }
+    }
+
+    /// Keep the values `redactor` knows out of every notification.
+    pub fn with_redactor(mut self, redactor: Arc<Redactor>) -> Engine {
+        self.redactor = redactor;
+        self
     }
 
     /// An environment's plan.
@@ -238,7 +252,7 @@ impl Engine {
         environment: Option<&str>,
         by: &str,
     ) -> Result<String, EngineError> {
-        let run = self.store.run(run_id).await?;
+        let (run, log) = self.store.run_with_log(run_id).await?;
         if !run.status.is_finished() {
             return Err(EngineError::NotFinished(
                 run_id.to_string(),
@@ -254,11 +268,9 @@ impl Engine {
                     environment: e.to_string(),
                 });
             }
-            None => run
-                .stage
-                .clone()
-                .or_else(|| run.run.stages.last().cloned())
-                .unwrap_or_default(),
+            None => crate::position::acting_stage(&run.run.stages, &log)
+                .unwrap_or_default()
+                .to_string(),
         };
         let earlier = self
             .store
@@ -304,11 +316,17 @@ impl Engine {
             .ok_or_else(|| EngineError::UnknownPipeline(req.pipeline.clone()))?;
         req.release
             .parse::<Version>()
-            .map_err(EngineError::InvalidRelease)?;
+            .map_err(|_| EngineError::InvalidRelease(req.release.clone()))?;
         let stages = match &req.stages {
             None => pipeline.stages.clone(),
             Some(wanted) => {
-                for s in wanted {
+                if wanted.is_empty() {
+                    return Err(EngineError::NoStages);
+                }
+                for (i, s) in wanted.iter().enumerate() {
+                    if wanted[..i].contains(s) {
+                        return Err(EngineError::DuplicateStage(s.clone()));
+                    }
                     if !pipeline.stages.contains(s) {
                         return Err(EngineError::UnknownStage {
                             pipeline: pipeline.name.clone(),
@@ -352,13 +370,28 @@ impl Engine {
     /// is accepted only while the run waits for one, and an abort while the
     /// run is not finished.
     pub async fn decide(&self, run_id: &str, decision: Decision) -> Result<(), EngineError> {
-        let run = self.store.run(run_id).await?;
+        let (run, log) = self.store.run_with_log(run_id).await?;
+        self.decide_at(&run, &log, decision).await
+    }
+
+    /// [`Engine::decide`] on a run and its log as already read (by a caller
+    /// that authorized the decision on that same position).
+    pub async fn decide_at(
+        &self,
+        run: &rollcage_store::Run,
+        log: &[rollcage_store::Event],
+        decision: Decision,
+    ) -> Result<(), EngineError> {
+        let run_id = run.id.as_str();
         if run.status.is_finished() {
             return Err(EngineError::Finished(
                 run_id.to_string(),
                 run.status.as_str(),
             ));
         }
+        // The stage the decision acts in, from the log: the run's summary
+        // field can still name the previous stage.
+        let stage = crate::position::acting_stage(&run.run.stages, log).map(str::to_string);
         let (action, by) = match &decision {
             Decision::Approve { by } => (DecisionAction::Approve, by),
             Decision::Abort { by } => (DecisionAction::Abort, by),
@@ -367,7 +400,7 @@ impl Engine {
             if run.status != RunStatus::AwaitingApproval {
                 return Err(EngineError::NotWaiting(run_id.to_string()));
             }
-            let env = run.stage.as_deref().and_then(|s| self.environments.get(s));
+            let env = stage.as_deref().and_then(|s| self.environments.get(s));
             if let Some(env) = env
                 && env.require_different_approver
                 && *by == run.run.started_by
@@ -381,16 +414,17 @@ impl Engine {
         let request = DecisionRequest {
             action,
             by: by.clone(),
+            stage: stage.clone(),
         };
         self.store.request_decision(run_id, &request).await?;
         self.store
-            .append(run_id, "decision", run.stage.as_deref(), json!(request))
+            .append(run_id, "decision", stage.as_deref(), json!(request))
             .await?;
         let action = match request.action {
             DecisionAction::Approve => "approve",
             DecisionAction::Abort => "abort",
         };
-        self.audit(by, action, run_id, json!({"stage": run.stage}))
+        self.audit(by, action, run_id, json!({"stage": stage}))
             .await?;
         Ok(())
     }
@@ -415,6 +449,9 @@ impl Engine {
                 match store.take_decisions(&id).await {
                     Ok(taken) => {
                         for d in taken {
+                            if !still_applies(&*store, &id, &d).await {
+                                continue;
+                            }
                             let decision = match d.action {
                                 DecisionAction::Approve => Decision::Approve { by: d.by },
                                 DecisionAction::Abort => Decision::Abort { by: d.by },
@@ -462,6 +499,7 @@ impl Engine {
             run_id: run_id.to_string(),
             pipeline: pipeline.name.clone(),
             release: release.clone(),
+            redactor: self.redactor.clone(),
         };
         let has = |kind: &str, stage: Option<&str>| {
             log.iter()
@@ -487,6 +525,13 @@ impl Engine {
                 continue;
             }
             let env = self.environments[stage_name].clone();
+            // The run's summary says which stage it is in from the moment
+            // the stage begins (waiting for its lock, window or approval).
+            if run.stage.as_deref() != Some(stage_name.as_str()) {
+                self.store
+                    .set_status(run_id, RunStatus::Running, Some(stage_name), None)
+                    .await?;
+            }
             // Queue the event for the pipeline's and the environment's
             // notifiers; each delivery is logged when it ends.
             let tell = |kind: EventKind, message: String| {
@@ -772,6 +817,36 @@ impl Engine {
     }
 }
 
+/// Whether decision `d`, taken from the store for run `run_id`, is for the
+/// stage the run is in now. One that is not (the run moved on between the
+/// decision's authorization and now) is dropped, and the log says so.
+async fn still_applies(store: &dyn Store, run_id: &str, d: &DecisionRequest) -> bool {
+    let Some(wanted) = d.stage.as_deref() else {
+        return true;
+    };
+    let (run, log) = match store.run_with_log(run_id).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(run_id = %run_id, "cannot read the run for a decision: {e}");
+            return false;
+        }
+    };
+    let now = crate::position::acting_stage(&run.run.stages, &log);
+    if now == Some(wanted) {
+        return true;
+    }
+    tracing::warn!(run_id = %run_id, by = %d.by, "decision for `{wanted}` dropped: the run is in {now:?}");
+    let _ = store
+        .append(
+            run_id,
+            "decision-dropped",
+            Some(wanted),
+            json!({"decision": d, "reason": "the run moved on to another stage"}),
+        )
+        .await;
+    false
+}
+
 /// Run `jobs` in order; the first that fails stops the rest.
 async fn run_jobs(
     provider: &dyn EnvironmentProvider,
@@ -808,6 +883,8 @@ struct Notify {
     run_id: String,
     pipeline: String,
     release: Release,
+    /// Reasons and values come from plugins: no secret reaches a notifier.
+    redactor: Arc<Redactor>,
 }
 
 impl Notify {
@@ -824,8 +901,11 @@ impl Notify {
             pipeline: self.pipeline.clone(),
             environment: stage.map(str::to_string),
             release: self.release.clone(),
-            message,
-            fields,
+            message: self.redactor.redact(&message).into_owned(),
+            fields: fields
+                .into_iter()
+                .map(|(k, v)| (k, self.redactor.redact(&v).into_owned()))
+                .collect(),
             url: None,
             timestamp_ms: (unix_now() * 1000),
         }

@@ -31,9 +31,9 @@ pub async fn run(
     log: &Path,
 ) -> io::Result<JobOutcome> {
     if let Some(dir) = log.parent() {
-        std::fs::create_dir_all(dir)?;
+        crate::private::create_dir(dir)?;
     }
-    std::fs::File::create(log)?;
+    crate::private::create(log)?;
     let mut child = match process::spawn(&job.command, &job.env, workdir, log) {
         Ok(child) => child,
         Err(e) => {

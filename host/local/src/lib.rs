@@ -21,6 +21,7 @@ mod job;
 mod logs;
 mod metrics;
 mod ports;
+mod private;
 mod process;
 mod router;
 mod serve;
@@ -80,10 +81,12 @@ impl LocalRuntime {
         let admin_addr = ports::loopback(opts.admin_addr)?;
         let metrics_addr = ports::loopback(opts.metrics_addr)?;
         let dir = opts.state_dir;
-        std::fs::create_dir_all(dir.join("logs")).map_err(|source| LocalError::Io {
-            path: dir.clone(),
-            source,
-        })?;
+        crate::private::create_dir(&dir)
+            .and_then(|()| crate::private::create_dir(&dir.join("logs")))
+            .map_err(|source| LocalError::Io {
+                path: dir.clone(),
+                source,
+            })?;
         let token = new_token()?;
         let listen = |addr| ports::listen(addr).map_err(|source| LocalError::Bind { addr, source });
         let admin_listener = listen(admin_addr)?;

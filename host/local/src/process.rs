@@ -5,7 +5,7 @@
 //! the rest (with the port still bound).
 
 use std::collections::BTreeMap;
-use std::fs::{self, File};
+use std::fs;
 use std::io;
 use std::path::Path;
 use std::process::{ExitStatus, Stdio};
@@ -29,9 +29,9 @@ pub fn spawn(
         .split_first()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "empty command"))?;
     if let Some(dir) = log.parent() {
-        fs::create_dir_all(dir)?;
+        crate::private::create_dir(dir)?;
     }
-    let out = File::options().create(true).append(true).open(log)?;
+    let out = crate::private::append(log)?;
     let err = out.try_clone()?;
     let mut cmd = Command::new(program);
     cmd.args(args)

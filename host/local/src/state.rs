@@ -83,7 +83,7 @@ pub fn load(dir: &Path) -> Result<Option<State>, LocalError> {
 /// file describes.
 pub fn save(dir: &Path, state: &State) -> io::Result<()> {
     let tmp = dir.join("state.json.tmp");
-    fs::write(&tmp, serde_json::to_vec_pretty(state)?)?;
+    crate::private::write(&tmp, &serde_json::to_vec_pretty(state)?)?;
     fs::rename(&tmp, path(dir))
 }
 

@@ -3,8 +3,10 @@
 //! engine all read from here.
 //!
 //! [`Store`] is the trait the engine uses; [`SqliteStore`] is the embedded
-//! default (one file, WAL mode). Events are JSON documents with a kind, so
-//! the store needs no change when the engine records something new.
+//! default (one file, WAL mode); [`Redacted`] wraps any store to keep
+//! secret values out of what is written to it. Events are JSON documents
+//! with a kind, so the store needs no change when the engine records
+//! something new.
 //!
 //! The store also keeps the notification queue: a delivery is queued before
 //! it is tried and stays queued until it ends (sent, or given up), so that
@@ -12,12 +14,14 @@
 //! not. Ending a delivery and appending its `notification` entry to the
 //! run's log are one write, which may come after the run has finished.
 
+mod redacted;
 mod sqlite;
 mod writer;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+pub use redacted::{Redacted, redact_json};
 pub use sqlite::SqliteStore;
 
 /// Why the store could not do what was asked.
@@ -145,6 +149,11 @@ pub struct DecisionRequest {
     pub action: DecisionAction,
     /// Who decided.
     pub by: String,
+    /// The stage the decision was allowed for. The engine drops it if the
+    /// run has moved on to another stage by the time it takes it, so that
+    /// an approver of one environment never decides in another.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage: Option<String>,
 }
 
 /// What a person decided.

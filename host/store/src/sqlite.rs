@@ -72,11 +72,17 @@ pub struct SqliteStore {
     /// sees: reads then queue with the writes.
     readers: Arc<Vec<Mutex<Connection>>>,
     appended: tokio::sync::broadcast::Sender<String>,
+    /// The file, unless in memory.
+    path: Option<Arc<std::path::PathBuf>>,
 }
 
 impl SqliteStore {
-    /// Open (creating if needed) the database at `path`.
+    /// Open (creating if needed) the database at `path`. The file, its
+    /// WAL and shared-memory files are for their owner only (0600): SQLite
+    /// gives the last two the database file's mode, which is set here
+    /// whatever the umask, and narrowed on a file found wider.
     pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        owner_only(path).map_err(|e| StoreError::Database(format!("{}: {e}", path.display())))?;
         let open = |flags| {
             Connection::open_with_flags(path, flags)
                 .map_err(|e| StoreError::Database(format!("{}: {e}", path.display())))
@@ -90,7 +96,9 @@ impl SqliteStore {
                 Ok(reader)
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
-        Self::start(writer, readers)
+        let mut store = Self::start(writer, readers)?;
+        store.path = Some(Arc::new(path.to_path_buf()));
+        Ok(store)
     }
 
     /// A database in memory, for tests and dry runs.
@@ -115,7 +123,34 @@ impl SqliteStore {
             // Readers that fall behind refetch from the database; the
             // channel only wakes them.
             appended: tokio::sync::broadcast::channel(1024).0,
+            path: None,
         })
+    }
+
+    /// Move the WAL's content into the database and empty it, so that a
+    /// clean shutdown leaves one file and no write history beside it. Meant
+    /// for when nothing else writes (the writer's transactions would make
+    /// it wait, another process's would make it fail).
+    pub async fn checkpoint(&self) -> Result<(), StoreError> {
+        let Some(path) = self.path.clone() else {
+            return Ok(());
+        };
+        tokio::task::spawn_blocking(move || {
+            // A connection of its own: the writer's is always inside a
+            // transaction, where a checkpoint cannot run.
+            let c = Connection::open(&*path)?;
+            c.busy_timeout(std::time::Duration::from_secs(5))?;
+            let busy: i64 = c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))?;
+            if busy != 0 {
+                return Err(StoreError::Database(format!(
+                    "{}: the WAL checkpoint found the database busy",
+                    path.display()
+                )));
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| StoreError::Database(format!("store task: {e}")))?
     }
 
     /// Transactions committed so far: with several writers at once, fewer
@@ -142,6 +177,26 @@ impl SqliteStore {
         .await
         .map_err(|e| StoreError::Database(format!("store task: {e}")))?
     }
+}
+
+/// Create `path` (mode 0600) if missing, and narrow it and its WAL and
+/// shared-memory files to 0600 if they exist.
+fn owner_only(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)?;
+    for suffix in ["", "-wal", "-shm"] {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        match std::fs::set_permissions(&name, std::fs::Permissions::from_mode(0o600)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 fn new_id() -> String {
@@ -643,6 +698,32 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_files_are_the_owners_and_a_checkpoint_empties_the_wal() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rollcage.db");
+        let wal = dir.path().join("rollcage.db-wal");
+        let shm = dir.path().join("rollcage.db-shm");
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        // A file left world-readable by an earlier version is narrowed.
+        std::fs::write(&path, b"").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let store = SqliteStore::open(&path).unwrap();
+        let id = store.create_run(new_run("api")).await.unwrap();
+        store
+            .append(&id, "step", Some("staging"), json!({"n": 1}))
+            .await
+            .unwrap();
+        assert_eq!((mode(&path), mode(&wal), mode(&shm)), (0o600, 0o600, 0o600));
+        assert!(std::fs::metadata(&wal).unwrap().len() > 0);
+        store.checkpoint().await.unwrap();
+        assert_eq!(std::fs::metadata(&wal).unwrap().len(), 0);
+        // Nothing was lost: the database has it all.
+        assert_eq!(store.events(&id, 0).await.unwrap().len(), 1);
+        assert!(SqliteStore::in_memory().unwrap().checkpoint().await.is_ok());
+    }
+
+    #[tokio::test]
     async fn a_run_and_its_log_are_read_together_on_file_and_in_memory() {
         let dir = tempfile::tempdir().unwrap();
         for store in [
@@ -875,10 +956,12 @@ mod tests {
         let approve = DecisionRequest {
             action: crate::DecisionAction::Approve,
             by: "bob".into(),
+            stage: Some("production".into()),
         };
         let abort = DecisionRequest {
             action: crate::DecisionAction::Abort,
             by: "carol".into(),
+            stage: None,
         };
         store.request_decision(&id, &approve).await.unwrap();
         store.request_decision(&id, &abort).await.unwrap();

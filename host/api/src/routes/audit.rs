@@ -9,7 +9,7 @@ use rollcage_store::AuditFilter;
 
 use super::Params;
 use crate::AppState;
-use crate::error::ApiError;
+use crate::error::{ApiError, clip};
 use crate::views::{AuditPage, AuditView};
 
 /// The audit trail, newest first.
@@ -17,9 +17,9 @@ use crate::views::{AuditPage, AuditView};
     params(
         ("actor" = Option<String>, Query, description = "Only this token or user"),
         ("run" = Option<String>, Query, description = "Only this run"),
-        ("since" = Option<String>, Query, description = "Milliseconds since the epoch, or a duration ago (24h)"),
-        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
-        ("limit" = Option<usize>, Query, description = "1 to 500 (default 50)")),
+        ("since" = Option<String>, Query, pattern = r"^(?:[0-9]{0,19}|(?:[0-9]{1,9}(?:ms|s|m|h))+)$", description = "Milliseconds since the epoch, or a duration ago (24h)"),
+        ("cursor" = Option<String>, Query, pattern = r"^[0-9]{0,19}$", description = "`next_cursor` of the previous page"),
+        ("limit" = Option<usize>, Query, minimum = 1, maximum = 500, description = "1 to 500 (default 50)")),
     responses((status = 200, body = AuditPage),
               (status = 422, description = "Bad query", body = crate::views::ErrorBody)))]
 pub(crate) async fn list_audit(
@@ -33,7 +33,7 @@ pub(crate) async fn list_audit(
         Some(c) => Some(c.parse::<u64>().map_err(|_| {
             ApiError::unprocessable(
                 "invalid_query",
-                format!("cursor = `{c}`: not a cursor this API gave"),
+                format!("cursor = `{}`: not a cursor this API gave", clip(&c)),
             )
         })?),
     };

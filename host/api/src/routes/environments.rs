@@ -6,13 +6,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use rollcage_core::Target;
 use rollcage_engine::run::EnvironmentPlan;
 use rollcage_store::RunFilter;
 
 use crate::AppState;
-use crate::error::ApiError;
+use crate::error::{ApiError, clip};
+use crate::path::ApiPath;
 use crate::views::{EnvironmentView, ErrorBody, RunView, ServiceView, SlotView};
 
 /// How long a provider may take to report an environment's status.
@@ -39,7 +40,7 @@ pub(crate) async fn list_environments(
               (status = 404, body = ErrorBody)))]
 pub(crate) async fn get_environment(
     State(state): State<Arc<AppState>>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> Result<Json<EnvironmentView>, ApiError> {
     let env = state.engine.environment(&name).cloned().ok_or_else(|| {
         let known: Vec<String> = state
@@ -50,7 +51,7 @@ pub(crate) async fn get_environment(
         ApiError::new(
             axum::http::StatusCode::NOT_FOUND,
             "no_such_environment",
-            format!("no environment `{name}`"),
+            format!("no environment `{}`", clip(&name)),
         )
         .with_details(serde_json::json!({"environments": known}))
     })?;

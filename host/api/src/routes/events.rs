@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderMap, header};
+use axum::extract::{Extension, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::Stream;
@@ -20,22 +20,25 @@ use serde_json::json;
 
 use super::Params;
 use crate::AppState;
-use crate::error::ApiError;
+use crate::auth::Principal;
+use crate::error::{ApiError, clip};
+use crate::path::ApiPath;
 use crate::views::{ErrorBody, EventView};
 
 /// The run's log, then live entries as they are written.
 #[utoipa::path(get, path = "/v1/runs/{id}/events", tag = "runs", security(("bearer" = [])),
     params(
         ("id" = String, Path, description = "Run id"),
-        ("after" = Option<u64>, Query, description = "Send entries after this sequence number (as `Last-Event-ID`)"),
-        ("Last-Event-ID" = Option<u64>, Header, description = "The id of the last event received")),
+        ("after" = Option<u64>, Query, minimum = 0, maximum = 9007199254740991_f64, description = "Send entries after this sequence number (as `Last-Event-ID`)"),
+        ("Last-Event-ID" = Option<u64>, Header, minimum = 0, maximum = 9007199254740991_f64, description = "The id of the last event received")),
     responses(
         (status = 200, description = "With `Accept: text/event-stream`: one event per log entry (event = its kind, id = its sequence number, data = EventView as JSON), live, then `end` with the run's status. Otherwise the log so far as a JSON array.",
             content((Vec<EventView> = "application/json"), (EventView = "text/event-stream"))),
         (status = 404, body = ErrorBody)))]
 pub(crate) async fn run_events(
     State(state): State<Arc<AppState>>,
-    Path(id): Path<String>,
+    Extension(who): Extension<Principal>,
+    ApiPath(id): ApiPath<String>,
     headers: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
@@ -43,7 +46,7 @@ pub(crate) async fn run_events(
     let bad = |what: &str, v: &str| {
         ApiError::unprocessable(
             "invalid_query",
-            format!("{what} = `{v}`: expected a sequence number"),
+            format!("{what} = `{}`: expected a sequence number", clip(v)),
         )
     };
     let after = match (
@@ -68,7 +71,22 @@ pub(crate) async fn run_events(
         let log = store.events(&id, after).await?;
         return Ok(Json(log.iter().map(EventView::from).collect::<Vec<_>>()).into_response());
     }
+    // Each stream holds a connection and wakes on every append: a token
+    // has a few at once.
+    let Some(slot) = state.streams.take(who.name.clone()) else {
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_streams",
+            format!(
+                "token `{}` has {} live event streams open already ([server.api] streams_per_token)",
+                who.name,
+                state.streams.limit()
+            ),
+        )
+        .with_retry_after(5));
+    };
     let follow = Follow {
+        _slot: slot,
         woken: store.appended(),
         store,
         id,
@@ -91,6 +109,8 @@ fn stream(follow: Follow) -> impl Stream<Item = Result<SseEvent, Infallible>> {
 }
 
 struct Follow {
+    /// Given back when the stream ends or its client goes.
+    _slot: crate::slots::Slot<String>,
     store: Arc<dyn Store>,
     woken: tokio::sync::broadcast::Receiver<String>,
     id: String,

@@ -15,7 +15,7 @@ use axum::http::{Method, StatusCode, Uri};
 use axum::middleware;
 use axum::routing::{get, post};
 
-use crate::error::ApiError;
+use crate::error::{ApiError, clip};
 use crate::{AppState, authenticate, layered, time_limit};
 
 pub(crate) use audit::__path_list_audit;
@@ -63,14 +63,14 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
 }
 
 async fn not_found(method: Method, uri: Uri) -> ApiError {
-    ApiError::not_found(format!("no route {method} {}", uri.path()))
+    ApiError::not_found(format!("no route {method} {}", clip(uri.path())))
 }
 
 async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
     ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
         "method_not_allowed",
-        format!("{} does not take {method}", uri.path()),
+        format!("{} does not take {method}", clip(uri.path())),
     )
 }
 
@@ -88,7 +88,8 @@ impl Params {
                 return Err(ApiError::unprocessable(
                     "invalid_query",
                     format!(
-                        "unknown query parameter `{k}`; expected one of: {}",
+                        "unknown query parameter `{}`; expected one of: {}",
+                        clip(&k),
                         known.join(", ")
                     ),
                 ));
@@ -98,19 +99,20 @@ impl Params {
         Ok(Params(map))
     }
 
+    /// The value of `k`; an empty one (`?cursor=`) is as good as none.
     pub(crate) fn get(&self, k: &str) -> Option<String> {
-        self.0.get(k).cloned()
+        self.0.get(k).filter(|v| !v.is_empty()).cloned()
     }
 
     /// `limit`: 1 to 500, 50 by default.
     pub(crate) fn limit(&self) -> Result<usize, ApiError> {
-        match self.0.get("limit") {
+        match self.get("limit").as_deref() {
             None => Ok(50),
             Some(v) => match v.parse::<usize>() {
                 Ok(n) if (1..=500).contains(&n) => Ok(n),
                 _ => Err(ApiError::unprocessable(
                     "invalid_query",
-                    format!("limit = `{v}`: expected a number from 1 to 500"),
+                    format!("limit = `{}`: expected a number from 1 to 500", clip(v)),
                 )),
             },
         }
@@ -119,18 +121,19 @@ impl Params {
     /// `since`: milliseconds since the Unix epoch, or a duration ago
     /// (`24h`).
     pub(crate) fn since_ms(&self) -> Result<Option<u64>, ApiError> {
-        let Some(v) = self.0.get("since") else {
+        let Some(v) = self.get("since") else {
             return Ok(None);
         };
         if let Ok(ms) = v.parse::<u64>() {
             return Ok(Some(ms));
         }
-        match rollcage_core::duration::parse(v) {
+        match rollcage_core::duration::parse(&v) {
             Ok(d) => Ok(Some(now_ms().saturating_sub(d.as_millis() as u64))),
             Err(_) => Err(ApiError::unprocessable(
                 "invalid_query",
                 format!(
-                    "since = `{v}`: expected milliseconds since the Unix epoch, or a duration such as 24h"
+                    "since = `{}`: expected milliseconds since the Unix epoch, or a duration such as 24h",
+                    clip(&v)
                 ),
             )),
         }
@@ -156,7 +159,7 @@ fn decode(s: &str) -> Result<String, ApiError> {
                 None => {
                     return Err(ApiError::unprocessable(
                         "invalid_query",
-                        format!("bad percent-encoding in `{s}`"),
+                        format!("bad percent-encoding in `{}`", clip(&s)),
                     ));
                 }
             }

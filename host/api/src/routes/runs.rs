@@ -4,9 +4,10 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Extension, Path, RawQuery, State};
+use axum::extract::{Extension, RawQuery, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use rollcage_engine::position;
 use rollcage_engine::run::RunRequest;
 use rollcage_engine::stage::Decision;
 use rollcage_store::{Run, RunFilter, RunStatus};
@@ -15,8 +16,9 @@ use serde_json::json;
 use super::Params;
 use crate::AppState;
 use crate::auth::{Permission, Principal};
-use crate::error::ApiError;
+use crate::error::{ApiError, clip};
 use crate::json::{ApiJson, OptionalJson};
+use crate::path::ApiPath;
 use crate::views::{ErrorBody, RollbackRun, RunDetail, RunPage, RunView, StartRun};
 
 /// 202 with the run and its location.
@@ -49,7 +51,7 @@ pub(crate) async fn start_run(
         let known: Vec<&str> = engine.pipelines().map(|p| p.name.as_str()).collect();
         return Err(ApiError::unprocessable(
             "unknown_pipeline",
-            format!("unknown pipeline `{}`", body.pipeline),
+            format!("unknown pipeline `{}`", clip(&body.pipeline)),
         )
         .with_details(json!({"pipelines": known})));
     };
@@ -58,6 +60,8 @@ pub(crate) async fn start_run(
         .clone()
         .unwrap_or_else(|| pipeline.stages.clone());
     who.require(Permission::Deploy, &stages)?;
+    state.admit(&pipeline.name)?;
+    let name = pipeline.name.clone();
     let id = engine
         .create(RunRequest {
             pipeline: body.pipeline,
@@ -75,7 +79,7 @@ pub(crate) async fn start_run(
             e => e.into(),
         })?;
     let run = engine.store().run(&id).await?;
-    state.drive(id);
+    state.drive(id, name);
     Ok(accepted(&run))
 }
 
@@ -85,9 +89,9 @@ pub(crate) async fn start_run(
         ("pipeline" = Option<String>, Query, description = "Only this pipeline"),
         ("environment" = Option<String>, Query, description = "Only runs through this environment"),
         ("status" = Option<String>, Query, description = "queued, running, awaiting_approval, succeeded, rolled_back or failed"),
-        ("since" = Option<String>, Query, description = "Milliseconds since the epoch, or a duration ago (24h)"),
+        ("since" = Option<String>, Query, pattern = r"^(?:[0-9]{0,19}|(?:[0-9]{1,9}(?:ms|s|m|h))+)$", description = "Milliseconds since the epoch, or a duration ago (24h)"),
         ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
-        ("limit" = Option<usize>, Query, description = "1 to 500 (default 50)")),
+        ("limit" = Option<usize>, Query, minimum = 1, maximum = 500, description = "1 to 500 (default 50)")),
     responses((status = 200, body = RunPage),
               (status = 422, description = "Bad query", body = ErrorBody)))]
 pub(crate) async fn list_runs(
@@ -144,7 +148,11 @@ fn parse_status(s: &str) -> Result<RunStatus, ApiError> {
         let names: Vec<&str> = all.iter().map(|x| x.as_str()).collect();
         ApiError::unprocessable(
             "invalid_query",
-            format!("status = `{s}`: expected one of {}", names.join(", ")),
+            format!(
+                "status = `{}`: expected one of {}",
+                clip(s),
+                names.join(", ")
+            ),
         )
     })
 }
@@ -157,19 +165,10 @@ fn parse_status(s: &str) -> Result<RunStatus, ApiError> {
               (status = 404, description = "No such run", body = ErrorBody)))]
 pub(crate) async fn get_run(
     State(state): State<Arc<AppState>>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<RunDetail>, ApiError> {
     let (run, log) = state.engine.store().run_with_log(&id).await?;
     Ok(Json(RunDetail::build(&run, &log)))
-}
-
-/// The environment a decision on `run` acts in: its current stage.
-fn deciding_stage(run: &Run) -> Vec<String> {
-    run.stage
-        .clone()
-        .or_else(|| run.run.stages.first().cloned())
-        .into_iter()
-        .collect()
 }
 
 async fn decide(
@@ -179,9 +178,16 @@ async fn decide(
     decision: Decision,
 ) -> Result<Response, ApiError> {
     let store = state.engine.store();
-    let run = store.run(id).await?;
-    who.require(Permission::Decide, &deciding_stage(&run))?;
-    state.engine.decide(id, decision).await?;
+    // Authorized on the position the log shows, and decided on that same
+    // read: the engine drops the decision if the run has left that stage
+    // by the time it takes it.
+    let (run, log) = store.run_with_log(id).await?;
+    let stage: Vec<String> = match position::acting_stage(&run.run.stages, &log) {
+        Some(s) => vec![s.to_string()],
+        None => run.run.stages.clone(),
+    };
+    who.require(Permission::Decide, &stage)?;
+    state.engine.decide_at(&run, &log, decision).await?;
     let run = store.run(id).await?;
     Ok(accepted(&run))
 }
@@ -198,7 +204,7 @@ async fn decide(
 pub(crate) async fn approve_run(
     State(state): State<Arc<AppState>>,
     Extension(who): Extension<Principal>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     let by = who.name.clone();
     decide(&state, &who, &id, Decision::Approve { by }).await
@@ -214,7 +220,7 @@ pub(crate) async fn approve_run(
 pub(crate) async fn abort_run(
     State(state): State<Arc<AppState>>,
     Extension(who): Extension<Principal>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     let by = who.name.clone();
     decide(&state, &who, &id, Decision::Abort { by }).await
@@ -230,14 +236,15 @@ pub(crate) async fn abort_run(
 pub(crate) async fn retry_run(
     State(state): State<Arc<AppState>>,
     Extension(who): Extension<Principal>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     let store = state.engine.store();
     let run = store.run(&id).await?;
     who.require(Permission::Deploy, &run.run.stages)?;
+    state.admit(&run.run.pipeline)?;
     let new = state.engine.retry(&id, &who.name).await?;
     let new_run = store.run(&new).await?;
-    state.drive(new);
+    state.drive(new, run.run.pipeline);
     Ok(accepted(&new_run))
 }
 
@@ -254,23 +261,25 @@ pub(crate) async fn retry_run(
 pub(crate) async fn rollback_run(
     State(state): State<Arc<AppState>>,
     Extension(who): Extension<Principal>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     OptionalJson(body): OptionalJson<RollbackRun>,
 ) -> Result<Response, ApiError> {
     let store = state.engine.store();
-    let run = store.run(&id).await?;
-    let env = body
-        .environment
-        .clone()
-        .or_else(|| run.stage.clone())
-        .or_else(|| run.run.stages.last().cloned())
-        .unwrap_or_default();
+    let (run, log) = store.run_with_log(&id).await?;
+    // The same default the engine takes: where the run stopped, per its log.
+    let env = match body.environment.clone() {
+        Some(e) => e,
+        None => position::acting_stage(&run.run.stages, &log)
+            .unwrap_or_default()
+            .to_string(),
+    };
     who.require(Permission::Deploy, std::slice::from_ref(&env))?;
+    state.admit(&run.run.pipeline)?;
     let new = state
         .engine
         .rollback(&id, body.environment.as_deref(), &who.name)
         .await?;
     let new_run = store.run(&new).await?;
-    state.drive(new);
+    state.drive(new, run.run.pipeline);
     Ok(accepted(&new_run))
 }

@@ -24,8 +24,9 @@ pub async fn check(path: &Path, cache_dir: Option<PathBuf>) -> anyhow::Result<Ex
             problems.push(format!("environment `{}`: {e}", env.name));
         }
     }
+    // A plugin's or strategy's message can quote a configured value.
     for p in &problems {
-        eprintln!("error: {p}");
+        eprintln!("error: {}", crate::logging::redact(p));
     }
     if !problems.is_empty() {
         eprintln!("{} problem(s) in {}", problems.len(), path.display());

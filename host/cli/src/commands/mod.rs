@@ -80,11 +80,17 @@ fn runtime_for(
     config: &rollcage_config::Config,
     cache_dir: Option<PathBuf>,
 ) -> anyhow::Result<Runtime> {
+    let secrets = crate::host::secret_source(config)?;
+    crate::host::install_redactor(config, &*secrets, vec![]);
+    let cache_dir = cache_dir
+        .or(config.server.cache_dir.clone())
+        .or_else(ComponentCache::default_dir);
+    if let Some(dir) = &cache_dir {
+        crate::host::private_dir(dir)?;
+    }
     Ok(Runtime::new(RuntimeOptions {
-        cache_dir: cache_dir
-            .or(config.server.cache_dir.clone())
-            .or_else(ComponentCache::default_dir),
-        secrets: crate::host::secret_source(config)?,
+        cache_dir,
+        secrets,
         ..RuntimeOptions::default()
     })?)
 }

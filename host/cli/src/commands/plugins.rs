@@ -98,7 +98,7 @@ pub async fn list(config: Option<&Path>, cache_dir: Option<PathBuf>) -> anyhow::
     let runtime = super::runtime_for(&config, cache_dir)?;
     let set = load_all(&runtime, &config, None);
     for e in &set.errors {
-        eprintln!("error: {e}");
+        eprintln!("error: {}", crate::logging::redact(e));
     }
     let failed = !set.errors.is_empty();
     let rows: Vec<Row> = set

@@ -73,6 +73,12 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 burst: api_config.burst,
             },
             request_timeout: api_config.request_timeout,
+            header_read_timeout: api_config.header_read_timeout,
+            connections_per_address: api_config.connections_per_address.get() as usize,
+            auth_failures_per_minute: api_config.auth_failures_per_minute.get(),
+            max_runs: api_config.max_runs.get() as usize,
+            max_runs_per_pipeline: api_config.max_runs_per_pipeline.get() as usize,
+            streams_per_token: api_config.streams_per_token.get() as usize,
             ..ApiOptions::default()
         },
     );

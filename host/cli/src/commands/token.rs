@@ -3,9 +3,22 @@
 
 use std::process::ExitCode;
 
-use crate::cli::TokenNewArgs;
+use crate::cli::{TokenNewArgs, TokenRoleArg};
 
 pub fn new(args: TokenNewArgs) -> anyhow::Result<ExitCode> {
+    // The configuration refuses these lines too: say so before a token is made.
+    let unlimited = match args.role {
+        TokenRoleArg::Viewer => Some("viewer"),
+        TokenRoleArg::Admin => Some("admin"),
+        TokenRoleArg::Deployer | TokenRoleArg::Approver => None,
+    };
+    if let Some(role) = unlimited
+        && !args.environments.is_empty()
+    {
+        return Ok(super::bad_input(format!(
+            "role {role} is not limited by environment; -e limits only deployers and approvers"
+        )));
+    }
     let token = rollcage_api::new_token()
         .map_err(|e| anyhow::anyhow!("no randomness from the system: {e}"))?;
     let role = format!("{:?}", args.role).to_lowercase();

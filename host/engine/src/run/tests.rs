@@ -9,6 +9,8 @@ use tokio::sync::Semaphore;
 use super::*;
 use crate::fakes::{FakeProvider, PlanStrategy, apply, route, scripted};
 
+mod positions;
+
 /// A notifier that remembers the kinds it was told of; given a gate, it
 /// answers only for a permit of it.
 struct Recorder {
