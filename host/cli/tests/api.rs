@@ -13,25 +13,7 @@ use rollcage_tests::prometheus::{Prometheus, promtool, tool};
 use serde_json::Value;
 
 mod common;
-use common::{Server, http, json, rollcage, text};
-
-/// A token from `rollcage token new`, and the configuration lines for it.
-fn token(name: &str, role: &str, envs: &[&str], cache: &Path) -> (String, String) {
-    let mut args = vec!["token", "new", name, "--role", role];
-    for e in envs {
-        args.extend(["-e", e]);
-    }
-    let out = rollcage(&args, cache);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let token = text(&out.stdout).trim().to_string();
-    let lines = text(&out.stderr);
-    let block = lines[lines.find("[server.tokens").unwrap()..].to_string();
-    assert!(
-        !block.contains(&token),
-        "the token itself must not be in the config lines"
-    );
-    (token, block)
-}
+use common::{Server, http, json, rollcage, text, token};
 
 struct Tokens {
     alice: String,

@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::serve::{Server, http, json, token};
+use common::{Server, http, json, token};
 
 /// The attacker's memory limit, in MiB.
 const PLUGIN_MEMORY_MB: u64 = 16;
@@ -221,7 +221,7 @@ fn every_attack_is_contained_while_the_api_keeps_answering() {
     let (config, viewer) = config(dir.path(), &cache, &attacks);
     let log_path = dir.path().join("serve.log");
     let log = std::fs::File::create(&log_path).unwrap();
-    let server = Server::start_logging(&config, &cache, "127.0.0.1:0", Stdio::from(log));
+    let server = Server::start_with(&config, &cache, "127.0.0.1:0", Stdio::from(log), &[]);
     let fds_at_start = open_fds(server.child.id());
 
     println!(

@@ -13,8 +13,6 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-pub mod serve;
-
 /// The binary, ready for arguments and standard streams.
 pub fn command(cache: &Path) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_rollcage"));
@@ -34,6 +32,24 @@ pub fn rollcage(args: &[&str], cache: &Path) -> Output {
 /// Output as text, for messages and searching.
 pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A token from `rollcage token new`, and the configuration lines for it.
+pub fn token(name: &str, role: &str, envs: &[&str], cache: &Path) -> (String, String) {
+    let mut args = vec!["token", "new", name, "--role", role];
+    for e in envs {
+        args.extend(["-e", e]);
+    }
+    let out = rollcage(&args, cache);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let token = text(&out.stdout).trim().to_string();
+    let lines = text(&out.stderr);
+    let block = lines[lines.find("[server.tokens").unwrap()..].to_string();
+    assert!(
+        !block.contains(&token),
+        "the token itself must not be in the config lines"
+    );
+    (token, block)
 }
 
 /// A running `rollcage serve`, stopped with SIGTERM on drop.
