@@ -15,13 +15,6 @@ use wasmtime::ResourceLimiter;
 /// function reference is one pointer).
 pub const TABLE_ELEMENT_BYTES: usize = 8;
 
-/// Which budget a call ran out of, so that the trap that follows is
-/// reported as that limit and not as a crash.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Exceeded {
-    Memory,
-}
-
 /// Counts what an instance holds against its plugin's limits.
 pub struct StoreLimiter {
     limit_bytes: usize,
@@ -30,9 +23,9 @@ pub struct StoreLimiter {
     tables: usize,
     /// Bytes of all memories and tables now.
     held: usize,
-    /// The most ever held, for reports and benchmarks.
-    pub peak: usize,
-    pub exceeded: Option<Exceeded>,
+    /// The budget was reached: the trap that follows is reported as the
+    /// memory limit, not as a crash.
+    pub exceeded: bool,
 }
 
 impl StoreLimiter {
@@ -44,8 +37,7 @@ impl StoreLimiter {
             memories: count(limits.memories),
             tables: count(limits.tables),
             held: 0,
-            peak: 0,
-            exceeded: None,
+            exceeded: false,
         }
     }
 
@@ -54,11 +46,10 @@ impl StoreLimiter {
     fn grow(&mut self, current: usize, desired: usize) -> bool {
         let total = self.held.saturating_sub(current).saturating_add(desired);
         if total > self.limit_bytes {
-            self.exceeded = Some(Exceeded::Memory);
+            self.exceeded = true;
             return false;
         }
         self.held = total;
-        self.peak = self.peak.max(total);
         true
     }
 }
@@ -128,7 +119,7 @@ mod tests {
         assert!(l.memory_growing(0, 512 << 10, None).unwrap());
         assert!(l.memory_growing(0, 512 << 10, None).unwrap());
         assert!(!l.memory_growing(0, 64 << 10, None).unwrap());
-        assert_eq!(l.exceeded, Some(Exceeded::Memory));
+        assert!(l.exceeded);
         // A table counts too, by its elements.
         let mut l = StoreLimiter::new(&limits);
         assert!(l.memory_growing(0, 1 << 19, None).unwrap());
@@ -138,7 +129,7 @@ mod tests {
         let mut l = StoreLimiter::new(&limits);
         assert!(l.memory_growing(0, 1 << 19, None).unwrap());
         assert!(l.memory_growing(1 << 19, 1 << 20, None).unwrap());
-        assert_eq!(l.peak, 1 << 20);
+        assert_eq!(l.held, 1 << 20);
     }
 
     #[test]

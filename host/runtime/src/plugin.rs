@@ -16,7 +16,7 @@ use crate::convert::*;
 use crate::engine::{EPOCH_TICK, Runtime};
 use crate::error::LoadError;
 use crate::inspect::{ComponentInfo, check_preamble, component_info};
-use crate::limiter::{Exceeded, count_limit};
+use crate::limiter::count_limit;
 use crate::state::{CallState, PluginShared};
 use crate::text::{clip_owned, clip_tail};
 pub use rollcage_core::Limits;
@@ -326,7 +326,7 @@ impl LoadedPlugin {
         match outcome {
             Err(_elapsed) => Err(timeout),
             Ok(Err(e)) => {
-                if state.limiter.exceeded == Some(Exceeded::Memory) {
+                if state.limiter.exceeded {
                     return Err(PluginError::MemoryLimit {
                         plugin,
                         limit_mb: limits.memory_mb,

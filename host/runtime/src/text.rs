@@ -65,11 +65,6 @@ pub fn escape_controls(text: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
-/// What a plugin's text becomes in a host log line: cut, then escaped.
-pub fn for_log(text: &str, max: usize) -> String {
-    escape_controls(&clip(text, max)).into_owned()
-}
-
 /// The largest character boundary at or below `max`.
 pub fn floor_boundary(text: &str, max: usize) -> usize {
     let mut end = max.min(text.len());
@@ -104,6 +99,5 @@ mod tests {
             "a\\u{1b}[31mred\\r\\u{2028}"
         );
         assert!(matches!(escape_controls("plain é"), Cow::Borrowed(_)));
-        assert_eq!(for_log("ab\ncd", 3), "ab\\n… [cut: 2 bytes]");
     }
 }
