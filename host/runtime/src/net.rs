@@ -266,15 +266,20 @@ impl CallNet {
         let addrs = self.resolve(&dest, connect_timeout).await?;
         let stream = connect(&addrs, connect_timeout).await?;
 
+        let (request_kb, response_kb) = (self.limits.request_body_kb, self.limits.response_body_kb);
         let (request_limit, response_limit) = (
-            self.limits.request_body_kb.saturating_mul(1024),
-            self.limits.response_body_kb.saturating_mul(1024),
+            request_kb.saturating_mul(1024),
+            response_kb.saturating_mul(1024),
         );
         let request = {
             let call = self.clone();
             request.map(move |body| {
                 Capped::new(body, request_limit, move || {
-                    call.over_body("request_body_kb", HttpError::HttpRequestBodySize)
+                    call.over_body(
+                        "request_body_kb",
+                        request_kb,
+                        HttpError::HttpRequestBodySize,
+                    )
                 })
                 .boxed_unsync()
             })
@@ -324,7 +329,13 @@ impl CallNet {
             Capped::new(
                 incoming.map_err(HttpError::from),
                 response_limit,
-                move || call.over_body("response_body_kb", HttpError::HttpResponseBodySize),
+                move || {
+                    call.over_body(
+                        "response_body_kb",
+                        response_kb,
+                        HttpError::HttpResponseBodySize,
+                    )
+                },
             )
             .boxed_unsync()
         });
@@ -339,11 +350,14 @@ impl CallNet {
         Ok((response, io))
     }
 
-    fn over_body(&self, limit: &'static str, error: fn(Option<u64>) -> HttpError) -> HttpError {
-        let kb = match limit {
-            "request_body_kb" => self.limits.request_body_kb,
-            _ => self.limits.response_body_kb,
-        };
+    /// Record that a body went past `limit` (`kb` KiB) and make the error
+    /// the plugin reads.
+    fn over_body(
+        &self,
+        limit: &'static str,
+        kb: u64,
+        error: fn(Option<u64>) -> HttpError,
+    ) -> HttpError {
         self.incidents.limit(
             &self.plugin,
             limit,
