@@ -200,13 +200,34 @@ impl StandIn {
             .sum()
     }
 
-    /// Deny the token `verb` on `resource` (`deployments`, `pods/log`).
-    pub fn deny(&self, verb: &str, resource: &str) {
+    /// Deny the token `verb` on `resource` (`deployments`, `pods/log`) in
+    /// `namespace`, as a Role without that rule would.
+    pub fn deny(&self, namespace: &str, verb: &str, resource: &str) {
         self.shared
             .denied
             .lock()
             .unwrap()
-            .push((verb.into(), resource.into()));
+            .push((namespace.into(), verb.into(), resource.into()));
+    }
+
+    /// Every write so far, in order: `(plural, namespace, name, object
+    /// after the write or None when deleted)`.
+    pub fn write_log(&self) -> Vec<(String, String, String, Option<Value>)> {
+        self.shared
+            .store
+            .lock()
+            .unwrap()
+            .history
+            .iter()
+            .map(|w| {
+                (
+                    w.key.0.clone(),
+                    w.key.1.clone(),
+                    w.key.2.clone(),
+                    w.object.clone(),
+                )
+            })
+            .collect()
     }
 
     /// Allow everything again.

@@ -70,8 +70,8 @@ pub struct Shared {
     pub user: String,
     pub faults: Mutex<Vec<Fault>>,
     pub requests: Mutex<Vec<Logged>>,
-    /// `(verb, resource)` the token may not do.
-    pub denied: Mutex<Vec<(String, String)>>,
+    /// `(namespace, verb, resource)` the token may not do.
+    pub denied: Mutex<Vec<(String, String, String)>>,
 }
 
 fn whole(status: u16, content_type: &str, body: impl Into<Bytes>) -> http::Response<Body> {
@@ -283,7 +283,7 @@ impl Shared {
             .lock()
             .unwrap()
             .iter()
-            .any(|(v, res)| v == verb && *res == logged.resource);
+            .any(|(ns, v, res)| *ns == namespace && v == verb && *res == logged.resource);
         if denied {
             return error_response(&ApiError::forbidden(r, &name, verb, &self.user, &namespace));
         }
@@ -357,12 +357,13 @@ impl Shared {
                     let attrs = &obj["spec"]["resourceAttributes"];
                     let verb = attrs["verb"].as_str().unwrap_or("");
                     let res = attrs["resource"].as_str().unwrap_or("");
+                    let ns = attrs["namespace"].as_str().unwrap_or("");
                     let allowed = !self
                         .denied
                         .lock()
                         .unwrap()
                         .iter()
-                        .any(|(v, r)| v == verb && r == res);
+                        .any(|(n, v, r)| n == ns && v == verb && r == res);
                     obj["status"] = json!({"allowed": allowed});
                     obj["apiVersion"] = json!(r.api_version());
                     obj["kind"] = json!(r.kind);
