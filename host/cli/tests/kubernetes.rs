@@ -630,3 +630,42 @@ fn a_missing_rbac_rule_is_named_with_the_rule_to_add() {
         "the token never leaves the host"
     );
 }
+
+#[test]
+fn the_example_configuration_checks() {
+    let example =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/kubernetes/rollcage.toml");
+    let example = example.to_str().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let check = |env: &[(&str, &str)]| {
+        common::command(cache.path())
+            .args(["config", "check", example])
+            .env_remove("KUBE_CA")
+            .env_remove("KUBE_TOKEN")
+            .envs(env.iter().copied())
+            .output()
+            .unwrap()
+    };
+    let ca = &standin().ca_pem;
+    let out = check(&[("KUBE_CA", ca), ("KUBE_TOKEN", "t0ken")]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert!(
+        text(&out.stdout).contains(": ok (6 plugins, 1 checks, 2 environments, 1 pipelines)"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    // Without the CA in the secrets, the plugins that need it say so.
+    let out = check(&[("KUBE_TOKEN", "t0ken")]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("plugin `staging-cluster` (builtin:kubernetes): tls_ca (secret KUBE_CA): the secret source has no such secret"),
+        "{err}"
+    );
+}
