@@ -669,3 +669,76 @@ fn the_example_configuration_checks() {
         "{err}"
     );
 }
+
+#[test]
+fn a_host_killed_mid_canary_resumes_it_to_its_end() {
+    let s = standin();
+    let ns = "resume";
+    s.seed(http_route(ns));
+    let setup = Setup::new(
+        ns,
+        r#"traffic = "gateway-api", http_route = "web""#,
+        r#"{ plugin = "canary", steps = [25, { pause = "3s" }, 50, 100] }"#,
+        "",
+    );
+    ok(&setup.run("1.0.0"), "first deployment");
+    let cfg = setup.config.to_str().unwrap();
+    let mut host = common::command(setup.cache.path())
+        .args(["run", "web", "-c", cfg, "--release", "1.1.0"])
+        .env("KUBE_TOKEN", &s.token)
+        .current_dir(setup.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill it while the canary holds 25% (during the pause).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the canary never reached 25%"
+        );
+        let route = s.get("httproutes", ns, "web").unwrap();
+        if our_weights(&route, "web").iter().any(|(_, w)| *w == 25) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    host.kill().unwrap(); // SIGKILL
+    host.wait().unwrap();
+
+    let out = setup.rollcage(&["runs", "resume", "-c", cfg]);
+    ok(&out, "resume");
+    let canary = deployment_of(ns, "1.1.0");
+    let weights: Vec<u64> = s
+        .history("httproutes", ns, "web")
+        .into_iter()
+        .flatten()
+        .filter_map(|r| {
+            our_weights(&r, "web")
+                .into_iter()
+                .find(|(n, _)| *n == canary)
+                .map(|(_, w)| w)
+        })
+        .collect();
+    let mut steps = weights.clone();
+    steps.dedup();
+    assert!(steps.windows(3).any(|w| w == [25, 50, 100]), "{weights:?}");
+    // Never back to fewer: the resumed run went on from where it was.
+    let at_25 = steps.iter().position(|w| *w == 25).unwrap();
+    assert!(steps[at_25..].windows(2).all(|w| w[0] <= w[1]), "{steps:?}");
+    let route = s.get("httproutes", ns, "web").unwrap();
+    let serving: Vec<String> = our_weights(&route, "web")
+        .into_iter()
+        .filter(|(_, w)| *w == 100)
+        .map(|(n, _)| n)
+        .collect();
+    let d = s.get("deployments", ns, &serving[0]).unwrap();
+    assert_eq!(
+        d["metadata"]["annotations"]["rollcage.dev/version"],
+        "1.1.0"
+    );
+    let out = setup.rollcage(&["runs", "list", "-c", cfg, "--output", "json"]);
+    let runs: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(runs[0]["status"], "succeeded", "{runs}");
+}
