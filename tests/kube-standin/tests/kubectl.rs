@@ -157,6 +157,38 @@ fn kubectl_agrees_with_the_stand_in() {
         "{err}"
     );
 
+    // Creating what exists is AlreadyExists; the selector is immutable; a
+    // label value is checked by the server.
+    let err = k.fails(&["create", "--validate=false", "-f", &web2]);
+    assert!(
+        err.contains("deployments.apps \"web\" already exists"),
+        "{err}"
+    );
+    let err = k.fails(&[
+        "patch",
+        "deployment",
+        "web",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"selector":{"matchLabels":{"app":"other"}}}}"#,
+    ]);
+    assert!(
+        err.contains("spec.selector") && err.contains("field is immutable"),
+        "{err}"
+    );
+    let err = k.fails(&[
+        "patch",
+        "deployment",
+        "web",
+        "--type=merge",
+        "-p",
+        r#"{"metadata":{"labels":{"team":"-payments"}}}"#,
+    ]);
+    assert!(
+        err.contains("is invalid") && err.contains("a valid label must be"),
+        "{err}"
+    );
+
     // A name that is not a DNS subdomain is Invalid.
     let bad = k.file("bad.json", &deployment("Web_1", "web:1.0", 1));
     let err = k.fails(&["apply", "--server-side", "--validate=false", "-f", &bad]);
