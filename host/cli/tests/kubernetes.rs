@@ -520,6 +520,12 @@ fn conflicts_and_throttling_are_retried_inside_the_call() {
         kind: FaultKind::Unavailable,
         times: 3,
     });
+    s.inject(Fault {
+        method: Some("GET".into()),
+        path_contains: format!("{path}httproutes"),
+        kind: FaultKind::Slow(std::time::Duration::from_millis(300)),
+        times: 2,
+    });
     let before = s.requests().len();
     ok(&setup.run("1.1.0"), "canary through the storms");
     assert_eq!(s.faults_left(), 0, "every injected fault was met");

@@ -58,7 +58,16 @@ impl StandIn {
         StandIn::start_with(Timing::default())
     }
 
+    /// [`StandIn::start`] with the simulated cluster's `timing`. Callable
+    /// from inside an async runtime too (the stand-in's own is built on a
+    /// thread of its own).
     pub fn start_with(timing: Timing) -> StandIn {
+        std::thread::spawn(move || StandIn::build(timing))
+            .join()
+            .expect("the stand-in starts")
+    }
+
+    fn build(timing: Timing) -> StandIn {
         let ca = pki::TestCa::new("stand-in cluster CA");
         let cert = ca.issue(&["127.0.0.1", "localhost", "kubernetes.default.svc"]);
         let token = format!("standin-{:016x}", rand_u64());
@@ -136,6 +145,22 @@ impl StandIn {
             .unwrap()
             .create(r, &ns, obj, "seed")
             .expect("a valid object");
+    }
+
+    /// Change an object as another client would (an update by field
+    /// manager `kubectl-edit`), through the API's rules.
+    pub fn edit(&self, plural: &str, namespace: &str, name: &str, change: impl FnOnce(&mut Value)) {
+        let r = meta::RESOURCES
+            .iter()
+            .find(|r| r.plural == plural)
+            .expect("a resource the stand-in knows");
+        let key = store::key(r, namespace, name);
+        let mut store = self.shared.store.lock().unwrap();
+        let mut obj = store.get(&key).cloned().expect("the object exists");
+        change(&mut obj);
+        store
+            .update(r, &key, obj, store::Manage::Update("kubectl-edit"))
+            .expect("a valid update");
     }
 
     /// The object of `plural` `namespace/name` as stored now.
