@@ -244,3 +244,60 @@ async fn a_refused_token_is_named_without_its_value() {
     assert!(!err.contains("not-the-token"), "{err}");
     let _ = s;
 }
+
+#[tokio::test]
+async fn replicas_traffic_splits_only_as_the_replica_counts_do() {
+    let s = standin();
+    let ns = "replicas";
+    s.create_namespace(ns);
+    let p = provider(ns, json!({"traffic": "replicas"}), &s.token);
+    let t = target();
+    p.apply_slot(&t, &slot("stable", "1.0.0", 3)).await.unwrap();
+    p.apply_slot(&t, &slot("canary", "1.1.0", 1)).await.unwrap();
+    ready(&p, "stable", 3).await;
+    ready(&p, "canary", 1).await;
+    let err = p
+        .route(&t, &weights(&[("stable", 90), ("canary", 10)]))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("splits traffic by replica counts (canary=1, stable=3): it cannot represent stable=90, canary=10"),
+        "{err}"
+    );
+    p.route(&t, &weights(&[("stable", 75), ("canary", 25)]))
+        .await
+        .unwrap();
+    // The front Service selects every slot of the service; the split is
+    // what the ready pods make it.
+    let front = s.get("services", ns, "web").unwrap();
+    assert_eq!(
+        front["spec"]["selector"],
+        json!({"rollcage.dev/service": "web"})
+    );
+    let status = p.status(&t).await.unwrap();
+    assert_eq!(status.weights, weights(&[("canary", 25), ("stable", 75)]));
+}
+
+#[tokio::test]
+async fn a_forbidden_call_names_the_rule_to_add() {
+    let s = standin();
+    let ns = "forbidden";
+    s.create_namespace(ns);
+    s.deny(ns, "patch", "deployments");
+    let p = provider(ns, json!({"traffic": "service-selector"}), &s.token);
+    let err = p
+        .apply_slot(&target(), &slot("blue", "1.0.0", 1))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("the token may not patch deployments in namespace `forbidden` (403 Forbidden"),
+        "{err}"
+    );
+    assert!(
+        err.contains(r#"add this rule to the Role bound to it: {apiGroups: ["apps"], resources: ["deployments"], verbs: ["patch"]}"#),
+        "{err}"
+    );
+    assert!(s.list("deployments", ns).is_empty());
+}
