@@ -301,3 +301,38 @@ async fn a_forbidden_call_names_the_rule_to_add() {
     );
     assert!(s.list("deployments", ns).is_empty());
 }
+
+#[tokio::test]
+async fn prepare_refuses_a_route_no_gateway_accepted() {
+    let s = standin();
+    let ns = "unaccepted";
+    s.create_namespace(ns);
+    s.seed(
+        json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+        "metadata": {"name": "web", "namespace": ns},
+        "spec": {"parentRefs": [{"name": "missing-gateway"}], "rules": [{}]}}),
+    );
+    let p = provider(
+        ns,
+        json!({"traffic": "gateway-api", "http_route": "web"}),
+        &s.token,
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let err = loop {
+        // The gateway answers in its own time.
+        match p.prepare(&target()).await {
+            Err(e) => break e.to_string(),
+            Ok(()) => {
+                assert!(
+                    Instant::now() < deadline,
+                    "prepare kept accepting the route"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    assert!(
+        err.contains("HTTPRoute `web` in namespace `unaccepted` is not accepted by its Gateway: parent `missing-gateway`: NoMatchingParent"),
+        "{err}"
+    );
+}

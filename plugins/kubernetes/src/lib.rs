@@ -199,12 +199,13 @@ impl EnvironmentProvider for Kubernetes {
         }
         if c.kube.config.traffic == Traffic::GatewayApi {
             let route = c.kube.config.http_route.clone().unwrap_or_default();
-            if c.get(traffic::GATEWAY_GROUP, "httproutes", &route)?
-                .is_none()
-            {
+            let Some(found) = c.get(traffic::GATEWAY_GROUP, "httproutes", &route)? else {
                 return Err(format!(
                     "HTTPRoute `{route}` does not exist in namespace `{ns}`: create it with a parentRef to your Gateway (see the README's Kubernetes section); Rollcage adds and weighs only its own backendRefs"
                 ));
+            };
+            if let Some(why) = traffic::not_accepted(&found) {
+                return Err(format!("HTTPRoute `{route}` in namespace `{ns}` {why}"));
             }
         }
         // What the token may do, asked of the API itself.
@@ -444,6 +445,9 @@ fn run_job(c: &Client, job: &Job) -> Result<JobResult, String> {
         }
     }
     let until = Instant::now() + Duration::from_secs(deadline + 30);
+    // Polls start quick (most jobs are short) and slow down to one every
+    // 2 s, so that a long job stays within the call's `http_requests`.
+    let mut pause = Duration::from_millis(250);
     let finished = loop {
         let Some(j) = c.get("batch", "jobs", &name)? else {
             return Err(format!("Job `{name}` disappeared before it finished"));
@@ -460,7 +464,8 @@ fn run_job(c: &Client, job: &Job) -> Result<JobResult, String> {
         if Instant::now() > until {
             return Err(format!("Job `{name}` did not finish within {deadline} s"));
         }
-        std::thread::sleep(Duration::from_millis(250));
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_secs(2));
     };
     // Its pod holds the exit code and the log.
     let path = format!(

@@ -172,6 +172,33 @@ pub fn weights(c: &Client, slots: &[Slot]) -> Result<Vec<RouteWeight>, String> {
     }
 }
 
+/// Why a Gateway did not accept the route, when one says so (a route no
+/// Gateway has looked at yet is not refused here).
+pub fn not_accepted(route: &Value) -> Option<String> {
+    let parents = route["status"]["parents"].as_array()?;
+    let refused: Vec<String> = parents
+        .iter()
+        .filter_map(|p| {
+            let c = p["conditions"]
+                .as_array()?
+                .iter()
+                .find(|c| c["type"] == "Accepted" && c["status"] == "False")?;
+            Some(format!(
+                "parent `{}`: {} ({})",
+                p["parentRef"]["name"].as_str().unwrap_or("?"),
+                c["reason"].as_str().unwrap_or("no reason"),
+                c["message"].as_str().unwrap_or("")
+            ))
+        })
+        .collect();
+    (!refused.is_empty()).then(|| {
+        format!(
+            "is not accepted by its Gateway: {}; traffic through it would go nowhere",
+            refused.join("; ")
+        )
+    })
+}
+
 fn backend_refs(route: &Value) -> impl Iterator<Item = &Value> {
     route["spec"]["rules"]
         .as_array()

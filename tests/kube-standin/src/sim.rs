@@ -2,7 +2,7 @@
 //! get ready one by one (or crash-loop, or never pull, when the image's
 //! name asks for it) and report progress as the Deployment controller does;
 //! Jobs run one pod to an exit code and a log; HTTPRoutes are accepted by
-//! a gateway.
+//! a gateway (unless their parent is `missing-gateway`).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -395,9 +395,16 @@ fn route(store: &mut Store, key: &Key) {
         .unwrap_or_default()
         .into_iter()
         .map(|p| {
+            // A parent named `missing-gateway` stands for a Gateway that
+            // does not exist.
+            let (accepted, reason, message) = if p["name"] == "missing-gateway" {
+                ("False", "NoMatchingParent", "no Gateway named missing-gateway")
+            } else {
+                ("True", "Accepted", "")
+            };
             json!({"parentRef": p, "controllerName": "standin.rollcage.dev/gateway",
                 "conditions": [
-                    {"type": "Accepted", "status": "True", "reason": "Accepted", "observedGeneration": generation, "message": "", "lastTransitionTime": "2026-01-01T00:00:00Z"},
+                    {"type": "Accepted", "status": accepted, "reason": reason, "observedGeneration": generation, "message": message, "lastTransitionTime": "2026-01-01T00:00:00Z"},
                     {"type": "ResolvedRefs", "status": "True", "reason": "ResolvedRefs", "observedGeneration": generation, "message": "", "lastTransitionTime": "2026-01-01T00:00:00Z"}]})
         })
         .collect();
