@@ -823,7 +823,7 @@ fn strategies_are_granted_nothing() {
     let err = rt.load(s, builtin("canary")).err().unwrap();
     assert_eq!(
         err.to_string(),
-        "plugin `steps` (test:steps) is a strategy and strategies are granted nothing: remove its allow_hosts, allow_private and secrets"
+        "plugin `steps` (test:steps) is a strategy and strategies are granted nothing: remove its allow_hosts, allow_private, secrets and tls_ca"
     );
     // Built against the strategy world, the builtins import no HTTP at all.
     for name in ["canary", "rolling", "blue-green"] {

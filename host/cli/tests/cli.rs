@@ -35,6 +35,7 @@ fn plugins_list_shows_the_builtins() {
         "console notifier builtin:console",
         "http health-check builtin:http",
         "jira notifier builtin:jira",
+        "kubernetes environment-provider builtin:kubernetes",
         "local environment-provider builtin:local",
         "prometheus health-check builtin:prometheus",
         "rolling strategy builtin:rolling",

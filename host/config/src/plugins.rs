@@ -7,6 +7,7 @@
 //! kind = "notifier"                      # optional: builtins know theirs, files are inspected
 //! allow_hosts = ["hooks.slack.com"]      # host, host:port, host:*, *.domain, *
 //! secrets = ["SLACK_WEBHOOK_URL"]
+//! tls_ca = "ca.pem"                      # a private CA for HTTPS, or { secret = "NAME" }
 //! limits = { memory_mb = 32, timeout_ms = 5000 }
 //! config = { channel = "#deploys" }
 //! ```
@@ -14,7 +15,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use rollcage_core::{HostPattern, IpNet, Limits, PluginId, PluginKind};
+use rollcage_core::{HostPattern, IpNet, Limits, PluginId, PluginKind, TlsCa};
 use serde::Deserialize;
 use toml::Spanned;
 use toml::de::DeValue;
@@ -137,6 +138,9 @@ pub struct PluginConfig {
     pub allow_hosts: Vec<HostPattern>,
     pub allow_private: Vec<IpNet>,
     pub secrets: Vec<String>,
+    /// A private certificate authority its HTTPS trusts beside the public
+    /// roots; a file is checked to hold PEM certificates.
+    pub tls_ca: Option<TlsCa>,
     pub limits: Limits,
     pub breaker: BreakerSettings,
     /// The plugin's own `config` table, as JSON.
@@ -156,11 +160,55 @@ struct RawPlugin {
     #[serde(default)]
     secrets: Vec<Spanned<String>>,
     #[serde(default)]
+    tls_ca: Option<Spanned<RawTlsCa>>,
+    #[serde(default)]
     limits: Option<Spanned<LimitsConfig>>,
     #[serde(default)]
     breaker: Option<Spanned<RawBreaker>>,
     #[serde(default)]
     config: Option<toml::Table>,
+}
+
+/// `tls_ca = "ca.pem"` or `tls_ca = { secret = "NAME" }`.
+#[derive(Deserialize)]
+#[serde(
+    untagged,
+    expecting = "tls_ca: expected a path to a PEM file (\"ca.pem\") or { secret = \"NAME\" }"
+)]
+enum RawTlsCa {
+    Path(String),
+    Secret(RawTlsSecret),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTlsSecret {
+    secret: String,
+}
+
+/// The one PEM label a trust root file may hold.
+const PEM_CERTIFICATE: &str = "-----BEGIN CERTIFICATE-----";
+
+/// Why a `tls_ca` file cannot be a trust root, if it cannot: a missing or
+/// unreadable file, or one without a PEM certificate (a private key given
+/// by mistake is named as such, never quoted).
+fn tls_ca_file_problem(path: &std::path::Path) -> Option<String> {
+    let shown = path.display();
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) => return Some(format!("tls_ca file `{shown}`: {e}")),
+    };
+    if text.contains(PEM_CERTIFICATE) {
+        return None;
+    }
+    if text.contains("PRIVATE KEY-----") {
+        return Some(format!(
+            "tls_ca file `{shown}` holds a private key, not a certificate: give the CA's certificate"
+        ));
+    }
+    Some(format!(
+        "tls_ca file `{shown}` holds no PEM certificate ({PEM_CERTIFICATE})"
+    ))
 }
 
 pub(crate) fn parse(
@@ -300,9 +348,7 @@ fn validate(
     let mut secrets = Vec::new();
     for name in &raw.secrets {
         let n = name.get_ref();
-        let valid = n.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
-            && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-        if valid {
+        if valid_secret_name(n) {
             secrets.push(n.clone());
         } else {
             err(
@@ -312,6 +358,43 @@ fn validate(
             );
         }
     }
+
+    let tls_ca = raw.tls_ca.as_ref().and_then(|ca| match ca.get_ref() {
+        RawTlsCa::Path(file) => {
+            let base = src
+                .path
+                .parent()
+                .map(|p| p.to_path_buf())
+                .unwrap_or_default();
+            let path = base.join(file);
+            match tls_ca_file_problem(&path) {
+                None => Some(TlsCa::File(path)),
+                Some(problem) => {
+                    err(
+                        ca.span(),
+                        problem,
+                        Some(
+                            "give a PEM file relative to this file, or { secret = \"NAME\" }"
+                                .into(),
+                        ),
+                    );
+                    None
+                }
+            }
+        }
+        RawTlsCa::Secret(RawTlsSecret { secret }) => {
+            if valid_secret_name(secret) {
+                Some(TlsCa::Secret(secret.clone()))
+            } else {
+                err(
+                    ca.span(),
+                    format!("tls_ca: invalid secret name `{secret}`: use letters, digits and `_`"),
+                    None,
+                );
+                None
+            }
+        }
+    });
 
     let limits = match &raw.limits {
         None => Limits::default(),
@@ -329,6 +412,7 @@ fn validate(
             (raw.allow_hosts.first().map(|e| e.span()), "allow_hosts"),
             (raw.allow_private.first().map(|e| e.span()), "allow_private"),
             (raw.secrets.first().map(|e| e.span()), "secrets"),
+            (raw.tls_ca.as_ref().map(|e| e.span()), "tls_ca"),
         ];
         for (span, key) in granted {
             if let Some(span) = span {
@@ -380,8 +464,15 @@ fn validate(
         allow_hosts,
         allow_private,
         secrets,
+        tls_ca,
         limits,
         breaker,
         config,
     })
+}
+
+/// A secret name: letters, digits and `_`, not starting with a digit.
+fn valid_secret_name(n: &str) -> bool {
+    n.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+        && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }

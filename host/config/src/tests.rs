@@ -196,3 +196,50 @@ streams_per_token = 2
         (4, 3, 50, 5, 2)
     );
 }
+
+#[test]
+fn tls_ca_is_a_pem_file_beside_the_configuration_or_a_secret() {
+    let dir = std::env::temp_dir().join(format!("rollcage-tls-ca-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("certs")).unwrap();
+    std::fs::write(
+        dir.join("certs/ca.pem"),
+        "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("certs/key.pem"),
+        "-----BEGIN PRIVATE KEY-----\nc2VjcmV0\n-----END PRIVATE KEY-----\n",
+    )
+    .unwrap();
+    let text = r#"
+[plugins.console]
+component = "builtin:console"
+tls_ca = "certs/ca.pem"
+
+[plugins.other]
+component = "builtin:console"
+tls_ca = { secret = "CLUSTER_CA" }
+"#;
+    let file = dir.join("rollcage.toml");
+    let c = Config::parse(&file, text, &cx()).unwrap();
+    let ca = |id: &str| c.plugins[&id.parse::<PluginId>().unwrap()].tls_ca.clone();
+    assert_eq!(
+        ca("console"),
+        Some(rollcage_core::TlsCa::File(dir.join("certs/ca.pem")))
+    );
+    assert_eq!(
+        ca("other"),
+        Some(rollcage_core::TlsCa::Secret("CLUSTER_CA".into()))
+    );
+
+    // A private key given by mistake is named as such and never quoted.
+    let text = text.replace("certs/ca.pem", "certs/key.pem");
+    let err = Config::parse(&file, &text, &cx()).unwrap_err().to_string();
+    assert!(
+        err.contains("holds a private key, not a certificate"),
+        "{err}"
+    );
+    assert!(err.contains("rollcage.toml:4:10"), "{err}");
+    assert!(!err.contains("c2VjcmV0"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

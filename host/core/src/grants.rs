@@ -17,6 +17,10 @@
 //!   ["10.0.0.0/8"]`);
 //! * forbidden networks (unspecified, link-local with the cloud metadata
 //!   address 169.254.169.254, multicast) never.
+//!
+//! `tls_ca` adds a private certificate authority that the plugin's HTTPS
+//! requests trust beside the public roots (a cluster's API, an internal
+//! Prometheus); the certificate is still verified for the host name.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -159,6 +163,29 @@ pub struct Grants {
     pub allow_private: Vec<IpNet>,
     /// Secret names readable through `host.secret`.
     pub secrets: Vec<String>,
+    /// A private certificate authority trusted for HTTPS, beside the public
+    /// roots.
+    pub tls_ca: Option<TlsCa>,
+}
+
+/// Where a plugin's private certificate authority (`tls_ca`) is read from:
+/// PEM text, one or more certificates. The host reads it when the plugin is
+/// loaded; the plugin never sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TlsCa {
+    /// A PEM file (the configuration resolves it against its own folder).
+    File(std::path::PathBuf),
+    /// A secret of the host's secret source holding the PEM text.
+    Secret(String),
+}
+
+impl fmt::Display for TlsCa {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TlsCa::File(path) => write!(f, "{}", path.display()),
+            TlsCa::Secret(name) => write!(f, "secret {name}"),
+        }
+    }
 }
 
 impl Grants {

@@ -14,7 +14,9 @@ pub mod types;
 pub mod version;
 pub mod window;
 
-pub use grants::{Grants, HostPattern, HostPatternError, IpNet, Reach, canonical_ip, classify_ip};
+pub use grants::{
+    Grants, HostPattern, HostPatternError, IpNet, Reach, TlsCa, canonical_ip, classify_ip,
+};
 pub use limits::{LIMITS, LimitSpec, Limits};
 pub use plugin::{
     EnvironmentProvider, HealthCheck, Notifier, Plugin, PluginError, PluginId, PluginIdError,

@@ -36,11 +36,20 @@ pub enum LoadError {
     },
     /// A strategy was granted hosts, networks or secrets: strategies are pure.
     #[error(
-        "plugin `{plugin}` ({source_name}) is a strategy and strategies are granted nothing: remove its allow_hosts, allow_private and secrets"
+        "plugin `{plugin}` ({source_name}) is a strategy and strategies are granted nothing: remove its allow_hosts, allow_private, secrets and tls_ca"
     )]
     GrantedStrategy {
         plugin: PluginId,
         source_name: String,
+    },
+    /// The private certificate authority granted as `tls_ca` could not be
+    /// read or is not PEM certificates.
+    #[error("plugin `{plugin}` ({source_name}): tls_ca ({ca}): {reason}")]
+    TlsCa {
+        plugin: PluginId,
+        source_name: String,
+        ca: String,
+        reason: String,
     },
     /// Compiling the component failed.
     #[error("plugin `{plugin}` ({source_name}) could not be compiled: {detail}")]

@@ -33,7 +33,7 @@ pub use engine::{AllocatorKind, Runtime, RuntimeOptions};
 pub use error::LoadError;
 pub use inspect::{ComponentInfo, inspect_component};
 pub use plugin::{Limits, LoadedPlugin, PluginSpec};
-pub use rollcage_core::grants::{Grants, HostPattern, HostPatternError, IpNet};
+pub use rollcage_core::grants::{Grants, HostPattern, HostPatternError, IpNet, TlsCa};
 pub use secrets::{EnvSecrets, MapSecrets, SecretSource};
 
 /// The WIT package version this runtime serves.

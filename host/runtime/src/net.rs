@@ -7,7 +7,8 @@
 //! them, forbidden ones never), and the connection is made to an address
 //! that passed (each in turn until one answers), never to a second lookup.
 //! HTTPS connects to that same address and verifies the certificate for the
-//! host name.
+//! host name, against the public roots and the plugin's own `tls_ca` when
+//! it was granted one.
 //!
 //! What a plugin can make the host hold through HTTP is bounded by its
 //! limits: requests per call, requests in flight (each holds a socket),
@@ -43,24 +44,70 @@ pub const BODY_CHUNK: usize = 16 << 10;
 /// no connect timeout (the call's own time limit still applies).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// What every call's HTTP shares: the TLS roots, built once per runtime.
+/// What every call's HTTP shares: the TLS settings over the public roots,
+/// built once per runtime.
 pub struct NetShared {
     tls: Arc<rustls::ClientConfig>,
+    /// Names answered without asking the system resolver. Empty outside
+    /// tests: it lets a test give a name an address that no second lookup
+    /// could find, proving the connection goes where the check looked.
+    fixed_names: Vec<(String, IpAddr)>,
 }
 
 impl NetShared {
     pub fn new() -> Result<Self, String> {
-        let roots = rustls::RootCertStore {
-            roots: webpki_roots::TLS_SERVER_ROOTS.into(),
-        };
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let tls = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| format!("TLS setup: {e}"))?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        Ok(NetShared { tls: Arc::new(tls) })
+        Ok(NetShared {
+            tls: tls_config(&[])?,
+            fixed_names: Vec::new(),
+        })
     }
+
+    /// The TLS settings for every plugin without a private CA.
+    pub fn default_tls(&self) -> Arc<rustls::ClientConfig> {
+        self.tls.clone()
+    }
+
+    /// TLS settings that trust the certificates of `pem` beside the public
+    /// roots. An error says what is wrong with the PEM text, never quoting it.
+    pub fn tls_with_ca(&self, pem: &[u8]) -> Result<Arc<rustls::ClientConfig>, String> {
+        use rustls::pki_types::CertificateDer;
+        use rustls::pki_types::pem::PemObject;
+        let mut certs = Vec::new();
+        for (i, cert) in CertificateDer::pem_slice_iter(pem).enumerate() {
+            certs.push(cert.map_err(|e| format!("certificate {} is not valid PEM: {e}", i + 1))?);
+        }
+        if certs.is_empty() {
+            return Err("no PEM certificate (-----BEGIN CERTIFICATE-----) in it".into());
+        }
+        tls_config(&certs)
+    }
+
+    #[cfg(test)]
+    pub(crate) fn with_fixed_name(mut self, name: &str, ip: IpAddr) -> Self {
+        self.fixed_names.push((name.to_string(), ip));
+        self
+    }
+}
+
+/// A client configuration trusting the public roots and `extra`.
+fn tls_config(
+    extra: &[rustls::pki_types::CertificateDer<'static>],
+) -> Result<Arc<rustls::ClientConfig>, String> {
+    let mut roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.into(),
+    };
+    for (i, cert) in extra.iter().enumerate() {
+        roots
+            .add(cert.clone())
+            .map_err(|e| format!("certificate {} cannot be a trust root: {e}", i + 1))?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS setup: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(tls))
 }
 
 /// The `wasi:http` hooks of one call.
@@ -75,6 +122,8 @@ struct CallNet {
     limits: Limits,
     incidents: Incidents,
     shared: Arc<NetShared>,
+    /// The public roots, and the plugin's `tls_ca` when it has one.
+    tls: Arc<rustls::ClientConfig>,
     requests: AtomicU64,
     in_flight: Arc<AtomicU64>,
 }
@@ -86,6 +135,7 @@ impl HttpPolicy {
         limits: Limits,
         incidents: Incidents,
         shared: Arc<NetShared>,
+        tls: Arc<rustls::ClientConfig>,
     ) -> Self {
         HttpPolicy {
             call: Arc::new(CallNet {
@@ -94,6 +144,7 @@ impl HttpPolicy {
                 limits,
                 incidents,
                 shared,
+                tls,
                 requests: AtomicU64::new(0),
                 in_flight: Arc::new(AtomicU64::new(0)),
             }),
@@ -287,7 +338,7 @@ impl CallNet {
 
         let io: Box<dyn Connection> = if dest.https {
             let name = server_name(&dest.host)?;
-            let tls = tokio_rustls::TlsConnector::from(self.shared.tls.clone())
+            let tls = tokio_rustls::TlsConnector::from(self.tls.clone())
                 .connect(name, stream)
                 .await
                 .map_err(HttpError::Tls)?;
@@ -374,8 +425,13 @@ impl CallNet {
         dest: &Destination,
         timeout: Duration,
     ) -> Result<Vec<SocketAddr>, HttpError> {
+        let fixed: Vec<SocketAddr> = (self.shared.fixed_names.iter())
+            .filter(|(name, _)| *name == dest.host)
+            .map(|(_, ip)| SocketAddr::new(*ip, dest.port))
+            .collect();
         let addrs: Vec<SocketAddr> = match dest.host.parse::<IpAddr>() {
             Ok(ip) => vec![SocketAddr::new(ip, dest.port)],
+            Err(_) if !fixed.is_empty() => fixed,
             Err(_) => {
                 let lookup = tokio::net::lookup_host((dest.host.as_str(), dest.port));
                 tokio::time::timeout(timeout, lookup)
@@ -565,5 +621,90 @@ mod tests {
                 .len(),
             10
         );
+    }
+
+    /// A request through the call's checks and sending, as `wasi:http`
+    /// would make it; the status, or the error.
+    async fn fetch(net: NetShared, grants: Grants, url: &str) -> Result<u16, HttpError> {
+        let shared = Arc::new(net);
+        let tls = shared.default_tls();
+        let call = Arc::new(CallNet {
+            plugin: "kube".parse().unwrap(),
+            grants,
+            limits: Limits::default(),
+            incidents: Incidents::default(),
+            shared,
+            tls,
+            requests: AtomicU64::new(0),
+            in_flight: Arc::new(AtomicU64::new(0)),
+        });
+        let request = http::Request::get(url)
+            .body(
+                http_body_util::Empty::<Bytes>::new()
+                    .map_err(|never| match never {})
+                    .boxed_unsync(),
+            )
+            .unwrap();
+        let (request, dest) = call.admit(request)?;
+        let (response, _io) = call.clone().send(request, dest, None).await?;
+        Ok(response.status().as_u16())
+    }
+
+    #[tokio::test]
+    async fn https_connects_to_the_checked_address_and_verifies_the_name() {
+        use rollcage_kube_standin::pki::TestCa;
+        let ca = TestCa::new("cluster CA");
+        let cert = ca.issue(&["kube.test"]);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        rollcage_kube_standin::tls::spawn_https(listener, cert.server_config(), |_req| async {
+            http::Response::new(
+                http_body_util::Empty::new()
+                    .map_err(|never| match never {})
+                    .boxed(),
+            )
+        });
+        let grants = Grants {
+            allow_hosts: vec![format!("kube.test:{port}").parse().unwrap()],
+            allow_private: vec!["127.0.0.1".parse().unwrap()],
+            ..Grants::default()
+        };
+        let url = format!("https://kube.test:{port}/version");
+        let loopback: IpAddr = "127.0.0.1".parse().unwrap();
+        let with_ca = |net: NetShared| {
+            let tls = net.tls_with_ca(ca.cert_pem.as_bytes()).unwrap();
+            NetShared { tls, ..net }
+        };
+
+        // `kube.test` resolves only through the check (no system resolver
+        // knows it): the TLS connection goes to that very address, and the
+        // certificate is verified for the name asked for.
+        let net = with_ca(
+            NetShared::new()
+                .unwrap()
+                .with_fixed_name("kube.test", loopback),
+        );
+        assert_eq!(fetch(net, grants.clone(), &url).await.unwrap(), 200);
+
+        // Without the private CA the same server is not trusted.
+        let net = NetShared::new()
+            .unwrap()
+            .with_fixed_name("kube.test", loopback);
+        let err = fetch(net, grants.clone(), &url).await.unwrap_err();
+        assert!(matches!(err, HttpError::Tls(_)), "{err:?}");
+
+        // A name whose address the check refuses is never connected to,
+        // whatever a later lookup might say.
+        let net = with_ca(
+            NetShared::new()
+                .unwrap()
+                .with_fixed_name("kube.test", loopback),
+        );
+        let no_private = Grants {
+            allow_private: vec![],
+            ..grants.clone()
+        };
+        let err = fetch(net, no_private, &url).await.unwrap_err();
+        assert!(matches!(err, HttpError::DestinationIpProhibited), "{err:?}");
     }
 }

@@ -20,7 +20,7 @@ use crate::limiter::count_limit;
 use crate::state::{CallState, PluginShared};
 use crate::text::{clip_owned, clip_tail};
 pub use rollcage_core::Limits;
-use rollcage_core::grants::Grants;
+use rollcage_core::grants::{Grants, TlsCa};
 
 /// Everything needed to load one configured plugin instance.
 #[derive(Debug, Clone)]
@@ -69,7 +69,8 @@ impl Runtime {
         if spec.kind == PluginKind::Strategy
             && (!spec.grants.allow_hosts.is_empty()
                 || !spec.grants.allow_private.is_empty()
-                || !spec.grants.secrets.is_empty())
+                || !spec.grants.secrets.is_empty()
+                || spec.grants.tls_ca.is_some())
         {
             return Err(LoadError::GrantedStrategy {
                 plugin: spec.id.clone(),
@@ -130,6 +131,10 @@ impl Runtime {
                 WorldPre::Notifier(notifier::NotifierPre::new(instance_pre).map_err(world_err)?)
             }
         };
+        let tls = match &spec.grants.tls_ca {
+            None => self.inner.net.default_tls(),
+            Some(ca) => self.trust_root(&spec, ca)?,
+        };
         let shared = Arc::new(PluginShared {
             id: spec.id.clone(),
             config_json: spec.config_json.clone(),
@@ -137,6 +142,7 @@ impl Runtime {
             secrets: self.inner.secrets.clone(),
             limits: spec.limits,
             net: self.inner.net.clone(),
+            tls,
         });
         Ok(Arc::new(LoadedPlugin {
             runtime: self.clone(),
@@ -145,6 +151,34 @@ impl Runtime {
             pre,
             info,
         }))
+    }
+}
+
+impl Runtime {
+    /// The TLS settings of a plugin granted `tls_ca`: its certificates read
+    /// now (from the file or the host's secret source) and trusted beside
+    /// the public roots.
+    fn trust_root(
+        &self,
+        spec: &PluginSpec,
+        ca: &TlsCa,
+    ) -> Result<Arc<rustls::ClientConfig>, LoadError> {
+        let bad = |reason: String| LoadError::TlsCa {
+            plugin: spec.id.clone(),
+            source_name: spec.source_name.clone(),
+            ca: ca.to_string(),
+            reason,
+        };
+        let pem = match ca {
+            TlsCa::File(path) => std::fs::read(path).map_err(|e| bad(e.to_string()))?,
+            TlsCa::Secret(name) => self
+                .inner
+                .secrets
+                .get(name)
+                .ok_or_else(|| bad("the secret source has no such secret".into()))?
+                .into_bytes(),
+        };
+        self.inner.net.tls_with_ca(&pem).map_err(bad)
     }
 }
 

@@ -31,6 +31,9 @@ pub struct PluginShared {
     pub secrets: Arc<dyn SecretSource>,
     pub limits: Limits,
     pub net: Arc<NetShared>,
+    /// TLS settings of this plugin's HTTPS: the public roots, and its
+    /// `tls_ca` when granted one.
+    pub tls: Arc<rustls::ClientConfig>,
 }
 
 /// A capability a plugin used without a grant.
@@ -136,6 +139,7 @@ impl CallState {
             limits,
             incidents.clone(),
             plugin.net.clone(),
+            plugin.tls.clone(),
         );
         let mut table = ResourceTable::new();
         table.set_max_capacity(usize::try_from(limits.resources).unwrap_or(usize::MAX));

@@ -150,6 +150,7 @@ pub async fn test(args: PluginTestArgs) -> anyhow::Result<ExitCode> {
             allow_hosts,
             allow_private,
             secrets: secrets.keys().cloned().collect(),
+            tls_ca: None,
         },
         limits,
         config_json: config.to_string(),
