@@ -121,7 +121,11 @@ impl From<StoreError> for ApiError {
                 "no_such_run",
                 format!("no run `{}`", clip(&id)),
             ),
-            StoreError::Database(_) => ApiError::internal(e),
+            // Host names and schema versions are the operator's business,
+            // not the client's.
+            StoreError::Database(_) | StoreError::Fenced { .. } | StoreError::TooNew { .. } => {
+                ApiError::internal(e)
+            }
         }
     }
 }
@@ -170,6 +174,9 @@ impl From<EngineError> for ApiError {
             }
             EngineError::SameApprover { .. } => {
                 ApiError::new(StatusCode::FORBIDDEN, "same_approver", message)
+            }
+            EngineError::HeldElsewhere { .. } | EngineError::LeaseRunningOut { .. } => {
+                ApiError::internal(e)
             }
             EngineError::Store(s) => s.into(),
         }

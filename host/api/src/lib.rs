@@ -28,8 +28,7 @@ mod server;
 mod slots;
 pub mod views;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -39,6 +38,8 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use rollcage_engine::breaker::Breaker;
 use rollcage_engine::run::Engine;
+use rollcage_engine::scheduler::Scheduler;
+use rollcage_store::RunStatus;
 use tokio::sync::watch;
 
 pub use auth::{Auth, Principal, Role, TokenEntry, hash_token, new_token};
@@ -77,10 +78,14 @@ pub struct ApiOptions {
     /// Failed authentications one client address may make a minute (and
     /// at once) before it is answered 429.
     pub auth_failures_per_minute: u32,
-    /// Unfinished runs this host drives at once, in all.
+    /// Unfinished runs (queued, running or waiting) accepted at once over
+    /// every host sharing the store, in all.
     pub max_runs: usize,
-    /// Unfinished runs this host drives at once, per pipeline.
+    /// Unfinished runs accepted at once, per pipeline.
     pub max_runs_per_pipeline: usize,
+    /// Runs this host drives at once; more wait queued for a host with
+    /// room.
+    pub max_active_runs: usize,
     /// Live event streams one token may hold open at once.
     pub streams_per_token: usize,
 }
@@ -97,6 +102,7 @@ impl Default for ApiOptions {
             auth_failures_per_minute: 10,
             max_runs: 200,
             max_runs_per_pipeline: 20,
+            max_active_runs: 50,
             streams_per_token: 8,
         }
     }
@@ -113,8 +119,10 @@ pub(crate) struct AppState {
     auth_failures: rate::RateLimiter,
     /// Live event streams, by token.
     streams: slots::Slots<String>,
-    /// Runs being driven by this host, by id, with their pipeline.
-    runs: Mutex<HashMap<String, (tokio::task::AbortHandle, String)>>,
+    /// The runs this host drives: claimed from the store up to
+    /// `max_active_runs`, as they are queued (here or on another host) or
+    /// their host goes away.
+    scheduler: std::sync::OnceLock<Arc<Scheduler>>,
     /// Set when the host stops: live streams end, readiness fails.
     stopping: watch::Sender<bool>,
 }
@@ -142,7 +150,7 @@ impl Api {
                 streams: slots::Slots::new(options.streams_per_token),
                 options,
                 metrics: metrics::Metrics::default(),
-                runs: Mutex::default(),
+                scheduler: std::sync::OnceLock::new(),
                 stopping: watch::channel(false).0,
             }),
         }
@@ -153,20 +161,46 @@ impl Api {
         routes::router(self.state.clone())
     }
 
-    /// Drive every run the store has not seen finish (after a restart).
-    /// How many there were.
-    pub async fn resume_unfinished(&self) -> Result<usize, rollcage_store::StoreError> {
-        let runs = self.state.engine.store().unfinished_runs().await?;
-        for r in &runs {
-            tracing::info!(run_id = %r.id, "resuming run");
-            self.state.drive(r.id.clone(), r.run.pipeline.clone());
+    /// Start driving runs: this host's share of the unfinished ones
+    /// (those no live host drives: left by a restart, or queued), and from
+    /// then on those queued as they come.
+    pub fn start_scheduler(&self) -> Arc<Scheduler> {
+        let state = self.state.clone();
+        self.state
+            .scheduler
+            .get_or_init(|| {
+                let metrics = state.clone();
+                Scheduler::start(
+                    state.engine.clone(),
+                    state.options.max_active_runs,
+                    Arc::new(move |pipeline: &str, status: RunStatus| {
+                        metrics.metrics.run_finished(pipeline, status.as_str())
+                    }),
+                )
+            })
+            .clone()
+    }
+
+    /// [`Api::start_scheduler`], then how many runs it took at once.
+    pub async fn start_runs(&self) -> usize {
+        let scheduler = self.start_scheduler();
+        // The scheduler claims at once; let its first claim land.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let mut last = usize::MAX;
+        while Instant::now() < deadline {
+            let n = scheduler.active();
+            if n == last {
+                break;
+            }
+            last = n;
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        Ok(runs.len())
+        scheduler.active()
     }
 
     /// Runs this host is driving now.
     pub fn active_runs(&self) -> usize {
-        self.state.runs.lock().unwrap().len()
+        self.state.active_runs()
     }
 
     /// Serve on `listener` until `signal` completes; then stop taking
@@ -188,35 +222,34 @@ impl Api {
             stopping.send_replace(true);
         })
         .await;
-        self.stop_runs();
+        self.stop_runs().await;
         result
     }
 
-    /// Stop driving runs; each is left where its log says, to be resumed.
-    pub fn stop_runs(&self) {
+    /// Stop driving runs and give their leases up; each is left where its
+    /// log says, for another host or the next start.
+    pub async fn stop_runs(&self) {
         self.state.stopping.send_replace(true);
-        for (id, (task, _)) in self.state.runs.lock().unwrap().drain() {
-            tracing::info!(run_id = %id, "run left resumable");
-            task.abort();
+        if let Some(s) = self.state.scheduler.get() {
+            s.stop().await;
         }
     }
 }
 
 impl AppState {
-    /// `Ok` if this host may take one more run of `pipeline`: a bound on
-    /// the runs it drives at once, in all and per pipeline, so that runs
-    /// queued for a busy environment cannot pile up without end. Checked
+    /// `Ok` if one more run of `pipeline` may be accepted: a bound on the
+    /// unfinished runs over every host sharing the store, in all and per
+    /// pipeline, so that queued runs cannot pile up without end. Checked
     /// as a run is asked for: requests at the same moment may pass it
     /// together.
-    fn admit(&self, pipeline: &str) -> Result<(), ApiError> {
-        let runs = self.runs.lock().unwrap();
+    async fn admit(&self, pipeline: &str) -> Result<(), ApiError> {
+        let count = self.engine.store().unfinished_count(pipeline).await?;
         let (max, per_pipeline) = (self.options.max_runs, self.options.max_runs_per_pipeline);
-        let of_pipeline = runs.values().filter(|(_, p)| p == pipeline).count();
-        let message = if runs.len() >= max {
+        let message = if count.all >= max {
             format!(
-                "this host drives {max} unfinished runs already ([server.api] max_runs); retry when some have finished"
+                "{max} runs are unfinished already ([server.api] max_runs); retry when some have finished"
             )
-        } else if of_pipeline >= per_pipeline {
+        } else if count.of_pipeline >= per_pipeline {
             format!(
                 "pipeline `{pipeline}` has {per_pipeline} unfinished runs already ([server.api] max_runs_per_pipeline); retry when some have finished"
             )
@@ -229,23 +262,16 @@ impl AppState {
         )
     }
 
-    /// Drive run `id` of `pipeline` in the background, unless this host
-    /// already does.
-    fn drive(self: &Arc<Self>, id: String, pipeline: String) {
-        let mut runs = self.runs.lock().unwrap();
-        if runs.contains_key(&id) || *self.stopping.borrow() {
-            return;
+    /// A run was just queued: have this host's scheduler look for it (a
+    /// host without room leaves it to another).
+    fn queued(&self) {
+        if let Some(s) = self.scheduler.get() {
+            s.wake();
         }
-        let state = self.clone();
-        let (run_id, name) = (id.clone(), pipeline.clone());
-        let task = tokio::spawn(async move {
-            match state.engine.execute(&run_id).await {
-                Ok(status) => state.metrics.run_finished(&name, status.as_str()),
-                Err(e) => tracing::error!(run_id = %run_id, "run stopped: {e}"),
-            }
-            state.runs.lock().unwrap().remove(&run_id);
-        });
-        runs.insert(id, (task.abort_handle(), pipeline));
+    }
+
+    fn active_runs(&self) -> usize {
+        self.scheduler.get().map_or(0, |s| s.active())
     }
 }
 

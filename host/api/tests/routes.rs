@@ -44,6 +44,8 @@ struct World {
     api: Api,
     router: Router,
     engine: Arc<Engine>,
+    /// The database's folder.
+    dir: tempfile::TempDir,
 }
 
 /// `staging` passes its analysis, `production` passes and needs an
@@ -58,6 +60,25 @@ fn world(rate: RateSettings) -> World {
 }
 
 fn world_with(options: ApiOptions) -> World {
+    let w = built(options);
+    w.api.start_scheduler();
+    w
+}
+
+/// [`world`] with no run driven: runs stay where the test puts them, as
+/// many as it makes (every unfinished run counts toward admission).
+fn idle_world() -> World {
+    built(ApiOptions {
+        body_limit_bytes: 1024,
+        rate: generous(),
+        event_poll: Duration::from_millis(100),
+        max_runs: 10_000,
+        max_runs_per_pipeline: 10_000,
+        ..ApiOptions::default()
+    })
+}
+
+fn built(options: ApiOptions) -> World {
     let breaker = Breaker::new("error-rate".parse().unwrap(), BreakerConfig::default());
     let mut envs = Vec::new();
     for (name, verdict) in [
@@ -98,7 +119,9 @@ fn world_with(options: ApiOptions) -> World {
         service_spec: "{}".into(),
         notify: Dispatcher::default(),
     };
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> =
+        Arc::new(SqliteStore::open(&dir.path().join("rollcage.db")).unwrap());
     let engine = Arc::new(Engine::new(
         store,
         envs,
@@ -140,6 +163,7 @@ fn world_with(options: ApiOptions) -> World {
         router: api.router(),
         api,
         engine,
+        dir,
     }
 }
 
@@ -837,9 +861,17 @@ fn phases() -> Vec<Phase> {
     ]
 }
 
-/// A run of `api` by alice, in `phase`, driven by nobody; its id.
+/// A run of `api` by alice, in `phase`, held by another host that does
+/// not move it (the world drives no run); its id.
 async fn run_in(w: &World, phase: &Phase) -> String {
-    let store = w.engine.store();
+    let store = SqliteStore::open_as(
+        &w.dir.path().join("rollcage.db"),
+        rollcage_store::HostIdentity {
+            name: "another-host".into(),
+            lease: Duration::from_secs(600),
+        },
+    )
+    .unwrap();
     let id = w
         .engine
         .create(rollcage_engine::run::RunRequest {
@@ -852,11 +884,15 @@ async fn run_in(w: &World, phase: &Phase) -> String {
         })
         .await
         .unwrap();
+    let lease = store.claim(Some(&id), 1).await.unwrap().remove(0);
     for (kind, stage, data) in &phase.log {
-        store.append(&id, kind, *stage, data.clone()).await.unwrap();
+        store
+            .append(&lease, kind, *stage, data.clone())
+            .await
+            .unwrap();
     }
     store
-        .set_status(&id, phase.status, phase.summary_stage, None)
+        .set_status(&lease, phase.status, phase.summary_stage, None)
         .await
         .unwrap();
     id
@@ -864,7 +900,7 @@ async fn run_in(w: &World, phase: &Phase) -> String {
 
 #[tokio::test]
 async fn decisions_are_authorized_in_the_stage_the_log_shows_in_every_phase() {
-    let w = world(generous());
+    let w = idle_world();
     // (token, role, environments it is limited to; none: all)
     let tokens: [(&str, &str, &[&str]); 6] = [
         ("viewer", "viewer", &[]),
@@ -1503,7 +1539,7 @@ async fn stopping_leaves_runs_resumable_and_readiness_fails() {
     .await;
     until(&w.router, &id, &["awaiting_approval"]).await;
     assert_eq!(w.api.active_runs(), 1);
-    w.api.stop_runs();
+    w.api.stop_runs().await;
     assert_eq!(w.api.active_runs(), 0);
     let r = call(&w.router, "GET", "/readyz", None, None).await;
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);

@@ -96,7 +96,11 @@ pub async fn host(args: Vec<String>) -> Result<(), String> {
         .await
         .map_err(|e| e.to_string())?
         .len();
-    let addr = crate::scale::serve(crate::scale::api(engine)?).await?;
+    let api = crate::scale::api(engine)?;
+    // As `rollcage serve` does: runs POSTed are recorded queued, and the
+    // host drives up to `max_active_runs` of them at once.
+    api.start_scheduler();
+    let addr = crate::scale::serve(api).await?;
     child::announce(
         &json!({"port": addr.port(), "run": id, "status": status.as_str(), "entries": entries}),
     );
@@ -198,8 +202,8 @@ pub async fn run(quick: bool, work: &Path, fsync: Option<f64>) -> Section {
          its next request when the previous is answered, for {} s: the most the API answers. *Open loop*: \
          {} requests per second on a fixed schedule for {} s, timed from each request's scheduled time when \
          its connection was still busy then (no coordinated omission). `GET /v1/runs/{{id}}` reads one \
-         finished run (5 steps, an analysis and its measurement). `POST /v1/runs` records a run and starts \
-         driving it (spread over the pipelines); each POST phase has a fresh host so the runs one started \
+         finished run (5 steps, an analysis and its measurement). `POST /v1/runs` records a run, queued (spread \
+         over the pipelines), and the host's scheduler drives up to 50 at once; each POST phase has a fresh host so the runs one started \
          do not weigh on the next.",
         closed.as_secs(),
         thousands(RATE as u64),

@@ -35,8 +35,9 @@ use rollcage_runtime::{
     Grants, Limits, LoadedPlugin, MapSecrets, PluginSpec, Runtime, RuntimeOptions,
 };
 use rollcage_store::{
-    AuditEntry, AuditFilter, DecisionRequest, DeliveryOutcome, Event, NewAudit, NewDelivery,
-    NewRun, QueuedDelivery, Run, RunFilter, RunStatus, SqliteStore, Store, StoreError,
+    AuditEntry, AuditFilter, DecisionRequest, DeliveryOutcome, EnvLock, Event, Lease, NewAudit,
+    NewDelivery, NewRun, QueuedDelivery, Run, RunFilter, RunStatus, SqliteStore, Store, StoreError,
+    Unfinished, Wake,
 };
 use serde_json::{Value, json};
 
@@ -67,21 +68,43 @@ struct StampingStore {
 
 #[async_trait]
 impl Store for StampingStore {
+    fn host(&self) -> &str {
+        self.inner.host()
+    }
+    fn lease_duration(&self) -> std::time::Duration {
+        self.inner.lease_duration()
+    }
     async fn create_run(&self, run: NewRun) -> Result<String, StoreError> {
         self.inner.create_run(run).await
     }
+    async fn claim(&self, run_id: Option<&str>, limit: usize) -> Result<Vec<Lease>, StoreError> {
+        self.inner.claim(run_id, limit).await
+    }
+    async fn heartbeat(&self) -> Result<Vec<Lease>, StoreError> {
+        self.inner.heartbeat().await
+    }
+    async fn release(&self, lease: &Lease) -> Result<(), StoreError> {
+        self.inner.release(lease).await
+    }
+    async fn release_all(&self) -> Result<(), StoreError> {
+        self.inner.release_all().await
+    }
+    async fn holder(&self, run_id: &str) -> Result<Option<(String, u64)>, StoreError> {
+        self.inner.holder(run_id).await
+    }
     async fn append(
         &self,
-        run_id: &str,
+        lease: &Lease,
         kind: &str,
         stage: Option<&str>,
         data: Value,
     ) -> Result<u64, StoreError> {
+        let run_id = lease.run_id.as_str();
         let stamp = kind == "step" && self.followed.get().is_some_and(|f| f.contains(run_id));
         // The outcome is in hand when the engine asks for it to be written.
         let at = crate::machine::mono_ns();
         self.writes.fetch_add(1, Ordering::Relaxed);
-        let seq = self.inner.append(run_id, kind, stage, data).await?;
+        let seq = self.inner.append(lease, kind, stage, data).await?;
         if stamp {
             self.stamps
                 .lock()
@@ -95,13 +118,27 @@ impl Store for StampingStore {
     }
     async fn set_status(
         &self,
-        run_id: &str,
+        lease: &Lease,
         status: RunStatus,
         stage: Option<&str>,
         reason: Option<&str>,
     ) -> Result<(), StoreError> {
         self.writes.fetch_add(1, Ordering::Relaxed);
-        self.inner.set_status(run_id, status, stage, reason).await
+        self.inner.set_status(lease, status, stage, reason).await
+    }
+    async fn lock_environment(
+        &self,
+        lease: &Lease,
+        environment: &str,
+        queue: bool,
+    ) -> Result<EnvLock, StoreError> {
+        self.inner.lock_environment(lease, environment, queue).await
+    }
+    async fn unlock_environment(&self, lease: &Lease, environment: &str) -> Result<(), StoreError> {
+        self.inner.unlock_environment(lease, environment).await
+    }
+    async fn environment_locks(&self) -> Result<Vec<(String, String)>, StoreError> {
+        self.inner.environment_locks().await
     }
     async fn run(&self, run_id: &str) -> Result<Run, StoreError> {
         self.inner.run(run_id).await
@@ -115,6 +152,9 @@ impl Store for StampingStore {
     async fn unfinished_runs(&self) -> Result<Vec<Run>, StoreError> {
         self.inner.unfinished_runs().await
     }
+    async fn unfinished_count(&self, pipeline: &str) -> Result<Unfinished, StoreError> {
+        self.inner.unfinished_count(pipeline).await
+    }
     async fn request_decision(
         &self,
         run_id: &str,
@@ -122,8 +162,8 @@ impl Store for StampingStore {
     ) -> Result<(), StoreError> {
         self.inner.request_decision(run_id, decision).await
     }
-    async fn take_decisions(&self, run_id: &str) -> Result<Vec<DecisionRequest>, StoreError> {
-        self.inner.take_decisions(run_id).await
+    async fn take_decisions(&self, lease: &Lease) -> Result<Vec<DecisionRequest>, StoreError> {
+        self.inner.take_decisions(lease).await
     }
     async fn record_audit(&self, entry: NewAudit) -> Result<(), StoreError> {
         self.inner.record_audit(entry).await
@@ -137,6 +177,9 @@ impl Store for StampingStore {
     async fn queued_deliveries(&self) -> Result<Vec<QueuedDelivery>, StoreError> {
         self.inner.queued_deliveries().await
     }
+    async fn claim_deliveries(&self) -> Result<Vec<QueuedDelivery>, StoreError> {
+        self.inner.claim_deliveries().await
+    }
     async fn end_delivery(&self, id: u64, outcome: &DeliveryOutcome) -> Result<bool, StoreError> {
         self.inner.end_delivery(id, outcome).await
     }
@@ -145,6 +188,9 @@ impl Store for StampingStore {
     }
     fn appended(&self) -> tokio::sync::broadcast::Receiver<String> {
         self.inner.appended()
+    }
+    fn wakeups(&self) -> tokio::sync::broadcast::Receiver<Wake> {
+        self.inner.wakeups()
     }
 }
 

@@ -26,7 +26,9 @@ use rollcage_notify::{Dispatcher, Queue, QueueOptions};
 use rollcage_runtime::{
     ComponentCache, EnvSecrets, MapSecrets, Runtime, RuntimeOptions, SecretSource,
 };
-use rollcage_store::{Redacted, SqliteStore, Store};
+use rollcage_store::{HostIdentity, Redacted, Store};
+
+use crate::database::{Database, Location};
 
 use crate::plugins::{LocalGrant, PluginSet, load_all};
 
@@ -53,8 +55,8 @@ pub struct HostOptions {
 /// A running host.
 pub struct Host {
     pub engine: Arc<Engine>,
-    /// Checkpointed when the host stops.
-    database: SqliteStore,
+    /// Closed when the host stops.
+    database: Database,
     pub local: Option<LocalRuntime>,
     /// Every loaded plugin instance with its grants and breaker, for the
     /// API's `/v1/plugins` and `/metrics`.
@@ -64,6 +66,24 @@ pub struct Host {
     /// How long a stopping host waits for pending notifications: the
     /// longest time limit of a notifier, one try of each.
     notify_grace: Duration,
+    /// Takes over the notifications of hosts that die while this one runs.
+    takeover: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// Keep this host's leases (its queued deliveries among them) renewed,
+/// and every lease take up what hosts that died left queued: the store
+/// hands each delivery to one host.
+fn take_over_notifications(queue: &Queue, engine: &Engine) -> tokio::task::JoinHandle<()> {
+    engine.keep_leases();
+    let (queue, every) = (queue.clone(), engine.store().lease_duration());
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(every).await;
+            if let Err(e) = queue.resume().await {
+                tracing::warn!("cannot take up notifications left queued: {e}");
+            }
+        }
+    })
 }
 
 impl Host {
@@ -85,14 +105,13 @@ impl Host {
             ..RuntimeOptions::default()
         })?;
         // The store before the local runtime: nothing to stop if it fails.
+        let identity = HostIdentity::this_process(config.server.lease);
         let database = if opts.in_memory_store {
-            SqliteStore::in_memory()?
+            Database::in_memory(identity)?
         } else {
-            let path = database_path(&config)?;
-            SqliteStore::open(&path)
-                .with_context(|| format!("cannot open the database {}", path.display()))?
+            Database::open(&config, identity).await?
         };
-        let store: Arc<dyn Store> = Arc::new(database.clone());
+        let store = database.store();
         let local = if uses_local_runtime(&config) && !opts.without_local_runtime {
             let dir = local_state_dir(&config);
             Some(
@@ -138,6 +157,8 @@ impl Host {
         };
         match assembled {
             Ok((engine, notifications)) => Ok(Host {
+                takeover: (!opts.leave_queued_notifications)
+                    .then(|| take_over_notifications(&notifications, &engine)),
                 engine: Arc::new(engine.with_redactor(redactor)),
                 database,
                 local,
@@ -184,28 +205,38 @@ impl Host {
 
     /// Stop the local runtime's instances and servers, and forget them.
     pub async fn shutdown(self) {
+        if let Some(t) = &self.takeover {
+            t.abort();
+        }
         if let Some(l) = self.local {
             l.shutdown().await;
         }
-        checkpoint(&self.database).await;
+        release_all(&self.engine).await;
+        self.database.close().await;
     }
 
     /// Stop the local runtime's instances and servers but keep its record,
     /// so that the next command on this configuration finds the services
     /// it deployed (restarted at their recorded releases).
     pub async fn suspend(self) {
+        if let Some(t) = &self.takeover {
+            t.abort();
+        }
         if let Some(l) = self.local {
             l.suspend().await;
         }
-        checkpoint(&self.database).await;
+        release_all(&self.engine).await;
+        self.database.close().await;
     }
 }
 
-/// Empty the database's WAL into it at a clean stop; a failure only means
-/// the next start does it.
-async fn checkpoint(database: &SqliteStore) {
-    if let Err(e) = database.checkpoint().await {
-        tracing::warn!("{e}");
+/// Give up what this host holds (runs left unfinished, notifications left
+/// queued) at a clean stop, so that the next host takes them at once.
+async fn release_all(engine: &Engine) {
+    if let Err(e) = engine.store().release_all().await {
+        tracing::warn!(
+            "cannot hand over this host's runs and notifications (they are taken over when its leases run out): {e}"
+        );
     }
 }
 
@@ -265,6 +296,16 @@ pub fn install_redactor(
     redactor
 }
 
+/// A handle on `[server] database` as this process, with secret values
+/// kept out of what it writes: for a command that records a run before it
+/// can start a host.
+pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    let database = Database::open(config, HostIdentity::this_process(config.server.lease)).await?;
+    let secrets = secret_source(config)?;
+    let redactor = install_redactor(config, &*secrets, vec![]);
+    Ok(Arc::new(Redacted::new(database.store(), redactor)))
+}
+
 /// Whether any plugin the configuration uses is a local-runtime builtin.
 pub fn uses_local_runtime(config: &Config) -> bool {
     let is_local = |name: &str| matches!(name, "local" | "router-metrics");
@@ -282,32 +323,20 @@ pub fn uses_local_runtime(config: &Config) -> bool {
             .any(|e| matches!(&e.provider, PluginRef::Builtin(n) if is_local(n)))
 }
 
-fn relative_to_config(config: &Config, path: &Path) -> PathBuf {
+pub fn relative_to_config(config: &Config, path: &Path) -> PathBuf {
     match config.path.parent() {
         Some(dir) if path.is_relative() => dir.join(path),
         _ => path.to_path_buf(),
     }
 }
 
-/// `sqlite://path` (relative to the configuration file) as a path.
-pub fn database_path(config: &Config) -> anyhow::Result<PathBuf> {
-    let db = &config.server.database;
-    match db.strip_prefix("sqlite://") {
-        Some(p) if !p.is_empty() => Ok(relative_to_config(config, Path::new(p))),
-        _ => anyhow::bail!(
-            "{}: [server] database = \"{db}\": this host supports `sqlite://<path>`",
-            config.path.display()
-        ),
-    }
-}
-
-/// The local runtime's folder: beside the database.
+/// The local runtime's folder: beside the database file, or the
+/// configuration.
 fn local_state_dir(config: &Config) -> PathBuf {
-    let base = database_path(config)
-        .ok()
-        .and_then(|p| p.parent().map(Path::to_path_buf))
-        .unwrap_or_else(|| PathBuf::from("."));
-    base.join(".rollcage-local")
+    let folder = Location::of(config)
+        .map(|l| l.folder(config))
+        .unwrap_or_else(|_| PathBuf::from("."));
+    folder.join(".rollcage-local")
 }
 
 /// One breaker per loaded plugin, with its instance's settings.

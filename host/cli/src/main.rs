@@ -4,6 +4,7 @@
 mod cli;
 mod client;
 mod commands;
+mod database;
 mod host;
 mod logging;
 mod plugins;

@@ -416,3 +416,88 @@ fn a_host_killed_anywhere_in_a_canary_resumes_it_to_its_end() {
     }
     assert_eq!(live_recorded_pids(dir.path()), Vec::<u64>::new());
 }
+
+/// The run of `release` in `rollcage runs list --output json`, once it has
+/// `status`.
+fn wait_for_run(cfg: &str, cache: &Path, release: &str, status: &str) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "run of {release} never became {status}"
+        );
+        let out = rollcage(&["runs", "list", "-c", cfg, "--output", "json"], cache);
+        let runs: serde_json::Value =
+            serde_json::from_slice(&out.stdout).unwrap_or(serde_json::json!([]));
+        let found = runs
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|r| r["run"]["release"] == release && r["status"] == status);
+        if let Some(run) = found {
+            return run.clone();
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn a_second_run_in_another_terminal_waits_for_the_environment_the_first_holds() {
+    // Two `rollcage run` in two terminals on one configuration: the first
+    // waits for an approval in staging; the second is queued behind it,
+    // touches nothing, and goes once the first is done.
+    let dir = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), true);
+    let cfg = cfg.to_str().unwrap();
+    let spawn = |release: &str| {
+        common::command(cache.path())
+            .args(["run", "web", "-c", cfg, "--release", release])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let approve = |id: &str| {
+        let out = rollcage(
+            &["runs", "approve", id, "-c", cfg, "--as", "bob"],
+            cache.path(),
+        );
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    };
+    let first = spawn("1.1.0");
+    let a = wait_for_run(cfg, cache.path(), "1.1.0", "awaiting_approval");
+    let a_id = a["id"].as_str().unwrap().to_string();
+    let second = spawn("1.3.0");
+    let b = wait_for_run(cfg, cache.path(), "1.3.0", "queued");
+    let b_id = b["id"].as_str().unwrap().to_string();
+    // Still queued a while later, with nothing done.
+    std::thread::sleep(Duration::from_secs(2));
+    let b = wait_for_run(cfg, cache.path(), "1.3.0", "queued");
+    assert_eq!(b["id"], b_id.as_str());
+    assert!(log_of(cfg, &b_id, cache.path()).is_empty());
+
+    approve(&a_id);
+    let out = first.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    wait_for_run(cfg, cache.path(), "1.3.0", "awaiting_approval");
+    approve(&b_id);
+    let out = second.wait_with_output().unwrap();
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(
+        stderr.contains(&format!("run {b_id} is queued"))
+            && stderr.contains(&format!("`staging` is held by run {a_id}")),
+        "{stderr}"
+    );
+    assert!(stdout.contains("web 1.3.0 succeeded"), "{stdout}");
+    // It started from what the first one left: 1.1.0 live, alone.
+    let log = log_of(cfg, &b_id, cache.path());
+    let started = log.iter().find(|e| e["kind"] == "stage-started").unwrap();
+    assert_eq!(started["data"]["stable"], "1.1.0", "{log:?}");
+}

@@ -102,6 +102,15 @@ pub struct ServerConfig {
     /// and recorded as given up.
     #[serde(default = "default_notify_queue")]
     pub notify_queue: std::num::NonZeroUsize,
+    /// How long a host holds a run it drives without renewing its lease
+    /// (default "15s", from "1s" to "10m"): a host that dies has its runs
+    /// taken over by another this long after. Renewed every third of it.
+    #[serde(default = "default_lease", deserialize_with = "lease")]
+    pub lease: std::time::Duration,
+    /// Runs this host drives at once (default 50); more wait queued for a
+    /// host with room.
+    #[serde(default = "default_max_active_runs")]
+    pub max_active_runs: NonZeroU32,
     /// `[server.api]`: the HTTP API's limits (read on its own, so that its
     /// errors and the tokens' are reported with the rest of `[server]`'s).
     #[serde(skip)]
@@ -141,11 +150,11 @@ pub struct ApiConfig {
     /// at once, before it is answered 429 (default 10).
     #[serde(default = "default_auth_failures")]
     pub auth_failures_per_minute: NonZeroU32,
-    /// Unfinished runs (queued, running or waiting) this host takes at
-    /// once, over every pipeline (default 200).
+    /// Unfinished runs (queued, running or waiting) accepted at once over
+    /// every host sharing the database and every pipeline (default 200).
     #[serde(default = "default_max_runs")]
     pub max_runs: NonZeroU32,
-    /// Unfinished runs this host takes at once per pipeline (default 20).
+    /// Unfinished runs accepted at once per pipeline (default 20).
     #[serde(default = "default_max_runs_per_pipeline")]
     pub max_runs_per_pipeline: NonZeroU32,
     /// Live event streams one token may hold open at once (default 8).
@@ -173,6 +182,25 @@ fn default_max_runs_per_pipeline() -> NonZeroU32 {
 }
 fn default_streams_per_token() -> NonZeroU32 {
     nonzero(8)
+}
+
+fn default_lease() -> std::time::Duration {
+    std::time::Duration::from_secs(15)
+}
+fn default_max_active_runs() -> NonZeroU32 {
+    nonzero(50)
+}
+
+fn lease<'de, D: serde::Deserializer<'de>>(d: D) -> Result<std::time::Duration, D::Error> {
+    let lease = duration(d)?;
+    let range = std::time::Duration::from_secs(1)..=std::time::Duration::from_secs(600);
+    if !range.contains(&lease) {
+        return Err(serde::de::Error::custom(format!(
+            "lease must be from \"1s\" to \"10m\" (got {} ms)",
+            lease.as_millis()
+        )));
+    }
+    Ok(lease)
 }
 
 fn default_notify_queue() -> std::num::NonZeroUsize {
@@ -255,6 +283,8 @@ impl Default for ServerConfig {
             log: LogConfig::default(),
             secrets_file: None,
             notify_queue: default_notify_queue(),
+            lease: default_lease(),
+            max_active_runs: default_max_active_runs(),
             api: ApiConfig::default(),
             tokens: BTreeMap::new(),
         }

@@ -59,6 +59,8 @@ pub struct FakeProvider {
     pub slots: Mutex<BTreeMap<String, (String, u32)>>,
     pub weights: Mutex<Vec<RouteWeight>>,
     pub never_ready: Vec<String>,
+    /// Every job run, in order.
+    pub jobs: Mutex<Vec<Job>>,
 }
 
 impl FakeProvider {
@@ -75,6 +77,7 @@ impl FakeProvider {
                 weight: 100,
             }]),
             never_ready: vec![],
+            jobs: Mutex::default(),
         }
     }
 
@@ -138,7 +141,8 @@ impl EnvironmentProvider for FakeProvider {
         self.slots.lock().unwrap().remove(slot);
         Ok(())
     }
-    async fn run_job(&self, _t: &Target, _j: &Job) -> Result<JobResult, PluginError> {
+    async fn run_job(&self, _t: &Target, job: &Job) -> Result<JobResult, PluginError> {
+        self.jobs.lock().unwrap().push(job.clone());
         Ok(JobResult {
             exit_code: 0,
             output: String::new(),

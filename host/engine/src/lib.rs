@@ -7,8 +7,13 @@
 //! * [`preview`]: dry runs, the plan and rollback plan a strategy would follow;
 //! * [`stage`]: one environment driven by a strategy, rolled back on failure;
 //! * [`position`]: where a run is, read from its log;
-//! * [`run`]: a pipeline's stages in order, with their gates, jobs,
-//!   notifications and durable log, resumable after a crash.
+//! * [`run`]: a pipeline's stages in order, with their notifications and
+//!   durable log, resumable after a crash on this host or another;
+//! * `gates`: a stage's gates (lock, window, approval, prepare, jobs,
+//!   strategy), each small and resumable;
+//! * `lease`: the leases under which this host drives runs;
+//! * [`scheduler`]: a host's share of the runs, claimed up to its
+//!   capacity as they are queued or their host goes away.
 
 pub mod analysis;
 pub mod breaker;
@@ -16,9 +21,12 @@ pub mod breaker;
 /// what drives it (the API).
 #[cfg(any(test, feature = "fakes"))]
 pub mod fakes;
+mod gates;
+mod lease;
 pub mod position;
 pub mod preview;
 pub mod run;
+pub mod scheduler;
 pub mod stage;
 pub mod stats;
 

@@ -43,6 +43,7 @@ mod tests {
             kind: kind.into(),
             stage: stage.map(str::to_string),
             data,
+            epoch: 1,
         }
     }
 

@@ -1,32 +1,37 @@
-//! A run: a release taken through a pipeline's stages in order. Per stage:
-//! the environment lock (one run per environment), the window gate, the
-//! approval gate, `prepare`, pre-deploy jobs, the strategy loop, post-deploy
-//! jobs. A stage that does not succeed stops the run. Everything is appended
-//! to the run's log in the store as it happens, and the log is all a
-//! restarted engine needs to resume: finished stages are skipped and the
-//! stage in progress continues from its recorded steps. Notifications are
-//! queued (`rollcage_notify`) and the run goes on at once; each delivery's
+//! A run: a release taken through a pipeline's stages in order, each
+//! through its gates ([`crate::gates`]). A stage that does not succeed
+//! stops the run. Everything is appended to the run's log in the store as
+//! it happens, and the log is all a restarted engine (on this host or
+//! another) needs to resume: finished stages are skipped and the stage in
+//! progress continues from its recorded steps. A run is driven only under
+//! its lease ([`crate::lease`]); decisions asked for through any host reach
+//! it through the store, which wakes it. Notifications are queued
+//! (`rollcage_notify`) and the run goes on at once; each delivery's
 //! `notification` entry is appended when it ends, maybe after the run.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rollcage_core::{
     Action, EnvironmentProvider, Event, EventKind, HealthCheck, Job, Outcome, Redactor, Release,
-    StepRecord, Strategy, Target, Version, Window,
+    Strategy, Target, Version, Window,
 };
 use rollcage_notify::Dispatcher;
-use rollcage_store::{DecisionAction, DecisionRequest, RunStatus, Store, StoreError};
+use rollcage_store::{DecisionAction, DecisionRequest, Lease, RunStatus, Store, StoreError, Wake};
 use serde_json::json;
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
 use crate::analysis::{self, AnalysisSpec};
-use crate::stage::{Decision, Stage, StageEvent, StageResult, StageRun, StageSink};
+use crate::gates::RunDriver;
+use crate::lease::{Held, Leases};
+use crate::stage::{Decision, StageEvent, StageSink};
 
-/// How often a run looks for decisions asked for through the store.
-const DECISION_POLL: Duration = Duration::from_millis(200);
+/// How often a run looks for decisions when nothing woke it: the store
+/// wakes it when one is asked for (from any host it can hear); this is
+/// the fallback for a wake-up lost.
+const DECISION_FALLBACK: Duration = Duration::from_secs(2);
 
 /// An environment ready to take runs.
 pub struct EnvironmentPlan {
@@ -108,16 +113,28 @@ pub enum EngineError {
     },
     #[error("run `{run}` did not go through environment `{environment}`")]
     NotInRun { run: String, environment: String },
+    #[error(
+        "run `{run}` is driven by host {host}; it takes its decisions, and another host takes it over if that host stops"
+    )]
+    HeldElsewhere { run: String, host: String },
+    #[error(
+        "run `{run}`: its lease has {left_ms} ms left and could not be renewed (is the database reachable?); stopped driving it, it stays resumable"
+    )]
+    LeaseRunningOut { run: String, left_ms: u64 },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
+
+/// The lease of a run this engine is about to drive ([`Engine::hold`]).
+pub struct HeldRun(Arc<Held>);
 
 /// Takes runs through pipelines.
 pub struct Engine {
     store: Arc<dyn Store>,
     environments: BTreeMap<String, Arc<EnvironmentPlan>>,
     pipelines: BTreeMap<String, PipelinePlan>,
-    locks: BTreeMap<String, Arc<tokio::sync::Mutex<()>>>,
+    /// The leases of the runs this engine drives.
+    leases: Arc<Leases>,
     config_hash: String,
     /// Secret values kept out of notifications (the store and the log
     /// have their own).
@@ -140,18 +157,14 @@ impl Engine {
         pipelines: Vec<PipelinePlan>,
         config_hash: String,
     ) -> Engine {
-        let locks = environments
-            .iter()
-            .map(|e| (e.name.clone(), Arc::default()))
-            .collect();
         Engine {
+            leases: Leases::new(store.clone()),
             store,
             environments: environments
                 .into_iter()
                 .map(|e| (e.name.clone(), Arc::new(e)))
                 .collect(),
             pipelines: pipelines.into_iter().map(|p| (p.name.clone(), p)).collect(),
-            locks,
             config_hash,
             redactor: Arc::default(),
             clock: unix_now,
@@ -314,55 +327,7 @@ impl Engine {
             .pipelines
             .get(&req.pipeline)
             .ok_or_else(|| EngineError::UnknownPipeline(req.pipeline.clone()))?;
-        req.release
-            .parse::<Version>()
-            .map_err(|_| EngineError::InvalidRelease(req.release.clone()))?;
-        let stages = match &req.stages {
-            None => pipeline.stages.clone(),
-            Some(wanted) => {
-                if wanted.is_empty() {
-                    return Err(EngineError::NoStages);
-                }
-                for (i, s) in wanted.iter().enumerate() {
-                    if wanted[..i].contains(s) {
-                        return Err(EngineError::DuplicateStage(s.clone()));
-                    }
-                    if !pipeline.stages.contains(s) {
-                        return Err(EngineError::UnknownStage {
-                            pipeline: pipeline.name.clone(),
-                            stage: s.clone(),
-                        });
-                    }
-                }
-                pipeline
-                    .stages
-                    .iter()
-                    .filter(|s| wanted.contains(s))
-                    .cloned()
-                    .collect()
-            }
-        };
-        let detail = json!({
-            "pipeline": req.pipeline,
-            "release": req.release,
-            "stages": stages,
-            "params": req.params,
-        });
-        let by = req.started_by.clone();
-        let id = self
-            .store
-            .create_run(rollcage_store::NewRun {
-                pipeline: req.pipeline,
-                release: req.release,
-                notes: req.notes,
-                params: req.params,
-                stages,
-                started_by: req.started_by,
-                config_hash: self.config_hash.clone(),
-            })
-            .await?;
-        self.audit(&by, "start", &id, detail).await?;
-        Ok(id)
+        record(&*self.store, &pipeline.stages, &self.config_hash, req).await
     }
 
     /// Record a person's decision for a run. It goes through the store, so
@@ -416,10 +381,8 @@ impl Engine {
             by: by.clone(),
             stage: stage.clone(),
         };
+        // The host driving the run takes it and records it in the log.
         self.store.request_decision(run_id, &request).await?;
-        self.store
-            .append(run_id, "decision", stage.as_deref(), json!(request))
-            .await?;
         let action = match request.action {
             DecisionAction::Approve => "approve",
             DecisionAction::Abort => "abort",
@@ -429,63 +392,136 @@ impl Engine {
         Ok(())
     }
 
-    /// Every run the store has not seen finish, driven to its end.
+    /// Every unfinished run no live host drives, driven to its end here.
     pub async fn resume_all(self: &Arc<Self>) -> Result<Vec<(String, RunStatus)>, EngineError> {
         let mut out = Vec::new();
-        for run in self.store.unfinished_runs().await? {
-            tracing::info!(run_id = %run.id, "resuming run");
-            out.push((run.id.clone(), self.execute(&run.id).await?));
+        loop {
+            let sent = Instant::now();
+            let Some(lease) = self.store.claim(None, 1).await?.pop() else {
+                return Ok(out);
+            };
+            tracing::info!(run_id = %lease.run_id, "resuming run");
+            let id = lease.run_id.clone();
+            out.push((id, self.drive_claimed(lease, sent).await?));
         }
-        Ok(out)
     }
 
-    /// Drive run `run_id` to its end, from wherever its log says it is.
+    /// Start keeping this host's leases (and queued deliveries) alive, with
+    /// no run yet: a host that delivers notifications calls it at start.
+    pub fn keep_leases(&self) {
+        self.leases.keep();
+    }
+
+    /// Whether the store answered the last renewal of this host's leases.
+    pub fn store_healthy(&self) -> bool {
+        self.leases.healthy()
+    }
+
+    /// Claim run `run_id` and drive it to its end, from wherever its log
+    /// says it is. A finished run's status at once; a run another live
+    /// host drives is [`EngineError::HeldElsewhere`].
     pub async fn execute(&self, run_id: &str) -> Result<RunStatus, EngineError> {
+        let sent = Instant::now();
+        match self.store.claim(Some(run_id), 1).await?.pop() {
+            Some(lease) => self.drive_claimed(lease, sent).await,
+            None => {
+                let run = self.store.run(run_id).await?;
+                if run.status.is_finished() {
+                    return Ok(run.status);
+                }
+                let host = match self.store.holder(run_id).await? {
+                    Some((host, _)) => host,
+                    // Its lease ran out just now: the next claim gets it.
+                    None => return Box::pin(self.execute(run_id)).await,
+                };
+                Err(EngineError::HeldElsewhere {
+                    run: run_id.to_string(),
+                    host,
+                })
+            }
+        }
+    }
+
+    /// Drive a run this host claimed (the claim sent at `sent`) to its
+    /// end, or until its lease is lost; then give the lease up.
+    pub async fn drive_claimed(
+        &self,
+        lease: Lease,
+        sent: Instant,
+    ) -> Result<RunStatus, EngineError> {
+        let held = self.hold(lease, sent);
+        self.drive_held(held).await
+    }
+
+    /// Keep the lease of a run just claimed from now on, before the task
+    /// that drives it starts: a lease renewed but held by no run is given
+    /// up.
+    pub fn hold(&self, lease: Lease, sent: Instant) -> HeldRun {
+        HeldRun(self.leases.hold(lease, sent))
+    }
+
+    /// [`Engine::drive_claimed`] for a lease already held.
+    pub async fn drive_held(&self, held: HeldRun) -> Result<RunStatus, EngineError> {
+        let held = held.0;
+        let run_id = held.lease.run_id.clone();
         let (tx, mut rx) = mpsc::channel(8);
         // Decisions are asked for through the store; carry them to the run.
-        let (store, id) = (self.store.clone(), run_id.to_string());
-        let poller = tokio::spawn(async move {
-            loop {
-                match store.take_decisions(&id).await {
-                    Ok(taken) => {
-                        for d in taken {
-                            if !still_applies(&*store, &id, &d).await {
-                                continue;
-                            }
-                            let decision = match d.action {
-                                DecisionAction::Approve => Decision::Approve { by: d.by },
-                                DecisionAction::Abort => Decision::Abort { by: d.by },
-                            };
-                            if tx.send(decision).await.is_err() {
-                                return;
-                            }
-                        }
-                    }
-                    Err(e) => tracing::warn!(run_id = %id, "cannot read decisions: {e}"),
-                }
-                tokio::time::sleep(DECISION_POLL).await;
-            }
-        });
+        let carrier = tokio::spawn(carry_decisions(self.store.clone(), held.clone(), tx));
         // Every log line of the run (the engine's and its plugins') carries
-        // the run id.
-        let result = self
-            .drive(run_id, &mut rx)
-            .instrument(tracing::info_span!("run", run_id = %run_id))
-            .await;
-        poller.abort();
+        // the run id. A lost lease stops the drive where it is.
+        // Biased: a drive that has ended wins over a halt raised meanwhile
+        // (the decision carrier finds a finished run no longer this
+        // host's, which is no reason to report it lost).
+        let result = tokio::select! {
+            biased;
+            r = self
+                .drive(&held, &mut rx)
+                .instrument(tracing::info_span!("run", run_id = %run_id)) => r,
+            why = held.halted() => Err(why),
+        };
+        carrier.abort();
+        match &result {
+            Ok(_) => {}
+            Err(EngineError::Store(StoreError::Fenced { .. })) => {
+                tracing::warn!(run_id = %run_id, "another host drives the run now: stopped driving it here");
+            }
+            Err(e) => {
+                tracing::warn!(run_id = %run_id, "stopped driving the run: {e}");
+                // Left unfinished: any host may take it at once.
+                if let Err(e) = self.store.release(&held.lease).await {
+                    tracing::debug!(run_id = %run_id, "lease not given up: {e}");
+                }
+            }
+        }
         result
+    }
+
+    /// Give up the lease of run `run_id` if it is driven here (an
+    /// interrupted command), so another host may take it over at once.
+    pub async fn give_up(&self, run_id: &str) {
+        if let Some(lease) = self.leases.of(run_id) {
+            self.release(&lease).await;
+        }
+    }
+
+    /// Give up a run's lease (a clean stop), so another host may take it
+    /// over at once.
+    pub async fn release(&self, lease: &Lease) {
+        if let Err(e) = self.store.release(lease).await {
+            tracing::debug!(run_id = %lease.run_id, "lease not given up: {e}");
+        }
     }
 
     async fn drive(
         &self,
-        run_id: &str,
+        held: &Held,
         decisions: &mut mpsc::Receiver<Decision>,
     ) -> Result<RunStatus, EngineError> {
-        let run = self.store.run(run_id).await?;
+        let run_id = held.lease.run_id.as_str();
+        let (run, log) = self.store.run_with_log(run_id).await?;
         if run.status.is_finished() {
             return Ok(run.status);
         }
-        let log = self.store.events(run_id, 0).await?;
         let pipeline = self
             .pipelines
             .get(&run.run.pipeline)
@@ -501,326 +537,145 @@ impl Engine {
             release: release.clone(),
             redactor: self.redactor.clone(),
         };
-        let has = |kind: &str, stage: Option<&str>| {
-            log.iter()
-                .any(|e| e.kind == kind && e.stage.as_deref() == stage)
-        };
-        self.store
-            .set_status(run_id, RunStatus::Running, None, None)
-            .await?;
-        if !has("run-started", None) {
-            self.store
-                .append(run_id, "run-started", None, json!({"by": run.run.started_by, "config_hash": run.run.config_hash, "stages": run.run.stages}))
-                .await?;
-            let event = ctx.event(
-                EventKind::RunStarted,
-                None,
-                format!("started by {}", run.run.started_by),
-                vec![],
-            );
-            pipeline.notify.send(&event).await?;
+        RunDriver {
+            engine: self,
+            held,
+            run,
+            log,
+            pipeline,
+            release,
+            ctx,
+            decisions,
         }
-        for stage_name in &run.run.stages {
-            if has("stage-finished", Some(stage_name)) {
-                continue;
-            }
-            let env = self.environments[stage_name].clone();
-            // The run's summary says which stage it is in from the moment
-            // the stage begins (waiting for its lock, window or approval).
-            if run.stage.as_deref() != Some(stage_name.as_str()) {
-                self.store
-                    .set_status(run_id, RunStatus::Running, Some(stage_name), None)
-                    .await?;
-            }
-            // Queue the event for the pipeline's and the environment's
-            // notifiers; each delivery is logged when it ends.
-            let tell = |kind: EventKind, message: String| {
-                let event = ctx.event(kind, Some(stage_name), message, vec![]);
-                let (p, e) = (pipeline.notify.clone(), env.notify.clone());
-                async move {
-                    p.send(&event).await?;
-                    e.send(&event).await?;
-                    Ok::<_, EngineError>(())
-                }
-            };
-            let finish = |status: RunStatus, reason: String| async move {
-                self.store
-                    .set_status(run_id, status, Some(stage_name), Some(&reason))
-                    .await?;
-                Ok::<_, EngineError>(status)
-            };
-
-            // Refused before anything was touched: logged, told, failed.
-            let refuse = |reason: String| async move {
-                self.store
-                    .append(
-                        run_id,
-                        "refused",
-                        Some(stage_name),
-                        json!({"reason": reason}),
-                    )
-                    .await?;
-                tell(EventKind::Failed, reason.clone()).await?;
-                finish(RunStatus::Failed, reason).await
-            };
-
-            // The stage failed before its strategy ran: logged, told, failed.
-            let fail_stage = |reason: String| async move {
-                self.store
-                    .append(
-                        run_id,
-                        "stage-finished",
-                        Some(stage_name),
-                        json!({"result": "failed", "reason": reason}),
-                    )
-                    .await?;
-                tell(EventKind::Failed, reason.clone()).await?;
-                finish(RunStatus::Failed, reason).await
-            };
-
-            // One run per environment at a time.
-            let lock = self.locks[stage_name].clone();
-            let _guard = if env.refuse_when_busy {
-                match lock.try_lock_owned() {
-                    Ok(g) => g,
-                    Err(_) => {
-                        return refuse(format!(
-                            "environment `{stage_name}` is busy with another run"
-                        ))
-                        .await;
-                    }
-                }
-            } else {
-                lock.lock_owned().await
-            };
-
-            if let Some(window) = &env.window {
-                let wait = window.wait_secs((self.clock)());
-                if wait > 0 {
-                    if env.refuse_outside_window {
-                        return refuse(format!(
-                            "environment `{stage_name}` is outside its window `{window}`"
-                        ))
-                        .await;
-                    }
-                    self.store
-                        .append(
-                            run_id,
-                            "waiting-for-window",
-                            Some(stage_name),
-                            json!({"window": window.to_string(), "seconds": wait}),
-                        )
-                        .await?;
-                    tokio::time::sleep(Duration::from_secs(wait)).await;
-                }
-            }
-
-            if env.approval && !has("approved", Some(stage_name)) {
-                self.store
-                    .set_status(run_id, RunStatus::AwaitingApproval, Some(stage_name), None)
-                    .await?;
-                self.store
-                    .append(
-                        run_id,
-                        "awaiting-approval",
-                        Some(stage_name),
-                        json!({"gate": "stage"}),
-                    )
-                    .await?;
-                tell(
-                    EventKind::AwaitingApproval,
-                    format!("{stage_name} waits for approval"),
-                )
-                .await?;
-                match decisions.recv().await {
-                    Some(Decision::Approve { by }) => {
-                        self.store
-                            .append(run_id, "approved", Some(stage_name), json!({"by": by}))
-                            .await?;
-                        self.store
-                            .set_status(run_id, RunStatus::Running, Some(stage_name), None)
-                            .await?;
-                    }
-                    Some(Decision::Abort { by }) => {
-                        let reason = format!("aborted by {by} before {stage_name} started");
-                        self.store
-                            .append(run_id, "aborted", Some(stage_name), json!({"by": by}))
-                            .await?;
-                        return finish(RunStatus::Failed, reason).await;
-                    }
-                    None => {
-                        return finish(RunStatus::Failed, "the engine is shutting down".into())
-                            .await;
-                    }
-                }
-            }
-
-            let target = Target {
-                environment: stage_name.clone(),
-                service: pipeline.service.clone(),
-                service_spec: pipeline.service_spec.clone(),
-            };
-            // The stable release is read once, when the stage starts, and
-            // kept in the log so that a resumed stage sees the same one.
-            let stable: Option<Release> = match log.iter().find(|e| {
-                e.kind == "stage-started" && e.stage.as_deref() == Some(stage_name.as_str())
-            }) {
-                Some(e) => e.data["stable"].as_str().map(Release::new),
-                None => {
-                    if let Err(e) = env.provider.prepare(&target).await {
-                        return fail_stage(e.to_string()).await;
-                    }
-                    let status = env.provider.status(&target).await.ok();
-                    let stable = status.and_then(|s| {
-                        s.weights
-                            .iter()
-                            .max_by_key(|w| w.weight)
-                            .and_then(|w| s.slot(&w.slot).map(|slot| slot.release.clone()))
-                    });
-                    self.store
-                        .append(
-                            run_id,
-                            "stage-started",
-                            Some(stage_name),
-                            json!({"stable": stable}),
-                        )
-                        .await?;
-                    tell(EventKind::StageStarted, format!("{stage_name} started")).await?;
-                    stable.map(Release::new)
-                }
-            };
-
-            if !has("pre-jobs-done", Some(stage_name)) {
-                if let Err(reason) = run_jobs(&*env.provider, &target, &env.pre_jobs).await {
-                    return fail_stage(reason).await;
-                }
-                self.store
-                    .append(run_id, "pre-jobs-done", Some(stage_name), json!({}))
-                    .await?;
-            }
-
-            let history: Vec<StepRecord> = log
-                .iter()
-                .filter(|e| e.kind == "step" && e.stage.as_deref() == Some(stage_name.as_str()))
-                .filter_map(|e| serde_json::from_value(e.data.clone()).ok())
-                .collect();
-            // An intent with no step after it was in flight at a crash.
-            let in_flight_since_ms = log
-                .iter()
-                .rev()
-                .filter(|e| e.stage.as_deref() == Some(stage_name.as_str()))
-                .find(|e| e.kind == "intent" || e.kind == "step")
-                .filter(|e| e.kind == "intent")
-                .map(|e| e.at_ms);
-            let stage = Stage {
-                target: target.clone(),
-                provider: env.provider.clone(),
-                strategy: env.strategy.clone(),
-                checks: env.checks.clone(),
-                default_checks: env.default_checks.clone(),
-                analysis: env.analysis,
-                progress_deadline: env.progress_deadline,
-                readiness_poll: env.readiness_poll,
-                params: env.strategy_params.clone(),
-                replicas: env.replicas,
-            };
-            let mut sink = StoreSink {
-                engine: self,
-                run_id,
-                stage: stage_name,
-                ctx: &ctx,
-                pipeline_notify: &pipeline.notify,
-                env_notify: &env.notify,
-                failed: None,
-            };
-            let (result, _) = StageRun {
-                stage: &stage,
-                release: release.clone(),
-                stable,
-                history,
-                events: &mut sink,
-                decisions,
-                in_flight_since_ms,
-                early: None,
-            }
-            .run()
-            .instrument(tracing::info_span!("stage", stage = %stage_name))
-            .await;
-            if let Some(e) = sink.failed {
-                return Err(e);
-            }
-            let result = match result {
-                StageResult::Succeeded => {
-                    match run_jobs(&*env.provider, &target, &env.post_jobs).await {
-                        Ok(()) => StageResult::Succeeded,
-                        Err(reason) => StageResult::Failed { reason },
-                    }
-                }
-                other => other,
-            };
-            let (status, kind, reason) = match &result {
-                StageResult::Succeeded => {
-                    self.store
-                        .append(
-                            run_id,
-                            "stage-finished",
-                            Some(stage_name),
-                            json!({"result": "succeeded"}),
-                        )
-                        .await?;
-                    continue;
-                }
-                StageResult::RolledBack { reason } => {
-                    (RunStatus::RolledBack, EventKind::RolledBack, reason.clone())
-                }
-                StageResult::Failed { reason } => {
-                    (RunStatus::Failed, EventKind::Failed, reason.clone())
-                }
-            };
-            let label = if status == RunStatus::RolledBack {
-                "rolled_back"
-            } else {
-                "failed"
-            };
-            self.store
-                .append(
-                    run_id,
-                    "stage-finished",
-                    Some(stage_name),
-                    json!({"result": label, "reason": reason}),
-                )
-                .await?;
-            tell(kind, reason.clone()).await?;
-            return finish(status, reason).await;
-        }
-        // The status is written last, on every path: a reader that sees a
-        // run finished has every entry of its log (the live stream ends on
-        // it) but the `notification` entries of deliveries still queued,
-        // which land when they end. A crash before it queues the
-        // notification again, not the entry.
-        if !has("run-finished", None) {
-            let event = ctx.event(
-                EventKind::Succeeded,
-                None,
-                format!("{} is live in every stage", release.version),
-                vec![],
-            );
-            pipeline.notify.send(&event).await?;
-            self.store
-                .append(run_id, "run-finished", None, json!({"result": "succeeded"}))
-                .await?;
-        }
-        self.store
-            .set_status(run_id, RunStatus::Succeeded, None, None)
-            .await?;
-        Ok(RunStatus::Succeeded)
+        .drive()
+        .await
     }
 }
 
-/// Whether decision `d`, taken from the store for run `run_id`, is for the
-/// stage the run is in now. One that is not (the run moved on between the
-/// decision's authorization and now) is dropped, and the log says so.
-async fn still_applies(store: &dyn Store, run_id: &str, d: &DecisionRequest) -> bool {
+/// Check a request for a pipeline of `stages` and record the run (queued)
+/// with its audit line; its id. Nothing is recorded for an invalid
+/// request. [`Engine::create`] without an engine: a command that must
+/// queue a run before it can start a host.
+pub async fn record(
+    store: &dyn Store,
+    stages: &[String],
+    config_hash: &str,
+    req: RunRequest,
+) -> Result<String, EngineError> {
+    req.release
+        .parse::<Version>()
+        .map_err(|_| EngineError::InvalidRelease(req.release.clone()))?;
+    let stages = match &req.stages {
+        None => stages.to_vec(),
+        Some(wanted) => {
+            if wanted.is_empty() {
+                return Err(EngineError::NoStages);
+            }
+            for (i, s) in wanted.iter().enumerate() {
+                if wanted[..i].contains(s) {
+                    return Err(EngineError::DuplicateStage(s.clone()));
+                }
+                if !stages.contains(s) {
+                    return Err(EngineError::UnknownStage {
+                        pipeline: req.pipeline.clone(),
+                        stage: s.clone(),
+                    });
+                }
+            }
+            stages
+                .iter()
+                .filter(|s| wanted.contains(s))
+                .cloned()
+                .collect()
+        }
+    };
+    let detail = json!({
+        "pipeline": req.pipeline,
+        "release": req.release,
+        "stages": stages,
+        "params": req.params,
+    });
+    let by = req.started_by.clone();
+    let id = store
+        .create_run(rollcage_store::NewRun {
+            pipeline: req.pipeline,
+            release: req.release,
+            notes: req.notes,
+            params: req.params,
+            stages,
+            started_by: req.started_by,
+            config_hash: config_hash.to_string(),
+        })
+        .await?;
+    store
+        .record_audit(rollcage_store::NewAudit {
+            actor: by,
+            action: "start".into(),
+            run_id: Some(id.clone()),
+            config_hash: config_hash.to_string(),
+            detail,
+        })
+        .await?;
+    Ok(id)
+}
+
+/// Take the decisions asked for run `held` as the store wakes it (or now
+/// and then), record each in the run's log, and pass on those that still
+/// apply. A lost lease halts the run.
+async fn carry_decisions(store: Arc<dyn Store>, held: Arc<Held>, tx: mpsc::Sender<Decision>) {
+    let run_id = held.lease.run_id.clone();
+    let mut woken = store.wakeups();
+    loop {
+        match store.take_decisions(&held.lease).await {
+            Ok(taken) => {
+                for d in taken {
+                    if !still_applies(&*store, &held.lease, &d).await {
+                        continue;
+                    }
+                    if let Err(e) = store
+                        .append(&held.lease, "decision", d.stage.as_deref(), json!(d))
+                        .await
+                    {
+                        held.halt(e.into());
+                        return;
+                    }
+                    let decision = match d.action {
+                        DecisionAction::Approve => Decision::Approve { by: d.by },
+                        DecisionAction::Abort => Decision::Abort { by: d.by },
+                    };
+                    if tx.send(decision).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            Err(e @ StoreError::Fenced { .. }) => {
+                held.halt(e.into());
+                return;
+            }
+            Err(e) => tracing::warn!(run_id = %run_id, "cannot read decisions: {e}"),
+        }
+        let _ = tokio::time::timeout(DECISION_FALLBACK, async {
+            loop {
+                match woken.recv().await {
+                    Ok(Wake::Decision(id)) if id == run_id => return,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => return,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                        std::future::pending::<()>().await
+                    }
+                    Ok(_) => continue,
+                }
+            }
+        })
+        .await;
+    }
+}
+
+/// Whether decision `d`, taken from the store for the run of `lease`, is
+/// for the stage the run is in now. One that is not (the run moved on
+/// between the decision's authorization and now) is dropped, and the log
+/// says so.
+async fn still_applies(store: &dyn Store, lease: &Lease, d: &DecisionRequest) -> bool {
+    let run_id = lease.run_id.as_str();
     let Some(wanted) = d.stage.as_deref() else {
         return true;
     };
@@ -838,7 +693,7 @@ async fn still_applies(store: &dyn Store, run_id: &str, d: &DecisionRequest) -> 
     tracing::warn!(run_id = %run_id, by = %d.by, "decision for `{wanted}` dropped: the run is in {now:?}");
     let _ = store
         .append(
-            run_id,
+            lease,
             "decision-dropped",
             Some(wanted),
             json!({"decision": d, "reason": "the run moved on to another stage"}),
@@ -848,7 +703,7 @@ async fn still_applies(store: &dyn Store, run_id: &str, d: &DecisionRequest) -> 
 }
 
 /// Run `jobs` in order; the first that fails stops the rest.
-async fn run_jobs(
+pub(crate) async fn run_jobs(
     provider: &dyn EnvironmentProvider,
     target: &Target,
     jobs: &[Job],
@@ -879,7 +734,7 @@ async fn run_jobs(
 }
 
 /// The facts every notification of a run carries.
-struct Notify {
+pub(crate) struct Notify {
     run_id: String,
     pipeline: String,
     release: Release,
@@ -888,7 +743,7 @@ struct Notify {
 }
 
 impl Notify {
-    fn event(
+    pub(crate) fn event(
         &self,
         kind: EventKind,
         stage: Option<&str>,
@@ -913,31 +768,52 @@ impl Notify {
 }
 
 /// Writes a stage's events to the run's log, and queues notifications of
-/// traffic changes, failed analyses and approvals.
-struct StoreSink<'a> {
-    engine: &'a Engine,
-    run_id: &'a str,
-    stage: &'a str,
-    ctx: &'a Notify,
-    pipeline_notify: &'a Dispatcher,
-    env_notify: &'a Dispatcher,
-    /// The first store error: the stage cannot be recorded (or its
-    /// notifications queued), so the run stops.
-    failed: Option<EngineError>,
+/// traffic changes, failed analyses and approvals. An event it cannot
+/// record (the store refused or failed) halts the run right there: the
+/// stage never goes on to an action whose intent is not in the log.
+pub(crate) struct StoreSink<'a> {
+    pub(crate) engine: &'a Engine,
+    pub(crate) held: &'a Held,
+    pub(crate) stage: &'a str,
+    pub(crate) ctx: &'a Notify,
+    pub(crate) pipeline_notify: &'a Dispatcher,
+    pub(crate) env_notify: &'a Dispatcher,
 }
 
 impl StoreSink<'_> {
+    /// Halt the run for `e` and never return: the drive is dropped by the
+    /// run's halt signal.
+    async fn halt(&self, e: EngineError) -> ! {
+        self.held.halt(e);
+        std::future::pending().await
+    }
+
     async fn append(&mut self, kind: &str, data: serde_json::Value) {
-        if self.failed.is_some() {
-            return;
+        // An intent announces an outside action: the lease must have time
+        // left for it.
+        if kind == "intent"
+            && let Err(e) = self.held.check().await
+        {
+            self.halt(e).await;
         }
         if let Err(e) = self
             .engine
             .store
-            .append(self.run_id, kind, Some(self.stage), data)
+            .append(&self.held.lease, kind, Some(self.stage), data)
             .await
         {
-            self.failed = Some(e.into());
+            self.halt(e.into()).await;
+        }
+    }
+
+    async fn set_status(&mut self, status: RunStatus) {
+        if let Err(e) = self
+            .engine
+            .store
+            .set_status(&self.held.lease, status, Some(self.stage), None)
+            .await
+        {
+            self.halt(e.into()).await;
         }
     }
 
@@ -946,7 +822,7 @@ impl StoreSink<'_> {
         let event = self.ctx.event(kind, Some(self.stage), message, fields);
         for d in [self.pipeline_notify, self.env_notify] {
             if let Err(e) = d.send(&event).await {
-                self.failed.get_or_insert(e.into());
+                self.halt(e.into()).await;
             }
         }
     }
@@ -960,14 +836,8 @@ impl StageSink for StoreSink<'_> {
             StageEvent::Step(record) => {
                 self.append("step", json!(record)).await;
                 // A person answered: the run moves again.
-                if matches!(record.action, Action::Pause { .. } | Action::Analyze(_))
-                    && let Err(e) = self
-                        .engine
-                        .store
-                        .set_status(self.run_id, RunStatus::Running, Some(self.stage), None)
-                        .await
-                {
-                    self.failed.get_or_insert(e.into());
+                if matches!(record.action, Action::Pause { .. } | Action::Analyze(_)) {
+                    self.set_status(RunStatus::Running).await;
                 }
                 if let (Action::Route { weights }, Outcome::Ok) = (&record.action, &record.outcome)
                 {
@@ -1019,19 +889,7 @@ impl StageSink for StoreSink<'_> {
             StageEvent::AwaitingApproval(why) => {
                 self.append("awaiting-approval", json!({"gate": "step", "why": why}))
                     .await;
-                if let Err(e) = self
-                    .engine
-                    .store
-                    .set_status(
-                        self.run_id,
-                        RunStatus::AwaitingApproval,
-                        Some(self.stage),
-                        None,
-                    )
-                    .await
-                {
-                    self.failed.get_or_insert(e.into());
-                }
+                self.set_status(RunStatus::AwaitingApproval).await;
                 self.notify(EventKind::AwaitingApproval, why, vec![]).await;
             }
             StageEvent::RollingBack(reason) => {

@@ -32,6 +32,9 @@ pub enum LocalError {
     },
     #[error("the operating system's random source failed: {0}")]
     Random(getrandom::Error),
+    /// Another process runs the local runtime on this folder.
+    #[error("the local runtime in {} is in use by another rollcage process (pid {pid})", dir.display())]
+    InUse { dir: PathBuf, pid: String },
 }
 
 /// Why an operation on services, slots, weights or jobs was refused.

@@ -65,12 +65,52 @@ impl LocalRuntimeOptions {
 /// dropping it leaves its instances to their supervisors until the tokio
 /// runtime ends, and the next start reaps what is left.
 pub struct LocalRuntime {
+    /// Held (an exclusive `flock`) while this runtime lives: one runtime
+    /// per state folder; the kernel lets go of it when the process ends,
+    /// however it ends.
+    _lock: std::fs::File,
     core: Arc<Core>,
     admin: Server,
     metrics: Server,
     admin_addr: SocketAddr,
     metrics_addr: SocketAddr,
     token: String,
+}
+
+/// Take `dir/lock` for this process, or say which process has it. Another
+/// runtime on the same folder would reap the first one's instances.
+fn take_lock(dir: &std::path::Path) -> Result<std::fs::File, LocalError> {
+    use std::io::{Read, Seek, Write};
+    use std::os::fd::AsRawFd;
+    let path = dir.join("lock");
+    let io = |source| LocalError::Io {
+        path: path.clone(),
+        source,
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(io)?;
+    // SAFETY: flock on a descriptor this function owns.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let err = std::io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::EWOULDBLOCK) {
+            return Err(io(err));
+        }
+        let mut pid = String::new();
+        let _ = file.read_to_string(&mut pid);
+        return Err(LocalError::InUse {
+            dir: dir.to_path_buf(),
+            pid: pid.trim().to_string(),
+        });
+    }
+    file.set_len(0).map_err(io)?;
+    file.rewind().map_err(io)?;
+    write!(file, "{}", std::process::id()).map_err(io)?;
+    Ok(file)
 }
 
 impl LocalRuntime {
@@ -87,6 +127,7 @@ impl LocalRuntime {
                 path: dir.clone(),
                 source,
             })?;
+        let lock = take_lock(&dir)?;
         let token = new_token()?;
         let listen = |addr| ports::listen(addr).map_err(|source| LocalError::Bind { addr, source });
         let admin_listener = listen(admin_addr)?;
@@ -122,6 +163,7 @@ impl LocalRuntime {
         );
         tracing::info!(admin = %admin_addr, metrics = %metrics_addr, "local runtime started");
         Ok(LocalRuntime {
+            _lock: lock,
             core,
             admin,
             metrics,

@@ -849,3 +849,30 @@ async fn a_new_host_reaps_what_a_killed_one_left_and_takes_over() {
         "the front port still answers after shutdown"
     );
 }
+
+#[tokio::test]
+async fn a_second_runtime_on_the_same_folder_is_refused_naming_the_first() {
+    // It would reap the first one's instances: one runtime per folder.
+    let env = Env::new();
+    let first = env.start().await;
+    let front = env.service(&first, "web", env.definition()).await;
+    env.slot(&first, "web", "stable", "1.0.0", 1).await;
+    let old = pids(&env.wait_ready(&first, "web", "stable", 1).await);
+    let err = LocalRuntime::start(LocalRuntimeOptions::new(env.state_dir()))
+        .await
+        .err()
+        .expect("a second runtime started on the same folder");
+    let message = err.to_string();
+    assert!(
+        message.contains("in use by another rollcage process")
+            && message.contains(&format!("pid {}", std::process::id())),
+        "{message}"
+    );
+    // The first one's instances were left alone.
+    assert!(old.iter().all(|p| alive(*p)));
+    assert!(!front.is_empty());
+    // Once it is gone, the folder is free again.
+    first.shutdown().await;
+    let again = env.start().await;
+    again.shutdown().await;
+}

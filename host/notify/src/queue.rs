@@ -9,12 +9,11 @@
 //! capacity, and a new one beyond it is refused.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rollcage_core::{Event, Notifier, PluginId};
-use rollcage_store::{DeliveryOutcome, NewDelivery, Store, StoreError, notification_entry};
+use rollcage_store::{DeliveryOutcome, NewDelivery, Store, StoreError};
 use tokio::sync::{Semaphore, watch};
 use tracing::Instrument;
 
@@ -178,14 +177,20 @@ impl Shared {
                 lane.id()
             )),
         };
-        self.store
-            .append(
-                &event.run_id,
-                "notification",
-                event.environment.as_deref(),
-                notification_entry(lane.id().as_str(), &outcome),
-            )
+        // Queued and ended at once: a delivery's end is the one write that
+        // logs a notification, whichever host makes it.
+        let queued = self
+            .store
+            .queue_deliveries(vec![NewDelivery {
+                notifier: lane.id().to_string(),
+                run_id: event.run_id.clone(),
+                stage: event.environment.clone(),
+                event: serde_json::json!({}),
+            }])
             .await?;
+        for id in queued {
+            self.store.end_delivery(id, &outcome).await?;
+        }
         Ok(())
     }
 
@@ -228,7 +233,6 @@ async fn drain(shared: Arc<Shared>, lane: Arc<Lane>, run: String) {
 struct Inner {
     shared: Arc<Shared>,
     lanes: BTreeMap<PluginId, Arc<Lane>>,
-    resumed: AtomicBool,
     /// Dropped with the last handle: see [`Shared::stopped`].
     _stop: watch::Sender<()>,
 }
@@ -270,7 +274,6 @@ impl Queue {
                     stopped,
                 }),
                 lanes,
-                resumed: AtomicBool::new(false),
                 _stop: stop,
             }),
         }
@@ -294,19 +297,17 @@ impl Queue {
         })
     }
 
-    /// Take up what earlier hosts left queued in the store, oldest first;
-    /// how many deliveries were taken up. A delivery for a notifier this
-    /// queue has no lane for (no longer configured), whose event cannot be
-    /// read, or beyond its lane's capacity is given up and recorded.
-    /// Only the first call does anything: later ones would take up this
-    /// queue's own deliveries a second time.
+    /// Take up what hosts that stopped or died left queued in the store
+    /// (their leases ran out), oldest first; how many deliveries were taken
+    /// up. A delivery for a notifier this queue has no lane for (no longer
+    /// configured), whose event cannot be read, or beyond its lane's
+    /// capacity is given up and recorded. Called at start and now and then
+    /// after, for hosts that die meanwhile; the store hands each delivery
+    /// to one host only.
     pub async fn resume(&self) -> Result<usize, StoreError> {
-        if self.inner.resumed.swap(true, Ordering::SeqCst) {
-            return Ok(0);
-        }
         let shared = &self.inner.shared;
         let mut resumed = 0;
-        for row in shared.store.queued_deliveries().await? {
+        for row in shared.store.claim_deliveries().await? {
             let name = &row.delivery.notifier;
             let lane = name
                 .parse::<PluginId>()

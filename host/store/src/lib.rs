@@ -3,7 +3,8 @@
 //! engine all read from here.
 //!
 //! [`Store`] is the trait the engine uses; [`SqliteStore`] is the embedded
-//! default (one file, WAL mode); [`Redacted`] wraps any store to keep
+//! default (one file, WAL mode); [`PostgresStore`] is for several hosts on
+//! one database; [`Redacted`] wraps any store to keep
 //! secret values out of what is written to it. Events are JSON documents
 //! with a kind, so the store needs no change when the engine records
 //! something new.
@@ -14,6 +15,11 @@
 //! not. Ending a delivery and appending its `notification` entry to the
 //! run's log are one write, which may come after the run has finished.
 
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
+#[cfg(any(test, feature = "conformance"))]
+pub mod pgtest;
+mod postgres;
 mod redacted;
 mod sqlite;
 mod writer;
@@ -21,6 +27,7 @@ mod writer;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+pub use postgres::{POSTGRES_SCHEMA_VERSION, PostgresStore, mask_password};
 pub use redacted::{Redacted, redact_json};
 pub use sqlite::SqliteStore;
 
@@ -33,11 +40,34 @@ pub enum StoreError {
     /// No run has this id.
     #[error("no run `{0}`")]
     NoSuchRun(String),
+    /// This host no longer holds the run's lease (another host claimed it,
+    /// or the lease ran out): the write was refused and nothing changed.
+    #[error(
+        "run `{run_id}`: lease {epoch} is no longer this host's ({host}); another host drives the run"
+    )]
+    Fenced {
+        run_id: String,
+        epoch: u64,
+        host: String,
+    },
+    /// The database was written by a newer Rollcage.
+    #[error(
+        "the database's schema is version {found}, newer than this Rollcage's ({supported}): upgrade Rollcage, or point it at another database"
+    )]
+    TooNew { found: u64, supported: u64 },
 }
 
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
         StoreError::Database(e.to_string())
+    }
+}
+
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        // The server's own message: the driver's `Display` of a database
+        // error says little more than "db error". Neither names the URL.
+        StoreError::Database(postgres::describe(&e))
     }
 }
 
@@ -139,6 +169,10 @@ pub struct Event {
     pub stage: Option<String>,
     /// The entry itself.
     pub data: serde_json::Value,
+    /// The lease (its epoch) the entry was written under: a run's entries
+    /// never go back to an older one.
+    #[serde(default)]
+    pub epoch: u64,
 }
 
 /// A person's answer to a run, asked for from anywhere (the CLI of another
@@ -256,29 +290,148 @@ pub fn notification_entry(notifier: &str, outcome: &DeliveryOutcome) -> serde_js
     })
 }
 
+/// The right to drive one run: held by one host at a time, for a while
+/// ([`Store::lease_duration`]) and renewed by [`Store::heartbeat`]. Every
+/// write to the run's log and status names the lease and is refused
+/// ([`StoreError::Fenced`]) unless the run is still this host's under the
+/// same epoch, in the same statement that writes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    pub run_id: String,
+    /// Bumped by every claim: a host that lost the run holds an older one.
+    pub epoch: u64,
+}
+
+/// What [`Store::lock_environment`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EnvLock {
+    /// The run holds the environment (now, or already).
+    Held,
+    /// Another run holds it, or is ahead in its queue.
+    Busy {
+        /// The run that holds it, or the first one waiting for it.
+        holder: String,
+        /// Whether that run holds it (`false`: it is only ahead in line).
+        holding: bool,
+    },
+}
+
+/// What a host is woken for, from any host or process sharing the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Wake {
+    /// A decision was asked for this run.
+    Decision(String),
+    /// A run may be free to claim, or an environment free to lock: a run
+    /// was created, released or finished.
+    Runnable,
+}
+
+/// Who this store handle writes as, and how long its leases last.
+#[derive(Debug, Clone)]
+pub struct HostIdentity {
+    /// Unique per process: host name, process id and a random part.
+    pub name: String,
+    /// How long a claim or renewal holds a run.
+    pub lease: std::time::Duration,
+}
+
+impl HostIdentity {
+    /// This process, with leases of `lease`.
+    pub fn this_process(lease: std::time::Duration) -> HostIdentity {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .ok()
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "localhost".into());
+        HostIdentity {
+            name: format!("{host}/{}/{}", std::process::id(), random_hex(3)),
+            lease,
+        }
+    }
+}
+
+impl Default for HostIdentity {
+    fn default() -> Self {
+        HostIdentity::this_process(DEFAULT_LEASE)
+    }
+}
+
+/// How long a lease lasts unless configured: long enough for a heartbeat
+/// (every third of it) to be late twice, short enough that another host
+/// takes a dead host's runs over quickly.
+pub const DEFAULT_LEASE: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// Unfinished runs, for admission.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Unfinished {
+    pub all: usize,
+    pub of_pipeline: usize,
+}
+
 /// What the engine and the API need from storage.
+///
+/// Writes about a run in progress (its log, its status, its environment
+/// locks, taking its decisions) are fenced by a [`Lease`]; everything else
+/// (creating runs, asking for decisions, the audit trail) may come from any
+/// host at any time.
 #[async_trait]
 pub trait Store: Send + Sync {
-    /// Record a new run (status `queued`); its id.
+    /// Who this handle writes as.
+    fn host(&self) -> &str;
+    /// How long a claim or a renewal holds a run.
+    fn lease_duration(&self) -> std::time::Duration;
+    /// Record a new run (status `queued`, held by no host); its id.
     async fn create_run(&self, run: NewRun) -> Result<String, StoreError>;
-    /// Append to a run's log; the entry's sequence number.
+    /// Claim unfinished runs no live host holds (never held, released, or
+    /// with a lease run out), oldest first, at most `limit`; only `run_id`
+    /// when given. Each claim bumps the run's epoch. Another host claiming
+    /// at the same moment never gets the same run.
+    async fn claim(&self, run_id: Option<&str>, limit: usize) -> Result<Vec<Lease>, StoreError>;
+    /// Renew every lease this host holds (runs and queued deliveries);
+    /// the runs still held. A run missing from the answer was lost.
+    async fn heartbeat(&self) -> Result<Vec<Lease>, StoreError>;
+    /// Give a run up (a clean stop): any host may claim it at once.
+    async fn release(&self, lease: &Lease) -> Result<(), StoreError>;
+    /// Give up everything this host holds, runs and queued deliveries (a
+    /// host that stops cleanly): the next host takes them at once.
+    async fn release_all(&self) -> Result<(), StoreError>;
+    /// The host holding run `run_id` and until when (ms since the Unix
+    /// epoch, on the database's clock), if a live host does.
+    async fn holder(&self, run_id: &str) -> Result<Option<(String, u64)>, StoreError>;
+    /// Append to a run's log; the entry's sequence number. Sequence
+    /// numbers have no gaps.
     async fn append(
         &self,
-        run_id: &str,
+        lease: &Lease,
         kind: &str,
         stage: Option<&str>,
         data: serde_json::Value,
     ) -> Result<u64, StoreError>;
     /// Entries of a run's log after `after_seq`, oldest first.
     async fn events(&self, run_id: &str, after_seq: u64) -> Result<Vec<Event>, StoreError>;
-    /// Set a run's status, current stage and reason.
+    /// Set a run's status, current stage and reason. A finished status
+    /// also frees every environment the run held or waited for, and the
+    /// run's lease.
     async fn set_status(
         &self,
-        run_id: &str,
+        lease: &Lease,
         status: RunStatus,
         stage: Option<&str>,
         reason: Option<&str>,
     ) -> Result<(), StoreError>;
+    /// Take `environment` for the run, unless another run holds it or is
+    /// ahead in its queue; with `queue`, the run waits in line (first come,
+    /// first served) until it takes it or finishes.
+    async fn lock_environment(
+        &self,
+        lease: &Lease,
+        environment: &str,
+        queue: bool,
+    ) -> Result<EnvLock, StoreError>;
+    /// Free `environment` if the run holds it.
+    async fn unlock_environment(&self, lease: &Lease, environment: &str) -> Result<(), StoreError>;
+    /// The run holding each environment held.
+    async fn environment_locks(&self) -> Result<Vec<(String, String)>, StoreError>;
     /// One run.
     async fn run(&self, run_id: &str) -> Result<Run, StoreError>;
     /// One run and its whole log, consistent with each other: a finished
@@ -293,40 +446,65 @@ pub trait Store: Send + Sync {
     }
     /// Runs, newest first.
     async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<Run>, StoreError>;
-    /// Runs not finished: what a restarted engine picks up.
+    /// Runs not finished, oldest first.
     async fn unfinished_runs(&self) -> Result<Vec<Run>, StoreError>;
-    /// Queue a decision for a run; the engine driving it takes it.
+    /// How many runs are unfinished, in all and of `pipeline`.
+    async fn unfinished_count(&self, pipeline: &str) -> Result<Unfinished, StoreError>;
+    /// Queue a decision for a run and wake the host driving it.
     async fn request_decision(
         &self,
         run_id: &str,
         decision: &DecisionRequest,
     ) -> Result<(), StoreError>;
     /// Take (remove) the decisions queued for a run, oldest first.
-    async fn take_decisions(&self, run_id: &str) -> Result<Vec<DecisionRequest>, StoreError>;
+    async fn take_decisions(&self, lease: &Lease) -> Result<Vec<DecisionRequest>, StoreError>;
     /// Add a line to the audit trail.
     async fn record_audit(&self, entry: NewAudit) -> Result<(), StoreError>;
     /// The audit trail, newest first.
     async fn audit(&self, filter: &AuditFilter) -> Result<Vec<AuditEntry>, StoreError>;
-    /// Queue deliveries, all in one transaction; their ids, in order.
-    /// `NoSuchRun` (and nothing queued) if a run does not exist.
+    /// Queue deliveries, all in one transaction, held by this host; their
+    /// ids, in order. `NoSuchRun` (and nothing queued) if a run does not
+    /// exist.
     async fn queue_deliveries(&self, deliveries: Vec<NewDelivery>) -> Result<Vec<u64>, StoreError>;
-    /// Every delivery still queued, oldest first: what a restarted host
-    /// delivers.
+    /// Every delivery still queued, by any host, oldest first.
     async fn queued_deliveries(&self) -> Result<Vec<QueuedDelivery>, StoreError>;
+    /// Claim every queued delivery no live host holds (its host stopped or
+    /// died), oldest first: what this host delivers in their place.
+    async fn claim_deliveries(&self) -> Result<Vec<QueuedDelivery>, StoreError>;
     /// End delivery `id`: take it off the queue and append its
     /// `notification` entry ([`notification_entry`]) to its run's log, in
     /// one write, whether or not the run has finished. `false`, with
-    /// nothing written, when it is no longer queued (ended already).
+    /// nothing written, when this host no longer holds it (ended already,
+    /// or claimed by another host).
     async fn end_delivery(&self, id: u64, outcome: &DeliveryOutcome) -> Result<bool, StoreError>;
     /// Whether the database answers (for readiness probes).
     async fn ping(&self) -> Result<(), StoreError>;
-    /// Ids of runs as entries are appended to their logs, from this
-    /// process. Live readers wait on it instead of polling; they still
-    /// poll now and then for entries written by other processes.
+    /// Ids of runs as entries are appended to their logs (by this process;
+    /// by every host where the store can tell). Live readers wait on it
+    /// instead of polling; they still poll now and then.
     fn appended(&self) -> tokio::sync::broadcast::Receiver<String>;
+    /// Decisions asked for and runs that may be claimed, from every host
+    /// and process the store can hear from.
+    fn wakeups(&self) -> tokio::sync::broadcast::Receiver<Wake>;
 }
 
-fn now_ms() -> u64 {
+/// `n` random bytes from the OS, in hex.
+pub(crate) fn random_hex(n: usize) -> String {
+    let mut bytes = vec![0u8; n];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        use std::io::Read;
+        let _ = f.read_exact(&mut bytes);
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A new run id: time-ordered (milliseconds, then random), so that ids
+/// sort as runs were created.
+pub(crate) fn new_id() -> String {
+    format!("r{:012x}{}", now_ms(), random_hex(4))
+}
+
+pub(crate) fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)

@@ -11,8 +11,9 @@ use rollcage_core::Redactor;
 use serde_json::Value;
 
 use crate::{
-    AuditEntry, AuditFilter, DecisionRequest, DeliveryOutcome, Event, NewAudit, NewDelivery,
-    NewRun, QueuedDelivery, Run, RunFilter, RunStatus, Store, StoreError,
+    AuditEntry, AuditFilter, DecisionRequest, DeliveryOutcome, EnvLock, Event, Lease, NewAudit,
+    NewDelivery, NewRun, QueuedDelivery, Run, RunFilter, RunStatus, Store, StoreError, Unfinished,
+    Wake,
 };
 
 /// `inner`, with every written text passed through a [`Redactor`].
@@ -66,31 +67,64 @@ impl Store for Redacted {
         }
         self.inner.create_run(run).await
     }
+    fn host(&self) -> &str {
+        self.inner.host()
+    }
+    fn lease_duration(&self) -> std::time::Duration {
+        self.inner.lease_duration()
+    }
+    async fn claim(&self, run_id: Option<&str>, limit: usize) -> Result<Vec<Lease>, StoreError> {
+        self.inner.claim(run_id, limit).await
+    }
+    async fn heartbeat(&self) -> Result<Vec<Lease>, StoreError> {
+        self.inner.heartbeat().await
+    }
+    async fn release(&self, lease: &Lease) -> Result<(), StoreError> {
+        self.inner.release(lease).await
+    }
+    async fn release_all(&self) -> Result<(), StoreError> {
+        self.inner.release_all().await
+    }
+    async fn holder(&self, run_id: &str) -> Result<Option<(String, u64)>, StoreError> {
+        self.inner.holder(run_id).await
+    }
     async fn append(
         &self,
-        run_id: &str,
+        lease: &Lease,
         kind: &str,
         stage: Option<&str>,
         data: Value,
     ) -> Result<u64, StoreError> {
-        self.inner
-            .append(run_id, kind, stage, self.json(data))
-            .await
+        self.inner.append(lease, kind, stage, self.json(data)).await
     }
     async fn events(&self, run_id: &str, after_seq: u64) -> Result<Vec<Event>, StoreError> {
         self.inner.events(run_id, after_seq).await
     }
     async fn set_status(
         &self,
-        run_id: &str,
+        lease: &Lease,
         status: RunStatus,
         stage: Option<&str>,
         reason: Option<&str>,
     ) -> Result<(), StoreError> {
         let reason = reason.map(|r| self.text(r));
         self.inner
-            .set_status(run_id, status, stage, reason.as_deref())
+            .set_status(lease, status, stage, reason.as_deref())
             .await
+    }
+    async fn lock_environment(
+        &self,
+        lease: &Lease,
+        environment: &str,
+        queue: bool,
+    ) -> Result<EnvLock, StoreError> {
+        self.inner.lock_environment(lease, environment, queue).await
+    }
+    async fn unlock_environment(&self, lease: &Lease, environment: &str) -> Result<(), StoreError> {
+        self.inner.unlock_environment(lease, environment).await
+    }
+    async fn environment_locks(&self) -> Result<Vec<(String, String)>, StoreError> {
+        self.inner.environment_locks().await
     }
     async fn run(&self, run_id: &str) -> Result<Run, StoreError> {
         self.inner.run(run_id).await
@@ -104,6 +138,9 @@ impl Store for Redacted {
     async fn unfinished_runs(&self) -> Result<Vec<Run>, StoreError> {
         self.inner.unfinished_runs().await
     }
+    async fn unfinished_count(&self, pipeline: &str) -> Result<Unfinished, StoreError> {
+        self.inner.unfinished_count(pipeline).await
+    }
     async fn request_decision(
         &self,
         run_id: &str,
@@ -111,8 +148,8 @@ impl Store for Redacted {
     ) -> Result<(), StoreError> {
         self.inner.request_decision(run_id, decision).await
     }
-    async fn take_decisions(&self, run_id: &str) -> Result<Vec<DecisionRequest>, StoreError> {
-        self.inner.take_decisions(run_id).await
+    async fn take_decisions(&self, lease: &Lease) -> Result<Vec<DecisionRequest>, StoreError> {
+        self.inner.take_decisions(lease).await
     }
     async fn record_audit(&self, mut entry: NewAudit) -> Result<(), StoreError> {
         entry.detail = self.json(entry.detail);
@@ -135,6 +172,9 @@ impl Store for Redacted {
     async fn queued_deliveries(&self) -> Result<Vec<QueuedDelivery>, StoreError> {
         self.inner.queued_deliveries().await
     }
+    async fn claim_deliveries(&self) -> Result<Vec<QueuedDelivery>, StoreError> {
+        self.inner.claim_deliveries().await
+    }
     async fn end_delivery(&self, id: u64, outcome: &DeliveryOutcome) -> Result<bool, StoreError> {
         let mut outcome = outcome.clone();
         outcome.error = outcome.error.map(|e| self.text(&e));
@@ -145,6 +185,9 @@ impl Store for Redacted {
     }
     fn appended(&self) -> tokio::sync::broadcast::Receiver<String> {
         self.inner.appended()
+    }
+    fn wakeups(&self) -> tokio::sync::broadcast::Receiver<Wake> {
+        self.inner.wakeups()
     }
 }
 
@@ -173,9 +216,10 @@ mod tests {
             })
             .await
             .unwrap();
+        let lease = store.claim(Some(&id), 1).await.unwrap().remove(0);
         store
             .append(
-                &id,
+                &lease,
                 "notification",
                 Some("staging"),
                 json!({"error": "secret `canary-0xC0FFEE` is not granted", "canary-0xC0FFEE": [1, {"x": "canary-0xC0FFEE"}]}),
@@ -184,7 +228,7 @@ mod tests {
             .unwrap();
         store
             .set_status(
-                &id,
+                &lease,
                 RunStatus::Failed,
                 Some("staging"),
                 Some("bad canary-0xC0FFEE"),

@@ -11,58 +11,17 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 use crate::writer::Writer;
 use crate::{
-    AuditEntry, AuditFilter, DecisionRequest, DeliveryOutcome, Event, NewAudit, NewDelivery,
-    NewRun, QueuedDelivery, Run, RunFilter, RunStatus, Store, StoreError, notification_entry,
-    now_ms,
+    AuditEntry, AuditFilter, DecisionRequest, DeliveryOutcome, EnvLock, Event, HostIdentity, Lease,
+    NewAudit, NewDelivery, NewRun, QueuedDelivery, Run, RunFilter, RunStatus, Store, StoreError,
+    Unfinished, Wake, new_id, notification_entry, now_ms,
 };
 
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS runs (
-    id          TEXT PRIMARY KEY,
-    pipeline    TEXT NOT NULL,
-    spec        TEXT NOT NULL,
-    status      TEXT NOT NULL,
-    stage       TEXT,
-    reason      TEXT,
-    created_ms  INTEGER NOT NULL,
-    updated_ms  INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS runs_by_status ON runs (status);
-CREATE TABLE IF NOT EXISTS events (
-    run_id  TEXT NOT NULL REFERENCES runs (id),
-    seq     INTEGER NOT NULL,
-    at_ms   INTEGER NOT NULL,
-    kind    TEXT NOT NULL,
-    stage   TEXT,
-    data    TEXT NOT NULL,
-    PRIMARY KEY (run_id, seq)
-);
-CREATE TABLE IF NOT EXISTS audit (
-    id          INTEGER PRIMARY KEY AUTOINCREMENT,
-    at_ms       INTEGER NOT NULL,
-    actor       TEXT NOT NULL,
-    action      TEXT NOT NULL,
-    run_id      TEXT,
-    config_hash TEXT NOT NULL,
-    detail      TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS decisions (
-    id      INTEGER PRIMARY KEY AUTOINCREMENT,
-    run_id  TEXT NOT NULL REFERENCES runs (id),
-    data    TEXT NOT NULL
-);
--- The notification queue: a row per delivery not yet ended. AUTOINCREMENT
--- keeps ids increasing even once the newest row is deleted, so they order
--- the queue.
-CREATE TABLE IF NOT EXISTS deliveries (
-    id         INTEGER PRIMARY KEY AUTOINCREMENT,
-    notifier   TEXT NOT NULL,
-    run_id     TEXT NOT NULL REFERENCES runs (id),
-    stage      TEXT,
-    event      TEXT NOT NULL,
-    queued_ms  INTEGER NOT NULL
-);
-";
+/// The schema, one step per version: `PRAGMA user_version` says how many
+/// have been applied. A database of a newer version is refused.
+const MIGRATIONS: &[&str] = &[
+    include_str!("../migrations/sqlite/0001_runs.sql"),
+    include_str!("../migrations/sqlite/0002_leases.sql"),
+];
 
 /// Runs and events in one SQLite file.
 #[derive(Clone)]
@@ -72,16 +31,25 @@ pub struct SqliteStore {
     /// sees: reads then queue with the writes.
     readers: Arc<Vec<Mutex<Connection>>>,
     appended: tokio::sync::broadcast::Sender<String>,
+    wakeups: tokio::sync::broadcast::Sender<Wake>,
+    /// Who this handle writes as.
+    identity: Arc<HostIdentity>,
     /// The file, unless in memory.
     path: Option<Arc<std::path::PathBuf>>,
 }
 
 impl SqliteStore {
-    /// Open (creating if needed) the database at `path`. The file, its
-    /// WAL and shared-memory files are for their owner only (0600): SQLite
-    /// gives the last two the database file's mode, which is set here
-    /// whatever the umask, and narrowed on a file found wider.
+    /// Open (creating if needed) the database at `path`, as this process
+    /// with the default lease. The file, its WAL and shared-memory files
+    /// are for their owner only (0600): SQLite gives the last two the
+    /// database file's mode, which is set here whatever the umask, and
+    /// narrowed on a file found wider.
     pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        Self::open_as(path, HostIdentity::default())
+    }
+
+    /// [`SqliteStore::open`], writing as `identity`.
+    pub fn open_as(path: &Path, identity: HostIdentity) -> Result<SqliteStore, StoreError> {
         owner_only(path).map_err(|e| StoreError::Database(format!("{}: {e}", path.display())))?;
         let open = |flags| {
             Connection::open_with_flags(path, flags)
@@ -96,14 +64,31 @@ impl SqliteStore {
                 Ok(reader)
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
-        let mut store = Self::start(writer, readers)?;
+        let mut store = Self::start(writer, readers, identity)?;
         store.path = Some(Arc::new(path.to_path_buf()));
+        // Other processes (a `rollcage run` beside a server, an approval
+        // from the CLI) write to the same file: watch it for their commits.
+        let watcher = open(OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
+        watch_other_writers(
+            watcher,
+            store.wakeups.clone(),
+            std::sync::Arc::downgrade(&store.readers),
+        );
         Ok(store)
     }
 
     /// A database in memory, for tests and dry runs.
     pub fn in_memory() -> Result<SqliteStore, StoreError> {
-        Self::start(Self::prepare(Connection::open_in_memory()?)?, vec![])
+        Self::in_memory_as(HostIdentity::default())
+    }
+
+    /// [`SqliteStore::in_memory`], writing as `identity`.
+    pub fn in_memory_as(identity: HostIdentity) -> Result<SqliteStore, StoreError> {
+        Self::start(
+            Self::prepare(Connection::open_in_memory()?)?,
+            vec![],
+            identity,
+        )
     }
 
     fn prepare(conn: Connection) -> Result<Connection, StoreError> {
@@ -112,17 +97,23 @@ impl SqliteStore {
         // commit shares the cost of that among the runs writing at once.
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        conn.execute_batch(SCHEMA)?;
+        migrate(&conn)?;
         Ok(conn)
     }
 
-    fn start(writer: Connection, readers: Vec<Connection>) -> Result<SqliteStore, StoreError> {
+    fn start(
+        writer: Connection,
+        readers: Vec<Connection>,
+        identity: HostIdentity,
+    ) -> Result<SqliteStore, StoreError> {
         Ok(SqliteStore {
             writer: Writer::start(writer)?,
             readers: Arc::new(readers.into_iter().map(Mutex::new).collect()),
             // Readers that fall behind refetch from the database; the
             // channel only wakes them.
             appended: tokio::sync::broadcast::channel(1024).0,
+            wakeups: tokio::sync::broadcast::channel(1024).0,
+            identity: Arc::new(identity),
             path: None,
         })
     }
@@ -151,6 +142,11 @@ impl SqliteStore {
         })
         .await
         .map_err(|e| StoreError::Database(format!("store task: {e}")))?
+    }
+
+    /// The lease, in milliseconds.
+    fn lease_ms(&self) -> i64 {
+        self.identity.lease.as_millis().min(i64::MAX as u128) as i64
     }
 
     /// Transactions committed so far: with several writers at once, fewer
@@ -199,19 +195,116 @@ fn owner_only(path: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-fn new_id() -> String {
-    // Time-ordered and unique enough for one host: milliseconds, then a
-    // random suffix from the OS.
-    let mut bytes = [0u8; 4];
-    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
-        use std::io::Read;
-        let _ = f.read_exact(&mut bytes);
+/// Bring the schema up to date, one step per transaction; refuse a
+/// database of a newer version.
+fn migrate(conn: &Connection) -> Result<(), StoreError> {
+    let supported = MIGRATIONS.len() as u64;
+    let found: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    let found = found as u64;
+    if found > supported {
+        return Err(StoreError::TooNew { found, supported });
     }
-    format!(
-        "r{:012x}{}",
-        now_ms(),
-        bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
-    )
+    for (n, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+        // IMMEDIATE: two processes opening an old file at once migrate it
+        // one after the other; the second finds it done.
+        conn.execute_batch("BEGIN IMMEDIATE")?;
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        let step = if version as usize > n {
+            Ok(())
+        } else {
+            conn.execute_batch(sql)
+                .and_then(|()| conn.pragma_update(None, "user_version", n as i64 + 1))
+        };
+        match step {
+            Ok(()) => conn.execute_batch("COMMIT")?,
+            Err(e) => {
+                let _ = conn.execute_batch("ROLLBACK");
+                return Err(StoreError::Database(format!("schema step {}: {e}", n + 1)));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// How often the file is looked at for other processes' commits.
+const WATCH_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Wake this process's runs for what other processes wrote: a thread that
+/// looks at `PRAGMA data_version` (it changes when another connection
+/// commits) and, when it moved, wakes the runs with decisions waiting and
+/// the hosts that may claim runs. One cheap read per tick for the whole
+/// store, however many runs it drives; it ends with the store.
+fn watch_other_writers(
+    conn: Connection,
+    wakeups: tokio::sync::broadcast::Sender<Wake>,
+    alive: std::sync::Weak<Vec<Mutex<Connection>>>,
+) {
+    let _ = std::thread::Builder::new()
+        .name("rollcage-store-watch".into())
+        .spawn(move || {
+            let mut last: Option<i64> = None;
+            while alive.strong_count() > 0 {
+                std::thread::sleep(WATCH_EVERY);
+                let Ok(version) = conn.pragma_query_value(None, "data_version", |r| r.get(0))
+                else {
+                    continue;
+                };
+                if last.replace(version) == Some(version) || wakeups.receiver_count() == 0 {
+                    continue;
+                }
+                let waiting: Vec<String> = conn
+                    .prepare_cached("SELECT DISTINCT run_id FROM decisions")
+                    .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+                    .unwrap_or_default();
+                for run_id in waiting {
+                    let _ = wakeups.send(Wake::Decision(run_id));
+                }
+                let _ = wakeups.send(Wake::Runnable);
+            }
+        });
+}
+
+/// `Fenced` unless `lease` is still the run's current claim by `host`
+/// (`NoSuchRun` for an unknown run). Called inside the write it guards:
+/// the writer's transaction holds SQLite's write lock, so no other claim
+/// can come between the check and the write.
+fn fence(c: &Connection, host: &str, lease: &Lease) -> Result<(), StoreError> {
+    let row: Option<(Option<String>, i64)> = c
+        .query_row(
+            "SELECT owner, epoch FROM runs WHERE id = ?1",
+            [&lease.run_id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    match row {
+        None => Err(StoreError::NoSuchRun(lease.run_id.clone())),
+        Some((Some(owner), epoch)) if owner == host && epoch as u64 == lease.epoch => Ok(()),
+        Some(_) => Err(StoreError::Fenced {
+            run_id: lease.run_id.clone(),
+            epoch: lease.epoch,
+            host: host.to_string(),
+        }),
+    }
+}
+
+const UNFINISHED: &str = "status NOT IN ('succeeded', 'rolled_back', 'failed')";
+
+const DELIVERY_COLUMNS: &str = "id, queued_ms, notifier, run_id, stage, event";
+
+fn row_to_delivery(r: &rusqlite::Row<'_>) -> rusqlite::Result<QueuedDelivery> {
+    let event: String = r.get(5)?;
+    Ok(QueuedDelivery {
+        id: r.get::<_, i64>(0)? as u64,
+        queued_ms: r.get::<_, i64>(1)? as u64,
+        delivery: NewDelivery {
+            notifier: r.get(2)?,
+            run_id: r.get(3)?,
+            stage: r.get(4)?,
+            event: serde_json::from_str(&event).map_err(|e| {
+                rusqlite::Error::FromSqlConversionFailure(5, rusqlite::types::Type::Text, e.into())
+            })?,
+        },
+    })
 }
 
 fn row_to_run(row: &rusqlite::Row<'_>) -> rusqlite::Result<Run> {
@@ -261,7 +354,7 @@ fn read_run(c: &Connection, run_id: &str) -> Result<Run, StoreError> {
 
 fn read_events(c: &Connection, run_id: &str, after_seq: u64) -> Result<Vec<Event>, StoreError> {
     let mut stmt = c.prepare_cached(
-        "SELECT seq, at_ms, kind, stage, data FROM events WHERE run_id = ?1 AND seq > ?2 ORDER BY seq",
+        "SELECT seq, at_ms, kind, stage, data, epoch FROM events WHERE run_id = ?1 AND seq > ?2 ORDER BY seq",
     )?;
     let rows = stmt.query_map(params![run_id, after_seq as i64], |r| {
         Ok((
@@ -270,23 +363,26 @@ fn read_events(c: &Connection, run_id: &str, after_seq: u64) -> Result<Vec<Event
             r.get::<_, String>(2)?,
             r.get::<_, Option<String>>(3)?,
             r.get::<_, String>(4)?,
+            r.get::<_, i64>(5)? as u64,
         ))
     })?;
     let mut out = Vec::new();
     for row in rows {
-        let (seq, at_ms, kind, stage, data) = row?;
+        let (seq, at_ms, kind, stage, data, epoch) = row?;
         out.push(Event {
             seq,
             at_ms,
             kind,
             stage,
+            epoch,
             data: serde_json::from_str(&data).map_err(|e| StoreError::Database(e.to_string()))?,
         });
     }
     Ok(out)
 }
 
-/// Append an entry to a run's log; its sequence number.
+/// Append an entry to a run's log under the run's current epoch; its
+/// sequence number.
 fn insert_event(
     c: &Connection,
     run_id: &str,
@@ -300,7 +396,7 @@ fn insert_event(
         |r| r.get::<_, i64>(0),
     )? as u64;
     c.execute(
-        "INSERT INTO events (run_id, seq, at_ms, kind, stage, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        "INSERT INTO events (run_id, seq, at_ms, kind, stage, data, epoch) VALUES (?1, ?2, ?3, ?4, ?5, ?6, (SELECT epoch FROM runs WHERE id = ?1))",
         params![run_id, seq as i64, now_ms() as i64, kind, stage, data.to_string()],
     )?;
     Ok(seq)
@@ -308,8 +404,16 @@ fn insert_event(
 
 #[async_trait]
 impl Store for SqliteStore {
+    fn host(&self) -> &str {
+        &self.identity.name
+    }
+
+    fn lease_duration(&self) -> std::time::Duration {
+        self.identity.lease
+    }
+
     async fn create_run(&self, run: NewRun) -> Result<String, StoreError> {
-        self.writer.write(move |c| {
+        let id = self.writer.write(move |c| {
             let id = new_id();
             let spec = serde_json::to_string(&run).map_err(|e| StoreError::Database(e.to_string()))?;
             let now = now_ms();
@@ -319,28 +423,150 @@ impl Store for SqliteStore {
             )?;
             Ok(id)
         })
+        .await?;
+        let _ = self.wakeups.send(Wake::Runnable);
+        Ok(id)
+    }
+
+    async fn claim(&self, run_id: Option<&str>, limit: usize) -> Result<Vec<Lease>, StoreError> {
+        let (host, lease_ms) = (self.identity.name.clone(), self.lease_ms());
+        let run_id = run_id.map(str::to_string);
+        self.writer
+            .write(move |c| {
+                let now = now_ms() as i64;
+                let mut sql = format!(
+                    "SELECT id FROM runs WHERE {UNFINISHED} AND (owner IS NULL OR (lease_until_ms < ?1 AND owner != ?2))"
+                );
+                if run_id.is_some() {
+                    sql.push_str(" AND id = ?4");
+                }
+                sql.push_str(" ORDER BY id LIMIT ?3");
+                let ids: Vec<String> = {
+                    let mut stmt = c.prepare_cached(&sql)?;
+                    let limit = limit.min(i64::MAX as usize) as i64;
+                    match &run_id {
+                        Some(id) => stmt
+                            .query_map(params![now, host, limit, id], |r| r.get(0))?
+                            .collect::<Result<_, _>>()?,
+                        None => stmt
+                            .query_map(params![now, host, limit], |r| r.get(0))?
+                            .collect::<Result<_, _>>()?,
+                    }
+                };
+                let mut leases = Vec::with_capacity(ids.len());
+                for id in ids {
+                    let epoch: i64 = c.query_row(
+                        "UPDATE runs SET owner = ?2, epoch = epoch + 1, lease_until_ms = ?3 WHERE id = ?1 RETURNING epoch",
+                        params![id, host, now + lease_ms],
+                        |r| r.get(0),
+                    )?;
+                    leases.push(Lease { run_id: id, epoch: epoch as u64 });
+                }
+                Ok(leases)
+            })
+            .await
+    }
+
+    async fn heartbeat(&self) -> Result<Vec<Lease>, StoreError> {
+        let (host, lease_ms) = (self.identity.name.clone(), self.lease_ms());
+        self.writer
+            .write(move |c| {
+                let until = now_ms() as i64 + lease_ms;
+                c.execute(
+                    "UPDATE deliveries SET lease_until_ms = ?2 WHERE owner = ?1",
+                    params![host, until],
+                )?;
+                let mut stmt = c.prepare_cached(&format!(
+                    "UPDATE runs SET lease_until_ms = ?2 WHERE owner = ?1 AND {UNFINISHED} RETURNING id, epoch"
+                ))?;
+                let rows = stmt.query_map(params![host, until], |r| {
+                    Ok(Lease {
+                        run_id: r.get(0)?,
+                        epoch: r.get::<_, i64>(1)? as u64,
+                    })
+                })?;
+                Ok(rows.collect::<Result<_, _>>()?)
+            })
+            .await
+    }
+
+    async fn release(&self, lease: &Lease) -> Result<(), StoreError> {
+        let (host, lease) = (self.identity.name.clone(), lease.clone());
+        self.writer
+            .write(move |c| {
+                fence(c, &host, &lease)?;
+                c.execute(
+                    "UPDATE runs SET owner = NULL, lease_until_ms = 0 WHERE id = ?1",
+                    [&lease.run_id],
+                )?;
+                Ok(())
+            })
+            .await?;
+        let _ = self.wakeups.send(Wake::Runnable);
+        Ok(())
+    }
+
+    async fn release_all(&self) -> Result<(), StoreError> {
+        let host = self.identity.name.clone();
+        self.writer
+            .write(move |c| {
+                c.execute(
+                    "UPDATE runs SET owner = NULL, lease_until_ms = 0 WHERE owner = ?1",
+                    [&host],
+                )?;
+                c.execute(
+                    "UPDATE deliveries SET owner = NULL, lease_until_ms = 0 WHERE owner = ?1",
+                    [&host],
+                )?;
+                Ok(())
+            })
+            .await?;
+        let _ = self.wakeups.send(Wake::Runnable);
+        Ok(())
+    }
+
+    async fn holder(&self, run_id: &str) -> Result<Option<(String, u64)>, StoreError> {
+        let run_id = run_id.to_string();
+        self.read(move |c| {
+            let row: Option<(Option<String>, i64)> = c
+                .query_row(
+                    &format!(
+                        "SELECT owner, lease_until_ms FROM runs WHERE id = ?1 AND {UNFINISHED}"
+                    ),
+                    [&run_id],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            Ok(match row {
+                Some((Some(owner), until)) if until as u64 >= now_ms() => {
+                    Some((owner, until as u64))
+                }
+                _ => None,
+            })
+        })
         .await
     }
 
     async fn append(
         &self,
-        run_id: &str,
+        lease: &Lease,
         kind: &str,
         stage: Option<&str>,
         data: serde_json::Value,
     ) -> Result<u64, StoreError> {
-        let (run_id, kind, stage) = (
-            run_id.to_string(),
+        let (host, lease, kind, stage) = (
+            self.identity.name.clone(),
+            lease.clone(),
             kind.to_string(),
             stage.map(str::to_string),
         );
-        let notice = run_id.clone();
+        let notice = lease.run_id.clone();
         let seq = self
             .writer
             .write(move |c| {
                 // Inside the writer's savepoint: atomic with the other writes.
-                ensure_run(c, &run_id)?;
-                insert_event(c, &run_id, &kind, stage.as_deref(), &data)
+                fence(c, &host, &lease)?;
+                insert_event(c, &lease.run_id, &kind, stage.as_deref(), &data)
             })
             .await?;
         // No receiver is not an error: nobody is watching.
@@ -355,22 +581,136 @@ impl Store for SqliteStore {
 
     async fn set_status(
         &self,
-        run_id: &str,
+        lease: &Lease,
         status: RunStatus,
         stage: Option<&str>,
         reason: Option<&str>,
     ) -> Result<(), StoreError> {
-        let (run_id, stage, reason) = (
-            run_id.to_string(),
+        let (host, lease, stage, reason) = (
+            self.identity.name.clone(),
+            lease.clone(),
             stage.map(str::to_string),
             reason.map(str::to_string),
         );
         self.writer.write(move |c| {
-            let n = c.execute(
+            fence(c, &host, &lease)?;
+            c.execute(
                 "UPDATE runs SET status = ?2, stage = COALESCE(?3, stage), reason = COALESCE(?4, reason), updated_ms = ?5 WHERE id = ?1",
-                params![run_id, status.as_str(), stage, reason, now_ms() as i64],
+                params![lease.run_id, status.as_str(), stage, reason, now_ms() as i64],
             )?;
-            if n == 0 { Err(StoreError::NoSuchRun(run_id)) } else { Ok(()) }
+            if status.is_finished() {
+                // A finished run holds nothing: its environments go to
+                // the next in line, and no host holds it any more.
+                c.execute("DELETE FROM env_locks WHERE run_id = ?1", [&lease.run_id])?;
+                c.execute("DELETE FROM env_queue WHERE run_id = ?1", [&lease.run_id])?;
+                c.execute(
+                    "UPDATE runs SET owner = NULL, lease_until_ms = 0 WHERE id = ?1",
+                    [&lease.run_id],
+                )?;
+            }
+            Ok(())
+        })
+        .await?;
+        if status.is_finished() {
+            let _ = self.wakeups.send(Wake::Runnable);
+        }
+        Ok(())
+    }
+
+    async fn lock_environment(
+        &self,
+        lease: &Lease,
+        environment: &str,
+        queue: bool,
+    ) -> Result<EnvLock, StoreError> {
+        let (host, lease, env) = (
+            self.identity.name.clone(),
+            lease.clone(),
+            environment.to_string(),
+        );
+        self.writer
+            .write(move |c| {
+                fence(c, &host, &lease)?;
+                let me = lease.run_id.as_str();
+                let now = now_ms() as i64;
+                let wait = |c: &Connection| -> Result<(), StoreError> {
+                    if queue {
+                        c.execute(
+                            "INSERT OR IGNORE INTO env_queue (environment, run_id, since_ms) VALUES (?1, ?2, ?3)",
+                            params![env, me, now],
+                        )?;
+                    }
+                    Ok(())
+                };
+                let holder: Option<String> = c
+                    .query_row(
+                        "SELECT run_id FROM env_locks WHERE environment = ?1",
+                        [&env],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+                match holder {
+                    Some(h) if h == me => return Ok(EnvLock::Held),
+                    Some(h) => {
+                        wait(c)?;
+                        return Ok(EnvLock::Busy { holder: h, holding: true });
+                    }
+                    None => {}
+                }
+                let first: Option<String> = c
+                    .query_row(
+                        "SELECT run_id FROM env_queue WHERE environment = ?1 ORDER BY id LIMIT 1",
+                        [&env],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+                match first {
+                    Some(f) if f != me => {
+                        wait(c)?;
+                        Ok(EnvLock::Busy { holder: f, holding: false })
+                    }
+                    _ => {
+                        c.execute(
+                            "INSERT INTO env_locks (environment, run_id, since_ms) VALUES (?1, ?2, ?3)",
+                            params![env, me, now],
+                        )?;
+                        c.execute(
+                            "DELETE FROM env_queue WHERE environment = ?1 AND run_id = ?2",
+                            params![env, me],
+                        )?;
+                        Ok(EnvLock::Held)
+                    }
+                }
+            })
+            .await
+    }
+
+    async fn unlock_environment(&self, lease: &Lease, environment: &str) -> Result<(), StoreError> {
+        let (host, lease, env) = (
+            self.identity.name.clone(),
+            lease.clone(),
+            environment.to_string(),
+        );
+        self.writer
+            .write(move |c| {
+                fence(c, &host, &lease)?;
+                c.execute(
+                    "DELETE FROM env_locks WHERE environment = ?1 AND run_id = ?2",
+                    params![env, lease.run_id],
+                )?;
+                Ok(())
+            })
+            .await?;
+        let _ = self.wakeups.send(Wake::Runnable);
+        Ok(())
+    }
+
+    async fn environment_locks(&self) -> Result<Vec<(String, String)>, StoreError> {
+        self.read(|c| {
+            let mut stmt =
+                c.prepare_cached("SELECT environment, run_id FROM env_locks ORDER BY environment")?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            Ok(rows.collect::<Result<_, _>>()?)
         })
         .await
     }
@@ -444,10 +784,28 @@ impl Store for SqliteStore {
     async fn unfinished_runs(&self) -> Result<Vec<Run>, StoreError> {
         self.read(move |c| {
             let mut stmt = c.prepare(&format!(
-                "SELECT {RUN_COLUMNS} FROM runs WHERE status NOT IN ('succeeded', 'rolled_back', 'failed') ORDER BY id"
+                "SELECT {RUN_COLUMNS} FROM runs WHERE {UNFINISHED} ORDER BY id"
             ))?;
             let rows = stmt.query_map([], row_to_run)?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    async fn unfinished_count(&self, pipeline: &str) -> Result<Unfinished, StoreError> {
+        let pipeline = pipeline.to_string();
+        self.read(move |c| {
+            let (all, of_pipeline): (i64, i64) = c.query_row(
+                &format!(
+                    "SELECT COUNT(*), COALESCE(SUM(pipeline = ?1), 0) FROM runs WHERE {UNFINISHED}"
+                ),
+                [&pipeline],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
+            Ok(Unfinished {
+                all: all as usize,
+                of_pipeline: of_pipeline as usize,
+            })
         })
         .await
     }
@@ -458,6 +816,7 @@ impl Store for SqliteStore {
         decision: &DecisionRequest,
     ) -> Result<(), StoreError> {
         let run_id = run_id.to_string();
+        let woken = run_id.clone();
         let data =
             serde_json::to_string(decision).map_err(|e| StoreError::Database(e.to_string()))?;
         self.writer
@@ -469,18 +828,24 @@ impl Store for SqliteStore {
                 )?;
                 Ok(())
             })
-            .await
+            .await?;
+        let _ = self.wakeups.send(Wake::Decision(woken));
+        Ok(())
     }
 
-    async fn take_decisions(&self, run_id: &str) -> Result<Vec<DecisionRequest>, StoreError> {
-        // Every unfinished run asks several times a second and nearly always
-        // finds nothing: look first, and write only to take what is there.
-        let id = run_id.to_string();
+    async fn take_decisions(&self, lease: &Lease) -> Result<Vec<DecisionRequest>, StoreError> {
+        // Runs look whenever they are woken and now and then, and nearly
+        // always find nothing: look first, and write only to take what is
+        // there.
+        let (host, looked) = (self.identity.name.clone(), lease.clone());
         let waiting: i64 = self
             .read(move |c| {
+                // The fence too, so that a host that lost the run learns
+                // it here rather than by the next write.
+                fence(c, &host, &looked)?;
                 Ok(c.query_row(
                     "SELECT COUNT(*) FROM decisions WHERE run_id = ?1",
-                    [&id],
+                    [&looked.run_id],
                     |r| r.get(0),
                 )?)
             })
@@ -488,9 +853,11 @@ impl Store for SqliteStore {
         if waiting == 0 {
             return Ok(vec![]);
         }
-        let run_id = run_id.to_string();
+        let (host, lease) = (self.identity.name.clone(), lease.clone());
+        let run_id = lease.run_id.clone();
         self.writer
             .write(move |c| {
+                fence(c, &host, &lease)?;
                 let rows: Vec<String> = {
                     let mut stmt =
                         c.prepare("SELECT data FROM decisions WHERE run_id = ?1 ORDER BY id")?;
@@ -583,6 +950,7 @@ impl Store for SqliteStore {
         if deliveries.is_empty() {
             return Ok(vec![]);
         }
+        let (host, lease_ms) = (self.identity.name.clone(), self.lease_ms());
         self.writer
             .write(move |c| {
                 let now = now_ms() as i64;
@@ -590,8 +958,8 @@ impl Store for SqliteStore {
                 for d in &deliveries {
                     ensure_run(c, &d.run_id)?;
                     c.execute(
-                        "INSERT INTO deliveries (notifier, run_id, stage, event, queued_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
-                        params![d.notifier, d.run_id, d.stage, d.event.to_string(), now],
+                        "INSERT INTO deliveries (notifier, run_id, stage, event, queued_ms, owner, lease_until_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                        params![d.notifier, d.run_id, d.stage, d.event.to_string(), now, host, now + lease_ms],
                     )?;
                     ids.push(c.last_insert_rowid() as u64);
                 }
@@ -602,53 +970,49 @@ impl Store for SqliteStore {
 
     async fn queued_deliveries(&self) -> Result<Vec<QueuedDelivery>, StoreError> {
         self.read(|c| {
-            let mut stmt = c.prepare(
-                "SELECT id, queued_ms, notifier, run_id, stage, event FROM deliveries ORDER BY id",
-            )?;
-            let rows = stmt.query_map([], |r| {
-                Ok((
-                    r.get::<_, i64>(0)? as u64,
-                    r.get::<_, i64>(1)? as u64,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, String>(3)?,
-                    r.get::<_, Option<String>>(4)?,
-                    r.get::<_, String>(5)?,
-                ))
-            })?;
-            let mut out = Vec::new();
-            for row in rows {
-                let (id, queued_ms, notifier, run_id, stage, event) = row?;
-                out.push(QueuedDelivery {
-                    id,
-                    queued_ms,
-                    delivery: NewDelivery {
-                        notifier,
-                        run_id,
-                        stage,
-                        event: serde_json::from_str(&event)
-                            .map_err(|e| StoreError::Database(e.to_string()))?,
-                    },
-                });
-            }
-            Ok(out)
+            let mut stmt = c.prepare(&format!(
+                "SELECT {DELIVERY_COLUMNS} FROM deliveries ORDER BY id"
+            ))?;
+            let rows = stmt.query_map([], row_to_delivery)?;
+            Ok(rows.collect::<Result<_, _>>()?)
         })
         .await
     }
 
+    async fn claim_deliveries(&self) -> Result<Vec<QueuedDelivery>, StoreError> {
+        let (host, lease_ms) = (self.identity.name.clone(), self.lease_ms());
+        self.writer
+            .write(move |c| {
+                let now = now_ms() as i64;
+                // Only what is newly claimed: this host's own deliveries are
+                // under way already.
+                let mut stmt = c.prepare(&format!(
+                    "UPDATE deliveries SET owner = ?1, lease_until_ms = ?2 WHERE owner IS NULL OR (lease_until_ms < ?3 AND owner != ?1) RETURNING {DELIVERY_COLUMNS}"
+                ))?;
+                let rows = stmt.query_map(params![host, now + lease_ms, now], row_to_delivery)?;
+                let mut out: Vec<QueuedDelivery> = rows.collect::<Result<_, _>>()?;
+                out.sort_by_key(|d| d.id);
+                Ok(out)
+            })
+            .await
+    }
+
     async fn end_delivery(&self, id: u64, outcome: &DeliveryOutcome) -> Result<bool, StoreError> {
         let outcome = outcome.clone();
+        let host = self.identity.name.clone();
         let ended = self
             .writer
             .write(move |c| {
                 let row: Option<(String, String, Option<String>)> = c
                     .query_row(
-                        "SELECT notifier, run_id, stage FROM deliveries WHERE id = ?1",
-                        [id as i64],
+                        "SELECT notifier, run_id, stage FROM deliveries WHERE id = ?1 AND owner = ?2",
+                        params![id as i64, host],
                         |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
                     )
                     .optional()?;
                 // Ended already (by this host before a crash that lost the
-                // answer, or by another process): one entry per delivery.
+                // answer), or taken over by another host: one entry per
+                // delivery.
                 let Some((notifier, run_id, stage)) = row else {
                     return Ok(None);
                 };
@@ -678,24 +1042,38 @@ impl Store for SqliteStore {
     fn appended(&self) -> tokio::sync::broadcast::Receiver<String> {
         self.appended.subscribe()
     }
+
+    fn wakeups(&self) -> tokio::sync::broadcast::Receiver<Wake> {
+        self.wakeups.subscribe()
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::conformance::{Database, claimed, new_run};
     use serde_json::json;
 
-    fn new_run(pipeline: &str) -> NewRun {
-        NewRun {
-            pipeline: pipeline.into(),
-            release: "1.4.0".into(),
-            notes: None,
-            params: vec![("issue_key".into(), "OPS-12".into())],
-            stages: vec!["staging".into(), "production".into()],
-            started_by: "alice".into(),
-            config_hash: "abc123".into(),
+    /// A fresh file, in a folder of its own kept as long as the value.
+    struct File {
+        _dir: tempfile::TempDir,
+        path: std::path::PathBuf,
+    }
+
+    #[async_trait]
+    impl Database for File {
+        async fn open(&self, identity: HostIdentity) -> Arc<dyn Store> {
+            Arc::new(SqliteStore::open_as(&self.path, identity).unwrap())
         }
     }
+
+    async fn file() -> File {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rollcage.db");
+        File { _dir: dir, path }
+    }
+
+    crate::store_conformance!(file());
 
     #[tokio::test]
     async fn the_files_are_the_owners_and_a_checkpoint_empties_the_wal() {
@@ -709,9 +1087,9 @@ mod tests {
         std::fs::write(&path, b"").unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
         let store = SqliteStore::open(&path).unwrap();
-        let id = store.create_run(new_run("api")).await.unwrap();
+        let lease = claimed(&store, "api").await;
         store
-            .append(&id, "step", Some("staging"), json!({"n": 1}))
+            .append(&lease, "step", Some("staging"), json!({"n": 1}))
             .await
             .unwrap();
         assert_eq!((mode(&path), mode(&wal), mode(&shm)), (0o600, 0o600, 0o600));
@@ -719,365 +1097,115 @@ mod tests {
         store.checkpoint().await.unwrap();
         assert_eq!(std::fs::metadata(&wal).unwrap().len(), 0);
         // Nothing was lost: the database has it all.
-        assert_eq!(store.events(&id, 0).await.unwrap().len(), 1);
+        assert_eq!(store.events(&lease.run_id, 0).await.unwrap().len(), 1);
         assert!(SqliteStore::in_memory().unwrap().checkpoint().await.is_ok());
     }
 
     #[tokio::test]
-    async fn a_run_and_its_log_are_read_together_on_file_and_in_memory() {
-        let dir = tempfile::tempdir().unwrap();
-        for store in [
-            SqliteStore::open(&dir.path().join("rollcage.db")).unwrap(),
-            SqliteStore::in_memory().unwrap(),
-        ] {
-            let id = store.create_run(new_run("api")).await.unwrap();
-            store
-                .append(&id, "step", Some("staging"), json!({"n": 1}))
-                .await
-                .unwrap();
-            store
-                .set_status(&id, RunStatus::Succeeded, None, None)
-                .await
-                .unwrap();
-            let (run, log) = store.run_with_log(&id).await.unwrap();
-            assert_eq!(run.status, RunStatus::Succeeded);
-            assert_eq!(log.len(), 1);
-            assert_eq!(log[0].data, json!({"n": 1}));
-            assert!(matches!(
-                store.run_with_log("nope").await,
-                Err(StoreError::NoSuchRun(_))
-            ));
-            // The connection is usable afterwards (its read transaction ended).
-            assert_eq!(store.events(&id, 0).await.unwrap().len(), 1);
-        }
-    }
-
-    #[tokio::test]
-    async fn runs_and_their_logs_survive_a_reopen() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("rollcage.db");
-        let id = {
-            let store = SqliteStore::open(&path).unwrap();
-            let id = store.create_run(new_run("api")).await.unwrap();
-            assert_eq!(
-                store
-                    .append(&id, "intent", Some("staging"), json!({"action": "apply"}))
-                    .await
-                    .unwrap(),
-                1
-            );
-            assert_eq!(
-                store
-                    .append(&id, "step", Some("staging"), json!({"outcome": "ok"}))
-                    .await
-                    .unwrap(),
-                2
-            );
-            store
-                .set_status(&id, RunStatus::Running, Some("staging"), None)
-                .await
-                .unwrap();
-            id
-        };
-        // A new process opens the same file.
-        let store = SqliteStore::open(&path).unwrap();
-        let run = store.run(&id).await.unwrap();
-        assert_eq!(run.status, RunStatus::Running);
-        assert_eq!(run.stage.as_deref(), Some("staging"));
-        assert_eq!(run.run, new_run("api"));
-        let events = store.events(&id, 0).await.unwrap();
-        assert_eq!(events.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2]);
-        assert_eq!(events[1].data, json!({"outcome": "ok"}));
-        assert_eq!(store.events(&id, 1).await.unwrap().len(), 1);
-        assert_eq!(store.unfinished_runs().await.unwrap().len(), 1);
-        store
-            .set_status(&id, RunStatus::RolledBack, None, Some("error ratio 0.31"))
-            .await
-            .unwrap();
-        assert!(store.unfinished_runs().await.unwrap().is_empty());
-        let run = store.run(&id).await.unwrap();
-        assert_eq!(
-            (run.stage.as_deref(), run.reason.as_deref()),
-            (Some("staging"), Some("error ratio 0.31"))
-        );
-    }
-
-    #[tokio::test]
-    async fn unknown_runs_are_errors_and_nothing_is_written() {
+    async fn a_database_in_memory_does_what_a_file_does() {
         let store = SqliteStore::in_memory().unwrap();
-        let err = store
-            .append("nope", "step", None, json!({}))
-            .await
-            .unwrap_err();
-        assert_eq!(err.to_string(), "no run `nope`");
-        assert!(matches!(
-            store.run("nope").await,
-            Err(StoreError::NoSuchRun(_))
-        ));
-        assert!(
-            store
-                .set_status("nope", RunStatus::Failed, None, None)
-                .await
-                .is_err()
-        );
-    }
-
-    #[tokio::test]
-    async fn runs_are_listed_newest_first_with_filters_and_a_cursor() {
-        let store = SqliteStore::in_memory().unwrap();
-        let mut ids = Vec::new();
-        for p in ["api", "web", "api", "api"] {
-            ids.push(store.create_run(new_run(p)).await.unwrap());
-            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
-        }
+        let lease = claimed(&store, "api").await;
         store
-            .set_status(&ids[3], RunStatus::Succeeded, None, None)
-            .await
-            .unwrap();
-        let api = store
-            .list_runs(&RunFilter {
-                pipeline: Some("api".into()),
-                ..Default::default()
-            })
+            .append(&lease, "step", Some("staging"), json!({"n": 1}))
             .await
             .unwrap();
         assert_eq!(
-            api.iter().map(|r| r.id.clone()).collect::<Vec<_>>(),
-            [ids[3].clone(), ids[2].clone(), ids[0].clone()]
-        );
-        let page = store
-            .list_runs(&RunFilter {
-                pipeline: Some("api".into()),
-                limit: 1,
-                before: Some(ids[3].clone()),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-        assert_eq!(page[0].id, ids[2]);
-        let done = store
-            .list_runs(&RunFilter {
-                status: Some(RunStatus::Succeeded),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-        assert_eq!(done.len(), 1);
-    }
-
-    #[tokio::test]
-    async fn runs_are_filtered_by_environment() {
-        let store = SqliteStore::in_memory().unwrap();
-        let both = store.create_run(new_run("api")).await.unwrap();
-        let mut staging_only = new_run("api");
-        staging_only.stages = vec!["staging".into()];
-        let staging = store.create_run(staging_only).await.unwrap();
-        let list = |env: &str| {
-            let f = RunFilter {
-                environment: Some(env.into()),
-                ..Default::default()
-            };
-            let store = store.clone();
-            async move {
-                let mut ids: Vec<String> = store
-                    .list_runs(&f)
-                    .await
-                    .unwrap()
-                    .into_iter()
-                    .map(|r| r.id)
-                    .collect();
-                ids.sort();
-                ids
-            }
-        };
-        let mut all = vec![both.clone(), staging];
-        all.sort();
-        assert_eq!(list("staging").await, all);
-        assert_eq!(list("production").await, [both]);
-        assert!(list("prod").await.is_empty());
-    }
-
-    #[tokio::test]
-    async fn the_audit_trail_is_kept_newest_first_with_filters() {
-        let store = SqliteStore::in_memory().unwrap();
-        let run = store.create_run(new_run("api")).await.unwrap();
-        for (actor, action) in [("alice", "start"), ("bob", "approve"), ("alice", "abort")] {
             store
-                .record_audit(NewAudit {
-                    actor: actor.into(),
-                    action: action.into(),
-                    run_id: Some(run.clone()),
-                    config_hash: "abc123".into(),
-                    detail: json!({"stage": "production"}),
-                })
+                .lock_environment(&lease, "staging", true)
                 .await
-                .unwrap();
-        }
-        let all = store.audit(&AuditFilter::default()).await.unwrap();
-        let actions: Vec<&str> = all.iter().map(|a| a.entry.action.as_str()).collect();
-        assert_eq!(actions, ["abort", "approve", "start"]);
-        assert_eq!(all[0].entry.detail, json!({"stage": "production"}));
-        let alice = store
-            .audit(&AuditFilter {
-                actor: Some("alice".into()),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-        assert_eq!(alice.len(), 2);
-        let older = store
-            .audit(&AuditFilter {
-                before: Some(all[0].id),
-                limit: 1,
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-        assert_eq!(older[0].entry.action, "approve");
-        store.ping().await.unwrap();
-    }
-
-    #[tokio::test]
-    async fn appends_wake_watchers_with_the_run_id() {
-        let store = SqliteStore::in_memory().unwrap();
-        let mut rx = store.appended();
-        let id = store.create_run(new_run("api")).await.unwrap();
-        store.append(&id, "step", None, json!({})).await.unwrap();
-        assert_eq!(rx.recv().await.unwrap(), id);
-        // A failed append wakes nobody.
-        assert!(store.append("nope", "step", None, json!({})).await.is_err());
-        assert!(rx.try_recv().is_err());
-    }
-
-    #[tokio::test]
-    async fn decisions_are_queued_and_taken_once() {
-        let store = SqliteStore::in_memory().unwrap();
-        let id = store.create_run(new_run("api")).await.unwrap();
-        let approve = DecisionRequest {
-            action: crate::DecisionAction::Approve,
-            by: "bob".into(),
-            stage: Some("production".into()),
-        };
-        let abort = DecisionRequest {
-            action: crate::DecisionAction::Abort,
-            by: "carol".into(),
-            stage: None,
-        };
-        store.request_decision(&id, &approve).await.unwrap();
-        store.request_decision(&id, &abort).await.unwrap();
-        assert_eq!(
-            store.take_decisions(&id).await.unwrap(),
-            vec![approve.clone(), abort]
+                .unwrap(),
+            EnvLock::Held
         );
-        assert!(store.take_decisions(&id).await.unwrap().is_empty());
-        assert!(matches!(
-            store.request_decision("nope", &approve).await,
-            Err(StoreError::NoSuchRun(_))
-        ));
-    }
-
-    fn delivery(notifier: &str, run_id: &str, n: u32) -> NewDelivery {
-        NewDelivery {
-            notifier: notifier.into(),
-            run_id: run_id.into(),
-            stage: Some("staging".into()),
-            event: json!({"n": n}),
-        }
-    }
-
-    #[tokio::test]
-    async fn queued_deliveries_survive_a_reopen_oldest_first() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("rollcage.db");
-        let (id, queued) = {
-            let store = SqliteStore::open(&path).unwrap();
-            let id = store.create_run(new_run("api")).await.unwrap();
-            let queued = store
-                .queue_deliveries(vec![delivery("slack", &id, 1), delivery("jira", &id, 1)])
-                .await
-                .unwrap();
-            let more = store
-                .queue_deliveries(vec![delivery("slack", &id, 2)])
-                .await
-                .unwrap();
-            assert!(queued[0] < queued[1] && queued[1] < more[0]);
-            (id, [queued, more].concat())
-        };
-        let store = SqliteStore::open(&path).unwrap();
-        let pending = store.queued_deliveries().await.unwrap();
-        assert_eq!(pending.iter().map(|d| d.id).collect::<Vec<_>>(), queued);
-        assert_eq!(pending[0].delivery, delivery("slack", &id, 1));
-        assert_eq!(pending[2].delivery.event, json!({"n": 2}));
-        assert!(pending[0].queued_ms > 0);
-    }
-
-    #[tokio::test]
-    async fn ending_a_delivery_logs_it_once_even_after_the_run_finished() {
-        let store = SqliteStore::in_memory().unwrap();
-        let id = store.create_run(new_run("api")).await.unwrap();
-        let queued = store
-            .queue_deliveries(vec![delivery("slack", &id, 1), delivery("jira", &id, 1)])
-            .await
-            .unwrap();
         store
-            .set_status(&id, RunStatus::Succeeded, None, None)
+            .set_status(&lease, RunStatus::Succeeded, None, None)
             .await
             .unwrap();
-        let mut rx = store.appended();
-        let given_up = DeliveryOutcome {
-            attempts: 5,
-            error: Some("plugin `slack` timed out".into()),
-        };
-        assert!(store.end_delivery(queued[0], &given_up).await.unwrap());
-        assert_eq!(rx.recv().await.unwrap(), id);
-        // A second end of the same delivery writes nothing.
-        assert!(!store.end_delivery(queued[0], &given_up).await.unwrap());
-        let (run, log) = store.run_with_log(&id).await.unwrap();
+        let (run, log) = store.run_with_log(&lease.run_id).await.unwrap();
         assert_eq!(run.status, RunStatus::Succeeded);
         assert_eq!(log.len(), 1);
-        assert_eq!(log[0].kind, "notification");
-        assert_eq!(log[0].stage.as_deref(), Some("staging"));
+        assert!(store.environment_locks().await.unwrap().is_empty());
+        // The connection is usable afterwards (its read transaction ended).
+        assert_eq!(store.events(&lease.run_id, 0).await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_database_of_the_first_schema_is_brought_up_to_date_with_its_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rollcage.db");
+        {
+            // As the first version left it: its tables, user_version 0.
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch(MIGRATIONS[0]).unwrap();
+            c.execute(
+                "INSERT INTO runs (id, pipeline, spec, status, created_ms, updated_ms) VALUES ('r1', 'api', ?1, 'running', 1, 1)",
+                [serde_json::to_string(&new_run("api")).unwrap()],
+            )
+            .unwrap();
+            c.execute(
+                "INSERT INTO events (run_id, seq, at_ms, kind, data) VALUES ('r1', 1, 1, 'run-started', '{}')",
+                [],
+            )
+            .unwrap();
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        // Its unfinished run is free to claim, and its log goes on.
+        let lease = store.claim(None, 10).await.unwrap().remove(0);
+        assert_eq!(lease.run_id, "r1");
         assert_eq!(
-            log[0].data,
-            json!({"notifier": "slack", "attempts": 5, "error": "plugin `slack` timed out"})
+            store.append(&lease, "step", None, json!({})).await.unwrap(),
+            2
         );
-        let left = store.queued_deliveries().await.unwrap();
-        assert_eq!(left.iter().map(|d| d.id).collect::<Vec<_>>(), [queued[1]]);
+        let version: i64 = Connection::open(&path)
+            .unwrap()
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(version as usize, MIGRATIONS.len());
     }
 
     #[tokio::test]
-    async fn deliveries_for_an_unknown_run_are_not_queued() {
-        let store = SqliteStore::in_memory().unwrap();
-        let id = store.create_run(new_run("api")).await.unwrap();
-        let err = store
-            .queue_deliveries(vec![
-                delivery("slack", &id, 1),
-                delivery("slack", "nope", 1),
-            ])
+    async fn a_database_of_a_newer_version_is_refused_naming_both_versions() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rollcage.db");
+        drop(SqliteStore::open(&path).unwrap());
+        Connection::open(&path)
+            .unwrap()
+            .pragma_update(None, "user_version", 99)
+            .unwrap();
+        let err = SqliteStore::open(&path).err().unwrap().to_string();
+        assert!(
+            err.contains("version 99") && err.contains(&format!("({})", MIGRATIONS.len())),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn another_process_s_decision_wakes_this_one() {
+        // Two handles on one file stand for two processes: the second's
+        // write reaches the first only through the file.
+        let db = file().await;
+        let driver = SqliteStore::open(&db.path).unwrap();
+        let lease = claimed(&driver, "api").await;
+        let mut woken = driver.wakeups();
+        let other = SqliteStore::open(&db.path).unwrap();
+        other
+            .request_decision(
+                &lease.run_id,
+                &DecisionRequest {
+                    action: crate::DecisionAction::Abort,
+                    by: "bob".into(),
+                    stage: None,
+                },
+            )
             .await
-            .unwrap_err();
-        assert!(matches!(err, StoreError::NoSuchRun(_)), "{err}");
-        // The whole batch was undone, the known run's delivery included.
-        assert!(store.queued_deliveries().await.unwrap().is_empty());
-        assert!(store.queue_deliveries(vec![]).await.unwrap().is_empty());
-    }
-
-    #[tokio::test]
-    async fn concurrent_appends_get_distinct_sequence_numbers() {
-        let store = SqliteStore::in_memory().unwrap();
-        let id = store.create_run(new_run("api")).await.unwrap();
-        let mut tasks = Vec::new();
-        for i in 0..50 {
-            let (s, id) = (store.clone(), id.clone());
-            tasks.push(tokio::spawn(async move {
-                s.append(&id, "step", None, json!({"i": i})).await.unwrap()
-            }));
+            .unwrap();
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match tokio::time::timeout_at(deadline, woken.recv()).await {
+                Ok(Ok(Wake::Decision(id))) if id == lease.run_id => break,
+                Ok(_) => continue,
+                Err(_) => panic!("not woken"),
+            }
         }
-        let mut seqs = Vec::new();
-        for t in tasks {
-            seqs.push(t.await.unwrap());
-        }
-        seqs.sort();
-        assert_eq!(seqs, (1..=50).collect::<Vec<u64>>());
+        assert_eq!(driver.take_decisions(&lease).await.unwrap().len(), 1);
     }
 }

@@ -38,6 +38,14 @@ pub(crate) async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoRespo
             checks.insert("store".into(), "unreachable".into())
         }
     };
+    // Runs are driven only while their leases can be renewed.
+    if !state.engine.store_healthy() {
+        ok = false;
+        checks.insert(
+            "leases".into(),
+            "cannot be renewed: runs are not driven until the store answers".into(),
+        );
+    }
     checks.insert("plugins".into(), format!("{} loaded", state.plugins.len()));
     if *state.stopping.borrow() {
         ok = false;
@@ -59,7 +67,7 @@ pub(crate) async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoRespo
 #[utoipa::path(get, path = "/metrics", tag = "health",
     responses((status = 200, description = "Prometheus text format 0.0.4", content_type = "text/plain", body = String)))]
 pub(crate) async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
-    let active = state.runs.lock().unwrap().len();
+    let active = state.active_runs();
     (
         [(
             header::CONTENT_TYPE,

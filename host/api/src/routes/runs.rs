@@ -60,8 +60,7 @@ pub(crate) async fn start_run(
         .clone()
         .unwrap_or_else(|| pipeline.stages.clone());
     who.require(Permission::Deploy, &stages)?;
-    state.admit(&pipeline.name)?;
-    let name = pipeline.name.clone();
+    state.admit(&pipeline.name).await?;
     let id = engine
         .create(RunRequest {
             pipeline: body.pipeline,
@@ -79,7 +78,7 @@ pub(crate) async fn start_run(
             e => e.into(),
         })?;
     let run = engine.store().run(&id).await?;
-    state.drive(id, name);
+    state.queued();
     Ok(accepted(&run))
 }
 
@@ -241,10 +240,10 @@ pub(crate) async fn retry_run(
     let store = state.engine.store();
     let run = store.run(&id).await?;
     who.require(Permission::Deploy, &run.run.stages)?;
-    state.admit(&run.run.pipeline)?;
+    state.admit(&run.run.pipeline).await?;
     let new = state.engine.retry(&id, &who.name).await?;
     let new_run = store.run(&new).await?;
-    state.drive(new, run.run.pipeline);
+    state.queued();
     Ok(accepted(&new_run))
 }
 
@@ -274,12 +273,12 @@ pub(crate) async fn rollback_run(
             .to_string(),
     };
     who.require(Permission::Deploy, std::slice::from_ref(&env))?;
-    state.admit(&run.run.pipeline)?;
+    state.admit(&run.run.pipeline).await?;
     let new = state
         .engine
         .rollback(&id, body.environment.as_deref(), &who.name)
         .await?;
     let new_run = store.run(&new).await?;
-    state.drive(new, run.run.pipeline);
+    state.queued();
     Ok(accepted(&new_run))
 }

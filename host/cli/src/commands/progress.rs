@@ -130,6 +130,16 @@ pub fn describe(e: &Event, run_id: &str) -> Option<String> {
             Some(stable) => format!("[{stage}] started; stable release {stable}"),
             None => format!("[{stage}] started; first deployment"),
         },
+        "waiting-for-environment" => format!(
+            "[{stage}] queued: the environment is {} run {}; this run goes when it is done",
+            if d["holding"] == true {
+                "held by"
+            } else {
+                "queued for first by"
+            },
+            str_of(d, "holder")
+        ),
+        "environment-locked" => format!("[{stage}] the environment is this run's now"),
         "waiting-for-window" => format!(
             "[{stage}] outside its window {}: waiting {} s",
             str_of(d, "window"),
@@ -250,6 +260,7 @@ mod tests {
             kind: kind.into(),
             stage: Some("production".into()),
             data,
+            epoch: 1,
         }
     }
 
@@ -282,6 +293,15 @@ mod tests {
         assert_eq!(
             line,
             "[production] waiting for approval: rollcage runs approve r9"
+        );
+    }
+
+    #[test]
+    fn a_queued_run_names_the_run_it_waits_for() {
+        let d = json!({"environment": "production", "holder": "r1", "holding": true});
+        assert_eq!(
+            describe(&event("waiting-for-environment", d), "r2").unwrap(),
+            "[production] queued: the environment is held by run r1; this run goes when it is done"
         );
     }
 

@@ -7,11 +7,12 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use rollcage_core::{Release, Version};
 use rollcage_engine::run::{EngineError, RunRequest};
-use rollcage_store::{RunFilter, RunStatus, SqliteStore, Store};
+use rollcage_store::{HostIdentity, RunFilter, RunStatus};
 
 use super::{bad_input, progress};
 use crate::cli::{Output, RunArgs};
-use crate::host::{Host, HostOptions, database_path};
+use crate::database::{Database, Location};
+use crate::host::{Host, HostOptions};
 
 /// Who is at the keyboard.
 pub fn whoami(by: Option<String>) -> String {
@@ -98,15 +99,6 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         return dry_run(config, &args, &stages, release).await;
     }
 
-    let host = Host::start(
-        config,
-        HostOptions {
-            cache_dir: args.host.cache_dir.clone(),
-            ..HostOptions::default()
-        },
-    )
-    .await?;
-    let engine = host.engine.clone();
     let request = RunRequest {
         pipeline: args.pipeline.clone(),
         release: args.release.clone(),
@@ -115,6 +107,18 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         stages: (!args.stages.is_empty()).then(|| stages.clone()),
         started_by: whoami(args.by.clone()),
     };
+    let options = HostOptions {
+        cache_dir: args.host.cache_dir.clone(),
+        ..HostOptions::default()
+    };
+    let host = match Host::start(config.clone(), options.clone()).await {
+        Ok(host) => host,
+        Err(e) if local_runtime_in_use(&e) => {
+            return queued(config, options, request, &args, &e).await;
+        }
+        Err(e) => return Err(e),
+    };
+    let engine = host.engine.clone();
     let id = match engine.create(request).await {
         Ok(id) => id,
         Err(e @ (EngineError::Store(_) | EngineError::Finished(..))) => {
@@ -126,6 +130,77 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             return Ok(bad_input(e.to_string()));
         }
     };
+    drive(host, id, &args).await
+}
+
+/// Whether the host could not start because another process runs the
+/// local runtime of this configuration.
+fn local_runtime_in_use(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<rollcage_local::LocalError>(),
+            Some(rollcage_local::LocalError::InUse { .. })
+        )
+    })
+}
+
+/// Another process runs the local runtime (a run in another terminal, or
+/// a server): record the run now, queued, and drive it once the runtime is
+/// free; if a server takes it first, follow it there.
+async fn queued(
+    config: rollcage_config::Config,
+    options: HostOptions,
+    request: RunRequest,
+    args: &RunArgs,
+    why: &anyhow::Error,
+) -> anyhow::Result<ExitCode> {
+    let store = crate::host::open_store(&config).await?;
+    let stages = config.pipelines[&request.pipeline].stages.clone();
+    let id = match rollcage_engine::run::record(&*store, &stages, &config.hash, request).await {
+        Ok(id) => id,
+        Err(e @ EngineError::Store(_)) => return Err(e.into()),
+        Err(e) => return Ok(bad_input(e.to_string())),
+    };
+    let held: Vec<String> = store
+        .environment_locks()
+        .await?
+        .into_iter()
+        .filter(|(env, _)| stages.contains(env))
+        .map(|(env, run)| format!("`{env}` is held by run {run}"))
+        .collect();
+    eprintln!(
+        "run {id} is queued: {}{}; it starts when that process is done",
+        why.root_cause(),
+        if held.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", held.join(", "))
+        }
+    );
+    loop {
+        let run = store.run(&id).await?;
+        if run.status.is_finished() || store.holder(&id).await?.is_some() {
+            // Another host drives it (or has finished it): follow it there.
+            let (run, last) = progress::follow(&*store, &id, args.output, true).await?;
+            if args.output == Output::Text {
+                progress::late_notifications(&*store, &id, last).await?;
+                println!("{}", progress::summary(&run));
+            }
+            return Ok(exit_code(run.status));
+        }
+        match Host::start(config.clone(), options.clone()).await {
+            Ok(host) => return drive(host, id, args).await,
+            Err(e) if local_runtime_in_use(&e) => {
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Drive run `id` on `host` and follow it to its end.
+async fn drive(host: Host, id: String, args: &RunArgs) -> anyhow::Result<ExitCode> {
+    let engine = host.engine.clone();
     let task = {
         let (engine, id) = (engine.clone(), id.clone());
         tokio::spawn(async move { engine.execute(&id).await })
@@ -134,6 +209,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         r = progress::follow(&**engine.store(), &id, args.output, true) => r,
         _ = tokio::signal::ctrl_c() => {
             task.abort();
+            // Another host (or `runs resume`) may take it over at once.
+            engine.give_up(&id).await;
             host.suspend().await;
             eprintln!("interrupted: run {id} is unfinished; `rollcage runs resume` continues it");
             return Ok(ExitCode::from(130));
@@ -145,8 +222,16 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let left = host.settle_notifications().await;
     let queued = host.queued_notifications();
     host.suspend().await;
-    let status = result.context("the run's task failed")??;
     let (run, last) = followed?;
+    let status = match result.context("the run's task failed")? {
+        // A server on the same database took the run first: it drove it,
+        // and this command followed it.
+        Err(EngineError::HeldElsewhere { host, .. }) => {
+            eprintln!("run {id} was driven by host {host}");
+            run.status
+        }
+        other => other?,
+    };
     if args.output == Output::Text {
         progress::late_notifications(&**engine.store(), &id, last).await?;
         println!("{}", progress::summary(&run));
@@ -312,11 +397,16 @@ async fn dry_run(
 /// The release the last successful run of `pipeline` deployed, if the
 /// database exists and has one.
 async fn last_release(config: &rollcage_config::Config, pipeline: &str) -> Option<String> {
-    let path = database_path(config).ok()?;
-    if !path.exists() {
+    // A dry run creates no database.
+    if let Ok(Location::Sqlite(path)) = Location::of(config)
+        && !path.exists()
+    {
         return None;
     }
-    let store = SqliteStore::open(&path).ok()?;
+    let store = Database::open(config, HostIdentity::this_process(config.server.lease))
+        .await
+        .ok()?
+        .store();
     let runs = store
         .list_runs(&RunFilter {
             pipeline: Some(pipeline.to_string()),

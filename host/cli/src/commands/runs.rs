@@ -4,15 +4,17 @@
 //! process driving the run takes the decision wherever it runs.
 
 use std::process::ExitCode;
+use std::sync::Arc;
 
-use rollcage_engine::run::EngineError;
+use rollcage_engine::run::{Engine, EngineError};
 use rollcage_engine::stage::Decision;
-use rollcage_store::{RunFilter, RunStatus, SqliteStore, Store, StoreError};
+use rollcage_store::{HostIdentity, RunFilter, RunStatus, Store, StoreError};
 
 use super::run::{exit_code, whoami};
 use super::{bad_input, progress, remote};
 use crate::cli::{HostArgs, Output, RunsCommand};
-use crate::host::{Host, HostOptions, database_path};
+use crate::database::{Database, Location};
+use crate::host::{Host, HostOptions};
 
 pub async fn run(command: RunsCommand) -> anyhow::Result<ExitCode> {
     match command {
@@ -73,13 +75,18 @@ async fn on_server(
 }
 
 /// The configured store, without loading any plugin.
-fn open_store(host: &HostArgs) -> Result<SqliteStore, ExitCode> {
+async fn open_store(host: &HostArgs) -> Result<Arc<dyn Store>, ExitCode> {
     let config = super::load_config(&host.config)?;
-    let path = database_path(&config).map_err(|e| bad_input(format!("{e:#}")))?;
-    SqliteStore::open(&path).map_err(|e| {
-        eprintln!("error: {e}");
-        ExitCode::from(1)
-    })
+    if let Err(e) = Location::of(&config) {
+        return Err(bad_input(format!("{e:#}")));
+    }
+    match Database::open(&config, HostIdentity::this_process(config.server.lease)).await {
+        Ok(db) => Ok(db.store()),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            Err(ExitCode::from(1))
+        }
+    }
 }
 
 async fn list(
@@ -93,7 +100,7 @@ async fn list(
         Ok(s) => s,
         Err(e) => return Ok(bad_input(e)),
     };
-    let store = match open_store(host) {
+    let store = match open_store(host).await {
         Ok(s) => s,
         Err(code) => return Ok(code),
     };
@@ -142,7 +149,7 @@ fn parse_status(s: &str) -> Result<RunStatus, String> {
 }
 
 async fn show(host: &HostArgs, id: &str, output: Output) -> anyhow::Result<ExitCode> {
-    let store = match open_store(host) {
+    let store = match open_store(host).await {
         Ok(s) => s,
         Err(code) => return Ok(code),
     };
@@ -232,6 +239,43 @@ async fn decide(host: &HostArgs, id: &str, decision: Decision) -> anyhow::Result
     }
 }
 
+/// Drive run `id` here: at once if no live host holds it; when one does,
+/// once its lease runs out (a host that died), unless it is renewed (a
+/// live host drives it: `None`, and it is left to that host).
+async fn take_over(engine: &Engine, id: &str) -> Result<Option<RunStatus>, EngineError> {
+    let mut told = false;
+    let mut held_since: Option<(String, std::time::Instant)> = None;
+    let lease = engine.store().lease_duration();
+    loop {
+        match engine.execute(id).await {
+            Ok(status) => return Ok(Some(status)),
+            Err(EngineError::HeldElsewhere { host, .. }) => {
+                let since = match &held_since {
+                    Some((h, since)) if *h == host => *since,
+                    _ => {
+                        held_since = Some((host.clone(), std::time::Instant::now()));
+                        std::time::Instant::now()
+                    }
+                };
+                // Renewed for two leases and more: its host is alive.
+                if since.elapsed() > lease * 2 {
+                    println!("{id}: driven by host {host}; left to it");
+                    return Ok(None);
+                }
+                if !told {
+                    told = true;
+                    eprintln!(
+                        "{id}: held by host {host}; taking it over when its lease runs out (within {} s) unless that host renews it",
+                        lease.as_secs().max(1)
+                    );
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 async fn resume(host: &HostArgs, output: Output) -> anyhow::Result<ExitCode> {
     let h = match start(host, true, true).await? {
         Ok(h) => h,
@@ -241,17 +285,19 @@ async fn resume(host: &HostArgs, output: Output) -> anyhow::Result<ExitCode> {
     if unfinished.is_empty() && output == Output::Text {
         println!("no unfinished run");
     }
-    // Runs in different environments go on side by side; the engine
+    // Runs in different environments go on side by side; the store
     // queues runs that share one.
     let mut tasks = tokio::task::JoinSet::new();
     for run in &unfinished {
         let (engine, id) = (h.engine.clone(), run.id.clone());
-        tasks.spawn(async move { (id.clone(), engine.execute(&id).await) });
+        tasks.spawn(async move { (id.clone(), take_over(&engine, &id).await) });
     }
     let mut worst = ExitCode::SUCCESS;
     while let Some(joined) = tasks.join_next().await {
         let (id, result) = joined?;
-        let status = result?;
+        let Some(status) = result? else {
+            continue;
+        };
         let run = h.engine.store().run(&id).await?;
         match output {
             Output::Text => println!("{id}: {}", progress::summary(&run)),

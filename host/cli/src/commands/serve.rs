@@ -54,6 +54,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("cannot listen on {listen} ([server] listen)"))?;
     let addr = listener.local_addr()?;
     let api_config = config.server.api.clone();
+    let max_active_runs = config.server.max_active_runs.get();
     let host = Host::start(
         config,
         HostOptions {
@@ -78,17 +79,12 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             auth_failures_per_minute: api_config.auth_failures_per_minute.get(),
             max_runs: api_config.max_runs.get() as usize,
             max_runs_per_pipeline: api_config.max_runs_per_pipeline.get() as usize,
+            max_active_runs: max_active_runs as usize,
             streams_per_token: api_config.streams_per_token.get() as usize,
             ..ApiOptions::default()
         },
     );
-    let resumed = match api.resume_unfinished().await {
-        Ok(n) => n,
-        Err(e) => {
-            host.suspend().await;
-            return Err(e.into());
-        }
-    };
+    let resumed = api.start_runs().await;
     // One line on stdout, for people and for scripts that start a server
     // on port 0.
     println!("rollcage serving http://{addr} ({resumed} unfinished runs resumed)");

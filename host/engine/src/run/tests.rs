@@ -8,6 +8,7 @@ use tokio::sync::Semaphore;
 
 use super::*;
 use crate::fakes::{FakeProvider, PlanStrategy, apply, route, scripted};
+use rollcage_core::StepRecord;
 
 mod positions;
 
@@ -94,12 +95,23 @@ fn world_with_gate(
     window: Option<(&str, bool)>,
     gate: Option<Arc<Semaphore>>,
 ) -> World {
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().unwrap());
+    world_on(store, verdicts, approval_in, window, gate)
+}
+
+/// A world on `store` (one process's handle on a shared database).
+fn world_on(
+    store: Arc<dyn Store>,
+    verdicts: &[(&str, Verdict)],
+    approval_in: &[&str],
+    window: Option<(&str, bool)>,
+    gate: Option<Arc<Semaphore>>,
+) -> World {
     let recorder = Arc::new(Recorder {
         id: "console".parse().unwrap(),
         seen: Mutex::default(),
         gate,
     });
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().unwrap());
     let notifications = Queue::new(
         store.clone(),
         vec![recorder.clone()],
@@ -356,13 +368,14 @@ async fn a_run_cut_short_resumes_from_its_log() {
     // As if a host died during production: staging finished, production
     // started with two steps done (and the environment shows them).
     let store = w.engine.store();
+    let lease = store.claim(Some(&id), 1).await.unwrap().remove(0);
     store
-        .append(&id, "run-started", None, json!({}))
+        .append(&lease, "run-started", None, json!({}))
         .await
         .unwrap();
     store
         .append(
-            &id,
+            &lease,
             "stage-finished",
             Some("staging"),
             json!({"result": "succeeded"}),
@@ -371,7 +384,7 @@ async fn a_run_cut_short_resumes_from_its_log() {
         .unwrap();
     store
         .append(
-            &id,
+            &lease,
             "stage-started",
             Some("production"),
             json!({"stable": "1.0.0"}),
@@ -379,13 +392,13 @@ async fn a_run_cut_short_resumes_from_its_log() {
         .await
         .unwrap();
     store
-        .append(&id, "pre-jobs-done", Some("production"), json!({}))
+        .append(&lease, "pre-jobs-done", Some("production"), json!({}))
         .await
         .unwrap();
     for action in &strategy().plan[..2] {
         store
             .append(
-                &id,
+                &lease,
                 "step",
                 Some("production"),
                 json!(StepRecord {
@@ -397,7 +410,7 @@ async fn a_run_cut_short_resumes_from_its_log() {
             .unwrap();
     }
     store
-        .set_status(&id, RunStatus::Running, Some("production"), None)
+        .set_status(&lease, RunStatus::Running, Some("production"), None)
         .await
         .unwrap();
     w.providers["production"]
@@ -405,6 +418,8 @@ async fn a_run_cut_short_resumes_from_its_log() {
         .lock()
         .unwrap()
         .insert("2.0.0".into(), ("2.0.0".into(), 1));
+    // The host that wrote this is gone: its run is free to take.
+    store.release(&lease).await.unwrap();
 
     let resumed = w.engine.resume_all().await.unwrap();
     assert_eq!(resumed, [(id.clone(), RunStatus::Succeeded)]);
@@ -444,8 +459,10 @@ async fn a_busy_environment_refuses_a_second_run_when_told_to() {
     assert_eq!(engine.execute(&second).await.unwrap(), RunStatus::Failed);
     let run = engine.store().run(&second).await.unwrap();
     assert_eq!(
-        run.reason.as_deref(),
-        Some("environment `production` is busy with another run")
+        run.reason,
+        Some(format!(
+            "environment `production` is busy: held by run `{first}` (concurrency = \"refuse\")"
+        ))
     );
     w.notifications.idle().await;
     assert!(
@@ -501,4 +518,153 @@ async fn a_slow_notifier_does_not_hold_the_run() {
     assert_eq!(entries.len(), queued);
     assert!(entries.iter().all(|e| e.seq > log[finished].seq
         && e.data == json!({"notifier": "console", "attempts": 1, "error": null})));
+}
+
+/// Waits (on the test's clock) until `ok` holds of run `id`.
+async fn until_run(
+    engine: &Engine,
+    id: &str,
+    what: &str,
+    ok: impl Fn(&rollcage_store::Run, &[rollcage_store::Event]) -> bool,
+) {
+    for _ in 0..2000 {
+        let (run, log) = engine.store().run_with_log(id).await.unwrap();
+        if ok(&run, &log) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("run {id}: never {what}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_run_of_another_process_waits_for_the_environment_a_first_run_holds() {
+    // Two processes on one database, as two `rollcage run` in two
+    // terminals: the lock is in the store, not in either process.
+    let _ = tracing_subscriber::fmt().with_test_writer().try_init();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("runs.db");
+    let open = |name: &str| -> Arc<dyn Store> {
+        let identity = rollcage_store::HostIdentity {
+            name: name.into(),
+            lease: Duration::from_secs(60),
+        };
+        Arc::new(SqliteStore::open_as(&path, identity).unwrap())
+    };
+    let envs = [("production", Verdict::Pass)];
+    let one = world_on(open("one"), &envs, &["production"], None, None);
+    let two = world_on(open("two"), &envs, &["production"], None, None);
+    let first = one.engine.create(request("2.0.0")).await.unwrap();
+    let (e, id) = (one.engine.clone(), first.clone());
+    let a = tokio::spawn(async move { e.execute(&id).await.unwrap() });
+    until_run(&one.engine, &first, "awaiting approval", |r, _| {
+        r.status == RunStatus::AwaitingApproval
+    })
+    .await;
+
+    let second = two.engine.create(request("2.1.0")).await.unwrap();
+    let (e, id) = (two.engine.clone(), second.clone());
+    let b = tokio::spawn(async move { e.execute(&id).await.unwrap() });
+    until_run(&two.engine, &second, "waiting for production", |_, log| {
+        log.iter().any(|e| e.kind == "waiting-for-environment")
+    })
+    .await;
+    let (run, log) = two.engine.store().run_with_log(&second).await.unwrap();
+    assert_eq!(run.status, RunStatus::Queued);
+    let waiting = log
+        .iter()
+        .find(|e| e.kind == "waiting-for-environment")
+        .unwrap();
+    assert_eq!(waiting.data["holder"], first.as_str());
+    assert_eq!(waiting.data["holding"], true);
+    // Listed as queued, and it has touched nothing.
+    let queued = one
+        .engine
+        .store()
+        .list_runs(&rollcage_store::RunFilter {
+            status: Some(RunStatus::Queued),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        queued.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+        [second.as_str()]
+    );
+    assert!(
+        !log.iter()
+            .any(|e| e.kind == "stage-started" || e.kind == "intent")
+    );
+
+    // The first is approved through the other process; it finishes, and
+    // the second goes on from there.
+    two.engine
+        .decide(&first, Decision::Approve { by: "bob".into() })
+        .await
+        .unwrap();
+    assert_eq!(a.await.unwrap(), RunStatus::Succeeded);
+    until_run(&two.engine, &second, "awaiting approval", |r, _| {
+        r.status == RunStatus::AwaitingApproval
+    })
+    .await;
+    one.engine
+        .decide(&second, Decision::Approve { by: "bob".into() })
+        .await
+        .unwrap();
+    assert_eq!(b.await.unwrap(), RunStatus::Succeeded);
+    let (_, first_log) = one.engine.store().run_with_log(&first).await.unwrap();
+    let (_, second_log) = two.engine.store().run_with_log(&second).await.unwrap();
+    let finished = first_log
+        .iter()
+        .find(|e| e.kind == "stage-finished")
+        .unwrap();
+    let locked = second_log
+        .iter()
+        .find(|e| e.kind == "environment-locked")
+        .unwrap();
+    assert!(locked.at_ms >= finished.at_ms);
+    // The decision was recorded by the process driving each run.
+    assert!(first_log.iter().any(|e| e.kind == "decision"));
+    assert!(
+        one.engine
+            .store()
+            .environment_locks()
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn jobs_are_told_the_release_they_run_for() {
+    let w = world(&[("staging", Verdict::Pass)], &[], None);
+    let mut engine = Arc::try_unwrap(w.engine).ok().unwrap();
+    let env = engine.environments.remove("staging").unwrap();
+    let mut env = Arc::try_unwrap(env).ok().unwrap();
+    let job = |name: &str, env: Vec<(String, String)>| Job {
+        name: name.into(),
+        command: vec!["./migrate".into()],
+        env,
+        timeout_ms: 1000,
+    };
+    env.pre_jobs = vec![job("migrate", vec![])];
+    // An operator's own value is kept.
+    env.post_jobs = vec![job(
+        "smoke",
+        vec![("ROLLCAGE_RELEASE".into(), "pinned".into())],
+    )];
+    engine.environments.insert("staging".into(), Arc::new(env));
+    let id = engine.create(request("2.0.0")).await.unwrap();
+    assert_eq!(engine.execute(&id).await.unwrap(), RunStatus::Succeeded);
+    let jobs = w.providers["staging"].jobs.lock().unwrap().clone();
+    let release = |j: &Job| {
+        j.env
+            .iter()
+            .filter(|(k, _)| k == "ROLLCAGE_RELEASE")
+            .map(|(_, v)| v.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(jobs.len(), 2);
+    assert_eq!(release(&jobs[0]), ["2.0.0"]);
+    assert_eq!(release(&jobs[1]), ["pinned"]);
 }

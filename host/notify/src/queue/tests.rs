@@ -2,7 +2,7 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use rollcage_core::{EventKind, Plugin, PluginError, Release};
-use rollcage_store::{NewRun, SqliteStore};
+use rollcage_store::{HostIdentity, NewRun, SqliteStore};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
@@ -197,8 +197,9 @@ async fn sending_returns_while_a_slow_notifier_still_holds_the_delivery() {
     d.send(&event(&run, "one")).await.unwrap();
     d.send(&event(&run, "two")).await.unwrap();
     // The run is over while slack has not answered its first call.
+    let lease = store.claim(Some(&run), 1).await.unwrap().remove(0);
     store
-        .set_status(&run, rollcage_store::RunStatus::Succeeded, None, None)
+        .set_status(&lease, rollcage_store::RunStatus::Succeeded, None, None)
         .await
         .unwrap();
     eventually("console has both", || console.messages().len() == 2).await;
@@ -387,8 +388,11 @@ async fn settle_waits_a_bounded_time_and_says_how_many_are_left() {
 async fn what_a_stopped_host_left_queued_is_delivered_by_the_next_in_order() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("rollcage.db");
+    // The first host's hold on its deliveries lasts as long as its lease.
+    let lease = Duration::from_millis(200);
     let run = {
-        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&path).unwrap());
+        let store: Arc<dyn Store> =
+            Arc::new(SqliteStore::open_as(&path, HostIdentity::this_process(lease)).unwrap());
         let run = new_run(&*store).await;
         // Slack never answers; jira will not be configured next time.
         let (slack, _gate) = Fake::new("slack").gated();
@@ -410,6 +414,10 @@ async fn what_a_stopped_host_left_queued_is_delivered_by_the_next_in_order() {
         std::slice::from_ref(&slack),
         QueueOptions::default(),
     );
+    // Held while the first host's lease lasts; its (wall-clock) end frees
+    // them.
+    assert_eq!(q.resume().await.unwrap(), 0);
+    std::thread::sleep(lease * 2);
     assert_eq!(q.resume().await.unwrap(), 3);
     // Taken up once only.
     assert_eq!(q.resume().await.unwrap(), 0);
