@@ -144,6 +144,24 @@ impl SqliteStore {
         .map_err(|e| StoreError::Database(format!("store task: {e}")))?
     }
 
+    /// Run `f` (given the run's id) in the next transaction, under
+    /// `lease`: refused with `Fenced` unless the run is still this host's
+    /// under that epoch. The writer's transaction holds SQLite's write
+    /// lock, so no claim comes between the check and the write.
+    async fn fenced<T: Send + 'static>(
+        &self,
+        lease: &Lease,
+        f: impl FnOnce(&Connection, &str) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let (host, lease) = (self.identity.name.clone(), lease.clone());
+        self.writer
+            .write(move |c| {
+                fence(c, &host, &lease)?;
+                f(c, &lease.run_id)
+            })
+            .await
+    }
+
     /// The lease, in milliseconds.
     fn lease_ms(&self) -> i64 {
         self.identity.lease.as_millis().min(i64::MAX as u128) as i64
@@ -491,17 +509,14 @@ impl Store for SqliteStore {
     }
 
     async fn release(&self, lease: &Lease) -> Result<(), StoreError> {
-        let (host, lease) = (self.identity.name.clone(), lease.clone());
-        self.writer
-            .write(move |c| {
-                fence(c, &host, &lease)?;
-                c.execute(
-                    "UPDATE runs SET owner = NULL, lease_until_ms = 0 WHERE id = ?1",
-                    [&lease.run_id],
-                )?;
-                Ok(())
-            })
-            .await?;
+        self.fenced(lease, |c, run_id| {
+            c.execute(
+                "UPDATE runs SET owner = NULL, lease_until_ms = 0 WHERE id = ?1",
+                [run_id],
+            )?;
+            Ok(())
+        })
+        .await?;
         let _ = self.wakeups.send(Wake::Runnable);
         Ok(())
     }
@@ -554,23 +569,14 @@ impl Store for SqliteStore {
         stage: Option<&str>,
         data: serde_json::Value,
     ) -> Result<u64, StoreError> {
-        let (host, lease, kind, stage) = (
-            self.identity.name.clone(),
-            lease.clone(),
-            kind.to_string(),
-            stage.map(str::to_string),
-        );
-        let notice = lease.run_id.clone();
+        let (kind, stage) = (kind.to_string(), stage.map(str::to_string));
         let seq = self
-            .writer
-            .write(move |c| {
-                // Inside the writer's savepoint: atomic with the other writes.
-                fence(c, &host, &lease)?;
-                insert_event(c, &lease.run_id, &kind, stage.as_deref(), &data)
+            .fenced(lease, move |c, run_id| {
+                insert_event(c, run_id, &kind, stage.as_deref(), &data)
             })
             .await?;
         // No receiver is not an error: nobody is watching.
-        let _ = self.appended.send(notice);
+        let _ = self.appended.send(lease.run_id.clone());
         Ok(seq)
     }
 
@@ -586,26 +592,20 @@ impl Store for SqliteStore {
         stage: Option<&str>,
         reason: Option<&str>,
     ) -> Result<(), StoreError> {
-        let (host, lease, stage, reason) = (
-            self.identity.name.clone(),
-            lease.clone(),
-            stage.map(str::to_string),
-            reason.map(str::to_string),
-        );
-        self.writer.write(move |c| {
-            fence(c, &host, &lease)?;
+        let (stage, reason) = (stage.map(str::to_string), reason.map(str::to_string));
+        self.fenced(lease, move |c, run_id| {
             c.execute(
                 "UPDATE runs SET status = ?2, stage = COALESCE(?3, stage), reason = COALESCE(?4, reason), updated_ms = ?5 WHERE id = ?1",
-                params![lease.run_id, status.as_str(), stage, reason, now_ms() as i64],
+                params![run_id, status.as_str(), stage, reason, now_ms() as i64],
             )?;
             if status.is_finished() {
                 // A finished run holds nothing: its environments go to
                 // the next in line, and no host holds it any more.
-                c.execute("DELETE FROM env_locks WHERE run_id = ?1", [&lease.run_id])?;
-                c.execute("DELETE FROM env_queue WHERE run_id = ?1", [&lease.run_id])?;
+                c.execute("DELETE FROM env_locks WHERE run_id = ?1", [run_id])?;
+                c.execute("DELETE FROM env_queue WHERE run_id = ?1", [run_id])?;
                 c.execute(
                     "UPDATE runs SET owner = NULL, lease_until_ms = 0 WHERE id = ?1",
-                    [&lease.run_id],
+                    [run_id],
                 )?;
             }
             Ok(())
@@ -623,15 +623,8 @@ impl Store for SqliteStore {
         environment: &str,
         queue: bool,
     ) -> Result<EnvLock, StoreError> {
-        let (host, lease, env) = (
-            self.identity.name.clone(),
-            lease.clone(),
-            environment.to_string(),
-        );
-        self.writer
-            .write(move |c| {
-                fence(c, &host, &lease)?;
-                let me = lease.run_id.as_str();
+        let env = environment.to_string();
+        self.fenced(lease, move |c, me| {
                 let now = now_ms() as i64;
                 let wait = |c: &Connection| -> Result<(), StoreError> {
                     if queue {
@@ -682,25 +675,19 @@ impl Store for SqliteStore {
                     }
                 }
             })
-            .await
+        .await
     }
 
     async fn unlock_environment(&self, lease: &Lease, environment: &str) -> Result<(), StoreError> {
-        let (host, lease, env) = (
-            self.identity.name.clone(),
-            lease.clone(),
-            environment.to_string(),
-        );
-        self.writer
-            .write(move |c| {
-                fence(c, &host, &lease)?;
-                c.execute(
-                    "DELETE FROM env_locks WHERE environment = ?1 AND run_id = ?2",
-                    params![env, lease.run_id],
-                )?;
-                Ok(())
-            })
-            .await?;
+        let env = environment.to_string();
+        self.fenced(lease, move |c, run_id| {
+            c.execute(
+                "DELETE FROM env_locks WHERE environment = ?1 AND run_id = ?2",
+                params![env, run_id],
+            )?;
+            Ok(())
+        })
+        .await?;
         let _ = self.wakeups.send(Wake::Runnable);
         Ok(())
     }
@@ -853,25 +840,19 @@ impl Store for SqliteStore {
         if waiting == 0 {
             return Ok(vec![]);
         }
-        let (host, lease) = (self.identity.name.clone(), lease.clone());
-        let run_id = lease.run_id.clone();
-        self.writer
-            .write(move |c| {
-                fence(c, &host, &lease)?;
-                let rows: Vec<String> = {
-                    let mut stmt =
-                        c.prepare("SELECT data FROM decisions WHERE run_id = ?1 ORDER BY id")?;
-                    stmt.query_map([&run_id], |r| r.get(0))?
-                        .collect::<Result<_, _>>()?
-                };
-                c.execute("DELETE FROM decisions WHERE run_id = ?1", [&run_id])?;
-                rows.iter()
-                    .map(|d| {
-                        serde_json::from_str(d).map_err(|e| StoreError::Database(e.to_string()))
-                    })
-                    .collect()
-            })
-            .await
+        self.fenced(lease, |c, run_id| {
+            let rows: Vec<String> = {
+                let mut stmt =
+                    c.prepare("SELECT data FROM decisions WHERE run_id = ?1 ORDER BY id")?;
+                stmt.query_map([run_id], |r| r.get(0))?
+                    .collect::<Result<_, _>>()?
+            };
+            c.execute("DELETE FROM decisions WHERE run_id = ?1", [run_id])?;
+            rows.iter()
+                .map(|d| serde_json::from_str(d).map_err(|e| StoreError::Database(e.to_string())))
+                .collect()
+        })
+        .await
     }
 
     async fn record_audit(&self, entry: NewAudit) -> Result<(), StoreError> {
