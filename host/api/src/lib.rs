@@ -183,19 +183,7 @@ impl Api {
 
     /// [`Api::start_scheduler`], then how many runs it took at once.
     pub async fn start_runs(&self) -> usize {
-        let scheduler = self.start_scheduler();
-        // The scheduler claims at once; let its first claim land.
-        let deadline = Instant::now() + Duration::from_secs(2);
-        let mut last = usize::MAX;
-        while Instant::now() < deadline {
-            let n = scheduler.active();
-            if n == last {
-                break;
-            }
-            last = n;
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        scheduler.active()
+        self.start_scheduler().claim_now().await
     }
 
     /// Runs this host is driving now.

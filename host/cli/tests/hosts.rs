@@ -28,6 +28,8 @@ use common::{Server, http, json, token};
 
 /// Lease of the hosts here: a dead host's runs are taken over within it.
 const LEASE: &str = "2s";
+/// Lease of the hosts that share 100 runs.
+const QUEUED_LEASE: &str = "6s";
 
 /// A test's figures, on the process's standard error as they come: the
 /// test harness keeps `println!` of a passing test to itself, and these
@@ -607,6 +609,14 @@ fn three_hosts_started_at_once_drive_each_of_100_queued_runs_once() {
     ) else {
         return;
     };
+    // Driven once is what this test checks: a lease a busy two-core
+    // machine running three hosts and 100 runs renews in time (a shorter
+    // one may lapse, and the run is then rightly taken over).
+    let text = std::fs::read_to_string(&s.config).unwrap().replace(
+        &format!("lease = \"{LEASE}\""),
+        &format!("lease = \"{QUEUED_LEASE}\""),
+    );
+    std::fs::write(&s.config, text).unwrap();
     // Queue 100 runs through a host that drives one at most, and that one
     // against an environment server that never answers; it is killed once
     // they are queued. The others wait for a host with room.
@@ -709,7 +719,7 @@ fn three_hosts_started_at_once_drive_each_of_100_queued_runs_once() {
         .collect();
     assert_eq!(per_host.iter().sum::<usize>(), 100, "{per_host:?}");
     figures!(
-        "FIGURES three hosts on {unfinished} queued runs: all 100 succeeded {:.1} s after the hosts started ({:.1} s after the last was up); runs under more than one lease: {several} (the killed host's); runs driven by each host: {per_host:?}",
+        "FIGURES three hosts on {unfinished} queued runs (lease {QUEUED_LEASE}): all 100 succeeded {:.1} s after the hosts started ({:.1} s after the last was up); runs under more than one lease: {several} (the killed host's); runs driven by each host: {per_host:?}",
         took.as_secs_f64(),
         all.as_secs_f64()
     );
@@ -844,12 +854,14 @@ fn a_host_that_loses_its_database_stops_driving_runs_and_says_it_is_not_ready() 
     };
     let checks = &json(&body)["checks"];
     assert_eq!(checks["store"], "unreachable", "{body}");
-    // Once its lease has run out, it stops driving the run (which stays
-    // resumable), and it still answers.
+    // It stops driving the run (which stays resumable): when a write
+    // fails, or at the latest when its lease has run out. It still answers.
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let log = s.log_of("a");
-        if log.contains("ran out while the store was unreachable") {
+        if log.contains("stopped driving the run")
+            || log.contains("ran out while the store was unreachable")
+        {
             break;
         }
         assert!(Instant::now() < deadline, "{log}");

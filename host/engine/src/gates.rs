@@ -571,8 +571,12 @@ enum Gate {
     PreJobs,
 }
 
-/// Until the store says a run may be free to go on, or `at_most`.
-async fn wait_runnable(woken: &mut tokio::sync::broadcast::Receiver<Wake>, at_most: Duration) {
+/// Until the store says a run may be free to go on (or be claimed), or
+/// `at_most`: a lease that runs out wakes nobody.
+pub(crate) async fn wait_runnable(
+    woken: &mut tokio::sync::broadcast::Receiver<Wake>,
+    at_most: Duration,
+) {
     let _ = tokio::time::timeout(at_most, async {
         loop {
             match woken.recv().await {

@@ -10,9 +10,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use rollcage_store::{Lease, RunStatus, Wake};
-use tokio::sync::broadcast::error::RecvError;
+use rollcage_store::{Lease, RunStatus};
 
+use crate::gates::wait_runnable;
 use crate::run::{Engine, EngineError};
 
 /// Called as each run driven here ends: its pipeline and status.
@@ -24,6 +24,8 @@ pub struct Scheduler {
     capacity: usize,
     active: Mutex<HashMap<String, (tokio::task::AbortHandle, Lease)>>,
     wake: tokio::sync::Notify,
+    /// One claim at a time, so that two never both count the same room.
+    claiming: tokio::sync::Mutex<()>,
     stopping: tokio::sync::watch::Sender<bool>,
     on_finished: OnFinished,
 }
@@ -37,6 +39,7 @@ impl Scheduler {
             capacity: capacity.max(1),
             active: Mutex::default(),
             wake: tokio::sync::Notify::new(),
+            claiming: tokio::sync::Mutex::new(()),
             stopping: tokio::sync::watch::channel(false).0,
             on_finished,
         });
@@ -55,8 +58,7 @@ impl Scheduler {
                 s.claim().await;
                 tokio::select! {
                     _ = s.wake.notified() => {}
-                    _ = wait_runnable(&mut woken) => {}
-                    _ = tokio::time::sleep(every) => {}
+                    _ = wait_runnable(&mut woken, every) => {}
                     _ = stopping.changed() => return,
                 }
             }
@@ -79,8 +81,16 @@ impl Scheduler {
         self.capacity.saturating_sub(self.active())
     }
 
+    /// Claim what there is room for now, and drive each run claimed;
+    /// how many runs this host drives then (a host starting says so).
+    pub async fn claim_now(self: &Arc<Self>) -> usize {
+        self.claim().await;
+        self.active()
+    }
+
     /// Claim what there is room for, and drive each run claimed.
     async fn claim(self: &Arc<Self>) {
+        let _one = self.claiming.lock().await;
         loop {
             let room = self.room();
             if room == 0 || *self.stopping.borrow() {
@@ -143,17 +153,6 @@ impl Scheduler {
             tracing::info!(run_id = %id, "run left resumable");
             task.abort();
             self.engine.release(&lease).await;
-        }
-    }
-}
-
-/// Until the store says a run may be claimable.
-async fn wait_runnable(woken: &mut tokio::sync::broadcast::Receiver<Wake>) {
-    loop {
-        match woken.recv().await {
-            Ok(Wake::Runnable) | Err(RecvError::Lagged(_)) => return,
-            Ok(Wake::Decision(_)) => continue,
-            Err(RecvError::Closed) => std::future::pending::<()>().await,
         }
     }
 }
