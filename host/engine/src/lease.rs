@@ -172,14 +172,16 @@ impl Leases {
 
     /// One heartbeat: renew, then halt the runs lost or run out.
     pub(crate) async fn beat(&self) {
-        let sent = Instant::now();
-        let answer = self.store.heartbeat().await;
-        let until = sent + self.store.lease_duration();
+        // The leases held before the heartbeat is sent: a run claimed
+        // while it is on its way is not in its answer, and is not lost.
         let held: Vec<Arc<Held>> = {
             let mut map = self.held.lock().unwrap();
             map.retain(|_, h| h.strong_count() > 0);
             map.values().filter_map(Weak::upgrade).collect()
         };
+        let sent = Instant::now();
+        let answer = self.store.heartbeat().await;
+        let until = sent + self.store.lease_duration();
         match answer {
             Ok(renewed) => {
                 self.healthy.store(true, Ordering::Relaxed);

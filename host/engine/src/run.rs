@@ -480,6 +480,17 @@ impl Engine {
             why = held.halted() => Err(why),
         };
         carrier.abort();
+        // A run this host just finished is no longer its own: the keeper's
+        // next heartbeat (or a late write) reports it lost. It ended.
+        let result = match result {
+            Err(EngineError::Store(StoreError::Fenced { .. })) => {
+                match self.store.run(&run_id).await {
+                    Ok(run) if run.status.is_finished() => Ok(run.status),
+                    _ => result,
+                }
+            }
+            other => other,
+        };
         match &result {
             Ok(_) => {}
             Err(EngineError::Store(StoreError::Fenced { .. })) => {
@@ -621,7 +632,7 @@ pub async fn record(
 
 /// Take the decisions asked for run `held` as the store wakes it (or now
 /// and then), record each in the run's log, and pass on those that still
-/// apply. A lost lease halts the run.
+/// apply.
 async fn carry_decisions(store: Arc<dyn Store>, held: Arc<Held>, tx: mpsc::Sender<Decision>) {
     let run_id = held.lease.run_id.clone();
     let mut woken = store.wakeups();
@@ -632,12 +643,18 @@ async fn carry_decisions(store: Arc<dyn Store>, held: Arc<Held>, tx: mpsc::Sende
                     if !still_applies(&*store, &held.lease, &d).await {
                         continue;
                     }
-                    if let Err(e) = store
+                    match store
                         .append(&held.lease, "decision", d.stage.as_deref(), json!(d))
                         .await
                     {
-                        held.halt(e.into());
-                        return;
+                        Ok(_) => {}
+                        // Not this host's run any more, or finished: the
+                        // keeper and the drive's own writes say which.
+                        Err(StoreError::Fenced { .. }) => return,
+                        Err(e) => {
+                            held.halt(e.into());
+                            return;
+                        }
                     }
                     let decision = match d.action {
                         DecisionAction::Approve => Decision::Approve { by: d.by },
@@ -648,10 +665,10 @@ async fn carry_decisions(store: Arc<dyn Store>, held: Arc<Held>, tx: mpsc::Sende
                     }
                 }
             }
-            Err(e @ StoreError::Fenced { .. }) => {
-                held.halt(e.into());
-                return;
-            }
+            // The run finished, or another host took it: nothing left to
+            // carry. A lost lease is the keeper's to report (and every write
+            // of the drive is refused); a run that just ended is not lost.
+            Err(StoreError::Fenced { .. }) => return,
             Err(e) => tracing::warn!(run_id = %run_id, "cannot read decisions: {e}"),
         }
         let _ = tokio::time::timeout(DECISION_FALLBACK, async {

@@ -42,10 +42,22 @@ async fn the_recorded_stage_is_the_one_the_run_is_in_from_its_start() {
         r.stage.as_deref() == Some("production")
     })
     .await;
-    // It waits for the lock: nothing of production is logged yet.
+    // It waits for the lock, queued: of production, only that wait is
+    // logged, naming the run that holds it.
+    until(&w.engine, &second, |r, log| {
+        r.status == RunStatus::Queued && log.iter().any(|e| e.stage.is_some())
+    })
+    .await;
     let (run, log) = w.engine.store().run_with_log(&second).await.unwrap();
-    assert_eq!(run.status, RunStatus::Running);
-    assert!(!log.iter().any(|e| e.stage.is_some()), "{log:?}");
+    assert_eq!(run.stage.as_deref(), Some("production"));
+    let staged: Vec<&str> = log
+        .iter()
+        .filter(|e| e.stage.is_some())
+        .map(|e| e.kind.as_str())
+        .collect();
+    assert_eq!(staged, ["waiting-for-environment"], "{log:?}");
+    let wait = log.iter().find(|e| e.stage.is_some()).unwrap();
+    assert_eq!(wait.data["holder"], first.as_str());
     queued.abort();
     task.abort();
 }
