@@ -10,6 +10,7 @@ pub mod grants;
 pub mod limits;
 pub mod plugin;
 pub mod redact;
+pub mod threshold;
 pub mod types;
 pub mod version;
 pub mod window;
@@ -23,6 +24,7 @@ pub use plugin::{
     PluginKind, Strategy,
 };
 pub use redact::Redactor;
+pub use threshold::Threshold;
 pub use types::*;
 pub use version::Version;
 pub use window::Window;

@@ -200,6 +200,11 @@ pub trait Strategy: Plugin {
 #[async_trait]
 pub trait HealthCheck: Plugin {
     async fn check(&self, target: &CheckTarget) -> Result<Measurement, PluginError>;
+    /// The threshold the check holds values against, when its
+    /// configuration states one (`pass_if`): recorded beside each value.
+    fn threshold(&self) -> Option<crate::Threshold> {
+        None
+    }
 }
 
 /// Tells people what happened.

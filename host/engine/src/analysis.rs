@@ -69,6 +69,9 @@ pub struct Taken {
     pub check: PluginId,
     /// The measurement, or why none could be taken.
     pub result: Result<Measurement, String>,
+    /// What the check held the value against, when its configuration
+    /// says (`pass_if`).
+    pub threshold: Option<rollcage_core::Threshold>,
 }
 
 /// The outcome and everything measured on the way.
@@ -125,6 +128,7 @@ async fn run_one(
     spec: &AnalysisSpec,
 ) -> (Outcome, Vec<Taken>) {
     let id = check.id().clone();
+    let threshold = check.threshold();
     let mut taken = Vec::new();
     let (mut failed, mut inconclusive, mut errors_in_a_row) = (0u32, 0u32, 0u32);
     let mut measured = 0u32;
@@ -139,6 +143,7 @@ async fn run_one(
                 taken.push(Taken {
                     check: id.clone(),
                     result: Ok(m),
+                    threshold,
                 });
                 match verdict {
                     Verdict::Pass => {}
@@ -173,6 +178,7 @@ async fn run_one(
                 taken.push(Taken {
                     check: id.clone(),
                     result: Err(message.clone()),
+                    threshold,
                 });
                 if errors_in_a_row > spec.consecutive_error_limit {
                     let why = format!(

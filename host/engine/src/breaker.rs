@@ -199,6 +199,9 @@ impl HealthCheck for Guarded<dyn HealthCheck> {
     async fn check(&self, target: &CheckTarget) -> Result<Measurement, PluginError> {
         self.breaker.call("check", self.inner.check(target)).await
     }
+    fn threshold(&self) -> Option<rollcage_core::Threshold> {
+        self.inner.threshold()
+    }
 }
 
 #[async_trait]

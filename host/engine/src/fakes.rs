@@ -12,6 +12,8 @@ pub struct Scripted {
     pub id: PluginId,
     pub script: Mutex<Vec<Result<Verdict, ()>>>,
     pub calls: Mutex<Vec<tokio::time::Instant>>,
+    /// What its configuration would hold values against.
+    pub threshold: Option<Threshold>,
 }
 
 impl Plugin for Scripted {
@@ -42,6 +44,9 @@ impl HealthCheck for Scripted {
             }),
         }
     }
+    fn threshold(&self) -> Option<Threshold> {
+        self.threshold
+    }
 }
 
 pub fn scripted(id: &str, script: Vec<Result<Verdict, ()>>) -> std::sync::Arc<Scripted> {
@@ -49,6 +54,21 @@ pub fn scripted(id: &str, script: Vec<Result<Verdict, ()>>) -> std::sync::Arc<Sc
         id: id.parse().unwrap(),
         script: Mutex::new(script),
         calls: Mutex::new(Vec::new()),
+        threshold: None,
+    })
+}
+
+/// [`scripted`], with a threshold as a `pass_if` would state it.
+pub fn scripted_against(
+    id: &str,
+    script: Vec<Result<Verdict, ()>>,
+    pass_if: &str,
+) -> std::sync::Arc<Scripted> {
+    std::sync::Arc::new(Scripted {
+        id: id.parse().unwrap(),
+        script: Mutex::new(script),
+        calls: Mutex::new(Vec::new()),
+        threshold: Threshold::parse(pass_if),
     })
 }
 

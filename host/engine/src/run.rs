@@ -876,7 +876,9 @@ impl StageSink for StoreSink<'_> {
                     .measurements
                     .iter()
                     .map(|t| match &t.result {
-                        Ok(m) => json!({"check": t.check.as_str(), "verdict": m.verdict, "value": m.value, "detail": m.detail}),
+                        // The threshold and comparison go beside the value,
+                        // so that a chart can draw what it was judged against.
+                        Ok(m) => json!({"check": t.check.as_str(), "verdict": m.verdict, "value": m.value, "detail": m.detail, "threshold": t.threshold}),
                         Err(e) => json!({"check": t.check.as_str(), "error": e}),
                     })
                     .collect();

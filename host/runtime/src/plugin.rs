@@ -583,6 +583,9 @@ impl rollcage_core::HealthCheck for LoadedPlugin {
         m.detail = clip_owned(m.detail, self.spec.limits.text_bytes as usize);
         Ok(m)
     }
+    fn threshold(&self) -> Option<rollcage_core::Threshold> {
+        rollcage_core::Threshold::from_config_json(&self.spec.config_json)
+    }
 }
 
 #[async_trait]

@@ -7,7 +7,7 @@ use rollcage_store::SqliteStore;
 use tokio::sync::Semaphore;
 
 use super::*;
-use crate::fakes::{FakeProvider, PlanStrategy, apply, route, scripted};
+use crate::fakes::{FakeProvider, PlanStrategy, apply, route, scripted_against};
 use rollcage_core::StepRecord;
 
 mod positions;
@@ -132,7 +132,8 @@ fn world_on(
             strategy_params: "{}".into(),
             checks: BTreeMap::from([(
                 "error-rate".to_string(),
-                scripted("error-rate", vec![Ok(*verdict)]) as Arc<dyn HealthCheck>,
+                scripted_against("error-rate", vec![Ok(*verdict)], "< 0.05")
+                    as Arc<dyn HealthCheck>,
             )]),
             default_checks: vec!["error-rate".into()],
             analysis: AnalysisSpec::default(),
@@ -246,6 +247,23 @@ async fn a_failing_stage_rolls_back_and_stops_the_pipeline() {
     let run = w.engine.store().run(&id).await.unwrap();
     assert_eq!(run.stage.as_deref(), Some("production"));
     assert!(run.reason.unwrap().contains("check `error-rate` failed"));
+    // Each measurement is logged with the threshold it was held against,
+    // for the dashboard's charts.
+    let log = w.engine.store().events(&id, 0).await.unwrap();
+    let analysis = log
+        .iter()
+        .find(|e| e.kind == "analysis" && e.stage.as_deref() == Some("production"))
+        .unwrap();
+    let m = &analysis.data["measurements"][0];
+    assert_eq!(
+        (&m["value"], &m["verdict"], &m["threshold"]),
+        (
+            &serde_json::json!(0.1),
+            &serde_json::json!("fail"),
+            &serde_json::json!({"op": "<", "value": 0.05})
+        ),
+        "{m}"
+    );
     let seen = w.seen().await;
     assert!(seen.contains(&(EventKind::AnalysisFailed, Some("production".into()))));
     assert!(seen.contains(&(EventKind::RolledBack, Some("production".into()))));
