@@ -9,7 +9,9 @@
 //!   connections per address;
 //! * `routes`: the handlers, one module per resource;
 //! * `metrics`: `/metrics` in the Prometheus text format;
-//! * `openapi`: `/v1/openapi.json`, generated from the handlers and types.
+//! * `openapi`: `/v1/openapi.json`, generated from the handlers and types;
+//! * `ui`: the web dashboard under `/ui`, signed in with a cookie session
+//!   (`/v1` stays bearer-only).
 //!
 //! [`Api::router`] is the whole API as a `Router`, testable without a
 //! socket; [`Api::serve`] runs it with graceful shutdown. The API drives
@@ -26,6 +28,7 @@ pub mod rate;
 mod routes;
 mod server;
 mod slots;
+mod ui;
 pub mod views;
 
 use std::sync::Arc;
@@ -88,6 +91,10 @@ pub struct ApiOptions {
     pub max_active_runs: usize,
     /// Live event streams one token may hold open at once.
     pub streams_per_token: usize,
+    /// A dashboard session ends after this long without a request.
+    pub session_idle: Duration,
+    /// ... and this long after sign-in, however busy.
+    pub session_lifetime: Duration,
 }
 
 impl Default for ApiOptions {
@@ -104,6 +111,8 @@ impl Default for ApiOptions {
             max_runs_per_pipeline: 20,
             max_active_runs: 50,
             streams_per_token: 8,
+            session_idle: Duration::from_secs(30 * 60),
+            session_lifetime: Duration::from_secs(12 * 60 * 60),
         }
     }
 }
@@ -125,6 +134,8 @@ pub(crate) struct AppState {
     scheduler: std::sync::OnceLock<Arc<Scheduler>>,
     /// Set when the host stops: live streams end, readiness fails.
     stopping: watch::Sender<bool>,
+    /// The dashboard's sessions and its own rate limit on sign-ins.
+    ui: ui::UiState,
 }
 
 /// The API over one engine.
@@ -148,6 +159,7 @@ impl Api {
                 rate: rate::RateLimiter::new(options.rate),
                 auth_failures: rate::RateLimiter::per_minute(options.auth_failures_per_minute),
                 streams: slots::Slots::new(options.streams_per_token),
+                ui: ui::UiState::new(&options),
                 options,
                 metrics: metrics::Metrics::default(),
                 scheduler: std::sync::OnceLock::new(),

@@ -57,6 +57,10 @@ pub struct DemoArgs {
     /// Compiled-component cache folder (default: the user cache folder).
     #[arg(long)]
     pub cache_dir: Option<PathBuf>,
+    /// Where the dashboard listens while the demo runs (default: a free
+    /// port on 127.0.0.1).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub dashboard: String,
 }
 
 /// Output for people or for machines.

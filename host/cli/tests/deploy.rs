@@ -281,6 +281,12 @@ fn the_demo_promotes_a_good_release_and_rolls_back_a_bad_one() {
         "{stdout}"
     );
     assert!(stdout.contains("connection errors 0"), "{stdout}");
+    // The dashboard's address and a token to sign in with, for a browser.
+    assert!(
+        stdout.contains("dashboard: http://127.0.0.1:")
+            && stdout.contains("/ui/runs (sign in with the token rc_"),
+        "{stdout}"
+    );
     assert!(
         !dir.path().join(".rollcage-local/state.json").exists(),
         "the demo forgets its services"

@@ -160,6 +160,41 @@ pub struct ApiConfig {
     /// Live event streams one token may hold open at once (default 8).
     #[serde(default = "default_streams_per_token")]
     pub streams_per_token: NonZeroU32,
+    /// A dashboard session ends after this long without a request
+    /// (default "30m").
+    #[serde(
+        default = "default_session_idle",
+        deserialize_with = "session_duration"
+    )]
+    pub session_idle: std::time::Duration,
+    /// A dashboard session ends this long after sign-in, however busy
+    /// (default "12h").
+    #[serde(
+        default = "default_session_lifetime",
+        deserialize_with = "session_duration"
+    )]
+    pub session_lifetime: std::time::Duration,
+}
+
+fn default_session_idle() -> std::time::Duration {
+    std::time::Duration::from_secs(30 * 60)
+}
+fn default_session_lifetime() -> std::time::Duration {
+    std::time::Duration::from_secs(12 * 60 * 60)
+}
+
+fn session_duration<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<std::time::Duration, D::Error> {
+    let t = duration(d)?;
+    let range = std::time::Duration::from_secs(1)..=std::time::Duration::from_secs(7 * 24 * 3600);
+    if !range.contains(&t) {
+        return Err(serde::de::Error::custom(format!(
+            "a session's time must be from \"1s\" to \"168h\" (got {} ms)",
+            t.as_millis()
+        )));
+    }
+    Ok(t)
 }
 
 fn nonzero(n: u32) -> NonZeroU32 {
@@ -237,6 +272,8 @@ impl Default for ApiConfig {
             max_runs: default_max_runs(),
             max_runs_per_pipeline: default_max_runs_per_pipeline(),
             streams_per_token: default_streams_per_token(),
+            session_idle: default_session_idle(),
+            session_lifetime: default_session_lifetime(),
         }
     }
 }

@@ -1,11 +1,11 @@
 //! The routes, one module per resource, and the router that joins them.
 
-mod audit;
-mod environments;
+pub(crate) mod audit;
+pub(crate) mod environments;
 mod events;
 mod health;
-mod plugins;
-mod runs;
+pub(crate) mod plugins;
+pub(crate) mod runs;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -56,6 +56,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/v1/openapi.json", get(crate::openapi::document));
     layered(
         open.merge(v1)
+            .merge(crate::ui::router())
             .fallback(not_found)
             .method_not_allowed_fallback(method_not_allowed),
         state,

@@ -6,7 +6,9 @@
 //! through staging and production, promoted) and 1.2.0, whose instances fail
 //! 30% of requests, so that analysis fails and the engine rolls it back by
 //! itself. Exit code 0 when every run ended as it should and the traffic
-//! never met a connection error.
+//! never met a connection error. While it runs, the host's dashboard is
+//! served on loopback; the demo prints its address and a viewer's token
+//! made for this demo alone, to watch the runs in a browser.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -69,6 +71,7 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         .local
         .as_ref()
         .expect("the demo uses the local runtime");
+    let dashboard = Dashboard::start(&host, &args.dashboard).await?;
     let traffic = Traffic::start(
         local.admin_addr(),
         local.token().to_string(),
@@ -80,6 +83,7 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         _ = tokio::signal::ctrl_c() => None,
     };
     let counts = traffic.stop().await;
+    dashboard.stop().await;
     host.shutdown().await;
     let results = match outcome {
         Some(r) => r?,
@@ -143,6 +147,53 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
+}
+
+/// The dashboard over the demo's host, for as long as the demo runs.
+struct Dashboard {
+    stop: tokio::sync::oneshot::Sender<()>,
+    served: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Dashboard {
+    async fn start(host: &Host, listen: &str) -> anyhow::Result<Dashboard> {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("cannot listen on {listen} (--dashboard)"))?;
+        let addr = listener.local_addr()?;
+        // A token for this demo alone, of a viewer: it watches, the demo
+        // drives.
+        let token = rollcage_api::new_token().context("no randomness for a token")?;
+        let entry = rollcage_api::TokenEntry::new(
+            "demo-viewer",
+            &rollcage_api::hash_token(&token),
+            rollcage_api::Role::Viewer,
+            vec![],
+        )
+        .map_err(anyhow::Error::msg)?;
+        let api = rollcage_api::Api::new(
+            host.engine.clone(),
+            rollcage_api::Auth::new(vec![entry]),
+            host.plugins.clone(),
+            rollcage_api::ApiOptions::default(),
+        );
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let served = tokio::spawn(async move {
+            api.serve(listener, async move {
+                let _ = stopped.await;
+            })
+            .await
+        });
+        println!(
+            "dashboard: http://{addr}/ui/runs (sign in with the token {token}; it watches while the demo runs)"
+        );
+        Ok(Dashboard { stop, served })
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.served.await;
+    }
 }
 
 type Outcome = (&'static str, RunStatus, RunStatus, Duration, Option<String>);

@@ -81,6 +81,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             max_runs_per_pipeline: api_config.max_runs_per_pipeline.get() as usize,
             max_active_runs: max_active_runs as usize,
             streams_per_token: api_config.streams_per_token.get() as usize,
+            session_idle: api_config.session_idle,
+            session_lifetime: api_config.session_lifetime,
             ..ApiOptions::default()
         },
     );
