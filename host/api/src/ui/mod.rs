@@ -93,9 +93,24 @@ pub(crate) fn router() -> Router<Arc<AppState>> {
 /// Headers of every dashboard response: the content policy, no framing,
 /// no sniffing, no referrer to other sites, and pages not kept in caches
 /// (they show what a session may see).
+///
+/// A POST from another site is refused here, before its session or form is
+/// looked at (a browser sends no `SameSite=Strict` cookie with it anyway,
+/// and the refusal should say why rather than ask to sign in).
 async fn protect(req: Request, next: Next) -> Response {
     let asset = req.uri().path().starts_with("/ui/assets/");
-    let mut response = next.run(req).await;
+    let cross_site = (req.method() == axum::http::Method::POST)
+        .then(|| same_origin(req.headers()).err())
+        .flatten();
+    let mut response = match cross_site {
+        Some(why) => error_page(
+            Chrome::new("Refused", "", None),
+            StatusCode::FORBIDDEN,
+            "Refused",
+            &why,
+        ),
+        None => next.run(req).await,
+    };
     let h = response.headers_mut();
     h.insert(
         header::CONTENT_SECURITY_POLICY,
