@@ -196,9 +196,10 @@ impl Browser {
                 .push(format!("{name}: {}", v.as_str().unwrap_or("?")));
         }
         for (width, height, label) in [(1280, 900, "desktop"), (390, 844, "phone")] {
-            // The whole page: the window as tall as the page at this width.
             self.client.set_window_size(width, height).await.unwrap();
             tokio::time::sleep(Duration::from_millis(150)).await;
+            // The whole page: the window as tall as the page at this width
+            // (the browser's screen is made tall enough for it).
             let tall = self
                 .client
                 .execute("return document.documentElement.scrollHeight", vec![])
@@ -207,14 +208,20 @@ impl Browser {
                 .as_u64()
                 .unwrap_or(0) as u32;
             if tall > height {
-                // The window's frame takes some of its height.
                 self.client
-                    .set_window_size(width, tall + 140)
+                    .set_window_size(width, (tall + 200).min(8000))
                     .await
                     .unwrap();
                 tokio::time::sleep(Duration::from_millis(150)).await;
             }
-            let png = self.client.screenshot().await.unwrap();
+            let png = self
+                .client
+                .find(Locator::Css("body"))
+                .await
+                .unwrap()
+                .screenshot()
+                .await
+                .unwrap();
             std::fs::write(self.shots.join(format!("{name}-{label}.png")), png).unwrap();
         }
         self.client.set_window_size(1280, 900).await.unwrap();
@@ -251,7 +258,7 @@ fn config(dir: &Path, tokens: &str) -> PathBuf {
 database = "sqlite://runs.db"
 
 [server.api]
-session_idle = "6s"
+session_idle = "10s"
 requests_per_second = 1000
 burst = 1000
 
@@ -381,7 +388,7 @@ async fn the_dashboard_in_a_browser() {
         "goog:chromeOptions".into(),
         serde_json::json!({
             "binary": CHROMIUM,
-            "args": ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--window-size=1280,900"]
+            "args": ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--window-size=1280,900", "--screen-info={0,0 1280x8000}"]
         }),
     );
     let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
@@ -575,7 +582,7 @@ async fn the_dashboard_in_a_browser() {
     // Left idle past `session_idle`, the next click asks to sign in again
     // and then goes where it was going.
     b.goto("/ui/plugins").await;
-    tokio::time::sleep(Duration::from_secs(7)).await;
+    tokio::time::sleep(Duration::from_secs(11)).await;
     b.click(r#"nav a[href="/ui/audit"]"#).await;
     b.wait_for("#notice", 10).await;
     assert!(b.text_of("#notice").await.contains("session ended"));

@@ -82,11 +82,9 @@ impl Follow {
                 return None;
             }
             // A session that ended ends its streams: the page's next fetch
-            // is sent to sign in.
-            if !matches!(
-                self.state.ui.sessions.lookup(&self.headers),
-                super::session::Lookup::Live(..)
-            ) {
+            // is sent to sign in. (An open stream is not a use: a page left
+            // open still goes idle.)
+            if !self.state.ui.sessions.is_live(&self.headers) {
                 self.ended = true;
                 return Some(SseEvent::default().event("change").data("signed-out"));
             }

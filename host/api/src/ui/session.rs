@@ -98,6 +98,17 @@ impl Sessions {
         }
     }
 
+    /// Whether the cookie names a live session, without counting this as
+    /// its use: a page left open on a live stream is still idle.
+    pub(crate) fn is_live(&self, headers: &HeaderMap) -> bool {
+        let Some(id) = cookie(headers) else {
+            return false;
+        };
+        let map = self.by_hash.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(&digest(&id))
+            .is_some_and(|s| self.alive(s, Instant::now()))
+    }
+
     /// End a session (sign-out); the session it was, if any.
     pub(crate) fn remove(&self, id: &str) -> Option<Session> {
         let mut map = self.by_hash.lock().unwrap_or_else(|p| p.into_inner());
@@ -210,7 +221,11 @@ mod tests {
     fn sessions_end_when_idle_and_when_old() {
         let idle = Sessions::new(Duration::from_millis(30), Duration::from_secs(600));
         let (id, _) = idle.create(alice()).unwrap();
-        std::thread::sleep(Duration::from_millis(60));
+        // Looking without using it keeps it idle.
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(idle.is_live(&with_cookie(&id)));
+        std::thread::sleep(Duration::from_millis(40));
+        assert!(!idle.is_live(&with_cookie(&id)));
         assert!(matches!(idle.lookup(&with_cookie(&id)), Lookup::Expired));
         // Used all the time, it still ends at its lifetime.
         let old = Sessions::new(Duration::from_secs(60), Duration::from_millis(80));
