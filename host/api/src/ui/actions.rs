@@ -144,7 +144,7 @@ pub(crate) async fn logout(
     signed: Signed,
     Form(form): Form<Fields>,
 ) -> Response {
-    if let Err(r) = check_post(&headers, &signed, &form) {
+    if let Some(r) = check_post(&headers, &signed, &form) {
         return r;
     }
     state.ui.sessions.remove(&signed.session_id);
@@ -174,8 +174,8 @@ async fn audit(state: &AppState, actor: &str, action: &str, detail: serde_json::
 
 /// A POST is taken only from this host's own page of a live session: the
 /// browser says the request is same-origin, and the form carries the
-/// session's CSRF token.
-fn check_post(headers: &HeaderMap, signed: &Signed, form: &Fields) -> Result<(), Response> {
+/// session's CSRF token. The refusal's page, if it is refused.
+fn check_post(headers: &HeaderMap, signed: &Signed, form: &Fields) -> Option<Response> {
     let refuse = |why: &str| {
         error_page(
             Chrome::new("Refused", "", Some(signed)),
@@ -184,10 +184,12 @@ fn check_post(headers: &HeaderMap, signed: &Signed, form: &Fields) -> Result<(),
             why,
         )
     };
-    same_origin(headers).map_err(|why| refuse(&why))?;
+    if let Err(why) = same_origin(headers) {
+        return Some(refuse(&why));
+    }
     match form.get("csrf") {
-        Some(t) if same_secret(t, &signed.csrf) => Ok(()),
-        _ => Err(refuse(
+        Some(t) if same_secret(t, &signed.csrf) => None,
+        _ => Some(refuse(
             "This form is not one of your session's (its CSRF token is missing or wrong); reload the page and try again.",
         )),
     }
@@ -312,7 +314,7 @@ pub(crate) async fn act(
     Path((id, action)): Path<(String, String)>,
     Form(form): Form<Fields>,
 ) -> Response {
-    if let Err(r) = check_post(&headers, &signed, &form) {
+    if let Some(r) = check_post(&headers, &signed, &form) {
         return r;
     }
     use crate::routes::runs;
@@ -454,7 +456,7 @@ pub(crate) async fn start(
     signed: Signed,
     Form(form): Form<Fields>,
 ) -> Response {
-    if let Err(r) = check_post(&headers, &signed, &form) {
+    if let Some(r) = check_post(&headers, &signed, &form) {
         return r;
     }
     let mut page = StartPage::new(&state, &signed, &form);
