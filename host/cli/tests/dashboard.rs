@@ -2,10 +2,11 @@
 //! chromedriver with fantoccini, against a real `rollcage serve` with the
 //! local runtime. One host, one browser, the scenarios in order: sign in
 //! (and land on the page a link pointed at), approve as an approver, watch
-//! a canary move without reloading, a viewer sees no enabled action, a
-//! cross-site POST is refused, a bad release's page shows its failing
-//! measurement above the threshold and the rollback first, and a session
-//! that sat idle asks to sign in again. On every page axe-core (a test
+//! a canary move without reloading, a viewer sees no enabled action, the
+//! live connection cut (through a relay) and the page saying so until it
+//! reconnects, a cross-site POST is refused, a bad release's page shows
+//! its failing measurement above the threshold and the rollback first, and
+//! a session that sat idle asks to sign in again. On every page axe-core (a test
 //! fixture, `tests/fixtures/axe`, installed by `npm ci`) must find no
 //! serious or critical WCAG 2 A/AA violation, and each page is saved as a
 //! screenshot at desktop and phone width under `target/screenshots/`.
@@ -109,6 +110,68 @@ impl Drop for Driver {
 
 unsafe extern "C" {
     fn kill(pid: i32, sig: i32) -> i32;
+}
+
+/// A TCP relay in front of the host, which can cut every connection
+/// through it and refuse new ones for a while: the browser's live stream
+/// really drops, and comes back once the relay takes connections again.
+struct Relay {
+    port: u16,
+    open: Arc<std::sync::Mutex<Vec<TcpStream>>>,
+    refusing: Arc<AtomicBool>,
+}
+
+impl Relay {
+    fn start(to: u16) -> Relay {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let open: Arc<std::sync::Mutex<Vec<TcpStream>>> = Arc::default();
+        let refusing = Arc::new(AtomicBool::new(false));
+        let (o, r) = (open.clone(), refusing.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                if r.load(Ordering::Relaxed) {
+                    drop(client);
+                    continue;
+                }
+                let Ok(server) = TcpStream::connect(("127.0.0.1", to)) else {
+                    continue;
+                };
+                let mut list = o.lock().unwrap();
+                for s in [&client, &server] {
+                    if let Ok(c) = s.try_clone() {
+                        list.push(c);
+                    }
+                }
+                for (mut from, mut into) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut into);
+                        let _ = into.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Relay {
+            port,
+            open,
+            refusing,
+        }
+    }
+
+    /// Cut every connection, and refuse new ones until [`Relay::resume`].
+    fn cut(&self) {
+        self.refusing.store(true, Ordering::Relaxed);
+        for s in self.open.lock().unwrap().drain(..) {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    fn resume(&self) {
+        self.refusing.store(false, Ordering::Relaxed);
+    }
 }
 
 /// The browser, a page at a time.
@@ -491,6 +554,23 @@ async fn the_dashboard_in_a_browser() {
     }
     assert_eq!(b.count(r#"#actions a[data-action]"#).await, 0);
     b.check_page("run-viewer").await;
+
+    // The live connection drops (through a relay that cuts it): the page
+    // says so; it reconnects by itself, and the page says that too. The
+    // session's cookie goes to the relay's port as well (cookies are per
+    // host, not per port).
+    let relay = Relay::start(server.port);
+    b.client
+        .goto(&format!("http://127.0.0.1:{}/ui/runs/{canary}", relay.port))
+        .await
+        .unwrap();
+    b.wait_for(r#"#live-status[data-state="live"]"#, 10).await;
+    relay.cut();
+    b.wait_for(r#"#live-status[data-state="lost"]"#, 20).await;
+    assert!(b.text_of("#live-status").await.contains("reconnecting"));
+    b.check_page("run-reconnecting").await;
+    relay.resume();
+    b.wait_for(r#"#live-status[data-state="live"]"#, 30).await;
 
     // Another site's form posting an approval: refused, and the run still
     // waits.
