@@ -757,3 +757,59 @@ pub(crate) async fn audit(
     })
     .into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn event(seq: u64, at_ms: u64, kind: &str, data: Value) -> Event {
+        Event {
+            seq,
+            at_ms,
+            kind: kind.into(),
+            stage: Some("staging".into()),
+            data,
+            epoch: 1,
+        }
+    }
+
+    #[test]
+    fn a_timed_pause_shows_its_time_left_until_its_step_is_logged() {
+        let pause = json!({"type": "pause", "pause": {"duration_ms": 30_000}});
+        let mut log = vec![event(1, 1_000, "intent", pause.clone())];
+        assert_eq!(
+            pause_left("staging", &log, 13_000).as_deref(),
+            Some("Pausing for 30s: 18s left.")
+        );
+        assert_eq!(pause_left("production", &log, 13_000), None);
+        log.push(event(
+            2,
+            31_000,
+            "step",
+            json!({"action": pause, "outcome": {"type": "ok"}}),
+        ));
+        assert_eq!(pause_left("staging", &log, 32_000), None);
+        let approval = json!({"type": "pause", "pause": "approval"});
+        log.push(event(3, 33_000, "intent", approval));
+        assert_eq!(
+            pause_left("staging", &log, 40_000).as_deref(),
+            Some("Waiting for a person to approve.")
+        );
+    }
+
+    #[test]
+    fn outcomes_and_actions_read_as_words() {
+        assert_eq!(
+            action_text(
+                &json!({"type": "route", "weights": [{"slot": "a", "weight": 10}, {"slot": "b", "weight": 90}]})
+            ),
+            "route a=10% b=90%"
+        );
+        assert_eq!(
+            outcome_text(&json!({"type": "analysis_failed", "reason": "too many errors"})),
+            ("analysis failed: too many errors".to_string(), "fail")
+        );
+        assert_eq!(outcome_text(&json!({"type": "ok"})).1, "pass");
+    }
+}
