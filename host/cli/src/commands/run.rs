@@ -13,6 +13,7 @@ use super::{bad_input, progress};
 use crate::cli::{Output, RunArgs};
 use crate::database::{Database, Location};
 use crate::host::{Host, HostOptions};
+use crate::signals::Signals;
 
 /// Who is at the keyboard.
 pub fn whoami(by: Option<String>) -> String {
@@ -111,10 +112,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         cache_dir: args.host.cache_dir.clone(),
         ..HostOptions::default()
     };
+    // Before anything is started: a stop asked for meanwhile is kept.
+    let mut signals = Signals::install().context("cannot install the signal handlers")?;
     let host = match Host::start(config.clone(), options.clone()).await {
         Ok(host) => host,
         Err(e) if local_runtime_in_use(&e) => {
-            return queued(config, options, request, &args, &e).await;
+            return queued(config, options, request, &args, &e, &mut signals).await;
         }
         Err(e) => return Err(e),
     };
@@ -130,7 +133,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             return Ok(bad_input(e.to_string()));
         }
     };
-    drive(host, id, &args).await
+    drive(host, id, &args, &mut signals).await
 }
 
 /// Whether the host could not start because another process runs the
@@ -153,6 +156,7 @@ async fn queued(
     request: RunRequest,
     args: &RunArgs,
     why: &anyhow::Error,
+    signals: &mut Signals,
 ) -> anyhow::Result<ExitCode> {
     let store = crate::host::open_store(&config).await?;
     let stages = config.pipelines[&request.pipeline].stages.clone();
@@ -181,7 +185,14 @@ async fn queued(
         let run = store.run(&id).await?;
         if run.status.is_finished() || store.holder(&id).await?.is_some() {
             // Another host drives it (or has finished it): follow it there.
-            let (run, last) = progress::follow(&*store, &id, args.output, true).await?;
+            let followed = tokio::select! {
+                r = progress::follow(&*store, &id, args.output, true) => r,
+                stop = signals.recv() => {
+                    eprintln!("{}: stopped following run {id}; its host goes on with it", stop.describe());
+                    return Ok(stop.exit_code());
+                }
+            };
+            let (run, last) = followed?;
             if args.output == Output::Text {
                 progress::late_notifications(&*store, &id, last).await?;
                 println!("{}", progress::summary(&run));
@@ -189,17 +200,30 @@ async fn queued(
             return Ok(exit_code(run.status));
         }
         match Host::start(config.clone(), options.clone()).await {
-            Ok(host) => return drive(host, id, args).await,
+            Ok(host) => return drive(host, id, args, signals).await,
             Err(e) if local_runtime_in_use(&e) => {
-                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(std::time::Duration::from_millis(500)) => {}
+                    stop = signals.recv() => {
+                        eprintln!("{}: run {id} stays queued; `rollcage runs resume` starts it", stop.describe());
+                        return Ok(stop.exit_code());
+                    }
+                }
             }
             Err(e) => return Err(e),
         }
     }
 }
 
-/// Drive run `id` on `host` and follow it to its end.
-async fn drive(host: Host, id: String, args: &RunArgs) -> anyhow::Result<ExitCode> {
+/// Drive run `id` on `host` and follow it to its end, or until a stop
+/// signal: then the run is given up unfinished and the host's services
+/// stopped.
+async fn drive(
+    host: Host,
+    id: String,
+    args: &RunArgs,
+    signals: &mut Signals,
+) -> anyhow::Result<ExitCode> {
     let engine = host.engine.clone();
     let task = {
         let (engine, id) = (engine.clone(), id.clone());
@@ -207,13 +231,13 @@ async fn drive(host: Host, id: String, args: &RunArgs) -> anyhow::Result<ExitCod
     };
     let followed = tokio::select! {
         r = progress::follow(&**engine.store(), &id, args.output, true) => r,
-        _ = tokio::signal::ctrl_c() => {
+        stop = signals.recv() => {
             task.abort();
             // Another host (or `runs resume`) may take it over at once.
             engine.give_up(&id).await;
             host.suspend().await;
-            eprintln!("interrupted: run {id} is unfinished; `rollcage runs resume` continues it");
-            return Ok(ExitCode::from(130));
+            eprintln!("{}: run {id} is unfinished; `rollcage runs resume` continues it", stop.describe());
+            return Ok(stop.exit_code());
         }
     };
     let result = task.await;
