@@ -148,3 +148,135 @@ fn a_notifier_that_never_answers_holds_no_run_and_the_next_start_delivers_in_ord
         ["run-started", "stage-started", "step", "succeeded"]
     );
 }
+
+/// A ClickUp stand-in for the binary: answers every request as ClickUp
+/// does when it goes through, and keeps `METHOD path`, the
+/// `Authorization` header and the body of each.
+fn clickup_standin() -> (u16, Arc<Mutex<Vec<(String, String, serde_json::Value)>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen: Arc<Mutex<Vec<(String, String, serde_json::Value)>>> = Arc::default();
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let mut reader = BufReader::new(conn.try_clone().unwrap());
+            let mut first = String::new();
+            if reader.read_line(&mut first).is_err() {
+                continue;
+            }
+            let (mut length, mut auth) = (0, String::new());
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).is_err() {
+                    break;
+                }
+                let line = line.trim_end();
+                if line.is_empty() {
+                    break;
+                }
+                if let Some((k, v)) = line.split_once(':') {
+                    if k.eq_ignore_ascii_case("content-length") {
+                        length = v.trim().parse().unwrap_or(0);
+                    } else if k.eq_ignore_ascii_case("authorization") {
+                        auth = v.trim().to_string();
+                    }
+                }
+            }
+            let mut body = vec![0; length];
+            if reader.read_exact(&mut body).is_err() {
+                continue;
+            }
+            let request: Vec<&str> = first.split_whitespace().take(2).collect();
+            log.lock().unwrap().push((
+                request.join(" "),
+                auth,
+                serde_json::from_slice(&body).unwrap_or_default(),
+            ));
+            let answer =
+                r#"{"id":"86abc123","name":"Release api 1.0.0","status":{"status":"deployed"}}"#;
+            let _ = (&conn).write_all(
+                format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{answer}",
+                    answer.len()
+                )
+                .as_bytes(),
+            );
+        }
+    });
+    (port, seen)
+}
+
+#[test]
+fn clickup_comments_on_and_moves_the_release_task_of_a_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let (port, seen) = clickup_standin();
+    let provider = rollcage_tests::fixture("static-provider");
+    let cfg = dir.path().join("rollcage.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"
+[server]
+database = "sqlite://rollcage.db"
+
+[plugins.platform]
+component = {provider:?}
+config = {{ slot = "1.0.0", release = "1.0.0", endpoint = "127.0.0.1:1" }}
+
+[plugins.clickup]
+component = "builtin:clickup"
+allow_hosts = ["127.0.0.1:{port}"]
+secrets = ["CLICKUP_TOKEN"]
+config = {{ api_url = "http://127.0.0.1:{port}/api/v2", token_secret = "CLICKUP_TOKEN", list_id = "900", success_status = "deployed" }}
+
+[environments.staging]
+provider = "platform"
+replicas = 1
+strategy = {{ plugin = "canary", steps = [100] }}
+
+[pipelines.api]
+stages = ["staging"]
+notify = ["clickup"]
+"#,
+            provider = provider.display().to_string()
+        ),
+    )
+    .unwrap();
+    let cfg = cfg.to_string_lossy().into_owned();
+    let out = common::command(dir.path())
+        .env("CLICKUP_TOKEN", "pk_4242_TESTTOKEN")
+        .args([
+            "run",
+            "api",
+            "-c",
+            &cfg,
+            "--release",
+            "1.0.0",
+            "--param",
+            "clickup_task=86abc123",
+        ])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(!stderr.contains("not delivered"), "{stderr}");
+    let seen = seen.lock().unwrap().clone();
+    let requests: Vec<&str> = seen.iter().map(|(r, _, _)| r.as_str()).collect();
+    assert_eq!(
+        requests,
+        [
+            "POST /api/v2/task/86abc123/comment",
+            "PUT /api/v2/task/86abc123"
+        ],
+        "{seen:?}"
+    );
+    // The bare token from the granted secret, as ClickUp takes it.
+    assert!(seen.iter().all(|(_, auth, _)| auth == "pk_4242_TESTTOKEN"));
+    assert!(
+        seen[0].2["comment_text"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("Release 1.0.0 of api deployed (run ")),
+        "{seen:?}"
+    );
+    assert_eq!(seen[1].2, serde_json::json!({"status": "deployed"}));
+}
