@@ -280,3 +280,103 @@ notify = ["clickup"]
     );
     assert_eq!(seen[1].2, serde_json::json!({"status": "deployed"}));
 }
+
+#[test]
+fn the_console_notifier_does_not_repeat_the_progress_at_a_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    // The demo service on the local runtime; releases 1.2.0 and 1.3.0
+    // fail every request, so their analysis fails and they are rolled back.
+    let cfg = dir.path().join("rollcage.toml");
+    std::fs::write(
+        &cfg,
+        r#"
+[server]
+database = "sqlite://rollcage.db"
+
+[plugins.probe]
+component = "builtin:http"
+allow_hosts = ["127.0.0.1:*"]
+
+[checks.root]
+plugin = "probe"
+config = { url = "http://{endpoint}/", expect_status = [200] }
+
+[environments.staging]
+provider = "local"
+strategy = { plugin = "canary", steps = [50, 100] }
+analysis = { checks = ["root"], interval = "1s", count = 1 }
+replicas = 1
+progress_deadline = "30s"
+
+[pipelines.api]
+stages = ["staging"]
+notify = ["console"]
+service = { command = ["${ROLLCAGE_EXE}", "demo-service", "--port", "{port}"], env = { VERSION = "{release}", RELEASE_ERROR_RATES = "1.2.0=1, 1.3.0=1" } }
+"#,
+    )
+    .unwrap();
+    let cfg = cfg.to_string_lossy().into_owned();
+
+    let out = rollcage(
+        &["run", "api", "-c", &cfg, "--release", "1.0.0"],
+        dir.path(),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    // Not a terminal (CI's log): the console notifier's lines are there,
+    // without colour codes.
+    let out = rollcage(
+        &["run", "api", "-c", &cfg, "--release", "1.2.0"],
+        dir.path(),
+    );
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("api 1.2.0 rolled back in staging"),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains("[rolled-back] api 1.2.0 in staging"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains('\u{1b}') && !stdout.contains('\u{1b}'),
+        "{stderr}"
+    );
+
+    // A person at a terminal (a pseudo-terminal from `script`): the
+    // rollback is said once, by the progress.
+    let script = std::process::Command::new("script")
+        .arg("--version")
+        .output();
+    if !script.is_ok_and(|o| o.status.success()) {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "`script` (util-linux) is missing"
+        );
+        eprintln!("SKIPPED: `script` (util-linux) is missing, the terminal half is not run");
+        return;
+    }
+    let command = format!(
+        "{} run api -c {cfg} --release 1.3.0",
+        env!("CARGO_BIN_EXE_rollcage")
+    );
+    let out = std::process::Command::new("script")
+        .args(["-qefc", &command, "/dev/null"])
+        .env("XDG_CACHE_HOME", dir.path())
+        .env("USER", "alice")
+        .env_remove("ROLLCAGE_SERVER")
+        .env_remove("ROLLCAGE_TOKEN")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let screen = text(&out.stdout);
+    assert!(
+        screen.contains("api 1.3.0 rolled back in staging"),
+        "{screen}"
+    );
+    assert!(
+        !screen.contains("[rolled-back]") && !screen.contains("[analysis-failed]"),
+        "the console notifier repeated the progress:\n{screen}"
+    );
+}

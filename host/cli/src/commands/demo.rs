@@ -57,6 +57,10 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         Ok(c) => c,
         Err(code) => return Ok(code),
     };
+    // A person reads the progress: the console notifier would repeat it.
+    if crate::logging::person_at_terminal() {
+        crate::logging::quiet_plugins(crate::host::console_notifiers(&config));
+    }
     println!("rollcage demo in {}", dir.display());
     // Before anything is started: a stop asked for meanwhile is kept.
     let mut signals = Signals::install().context("cannot install the signal handlers")?;

@@ -15,11 +15,37 @@ use crate::database::{Database, Location};
 use crate::host::{Host, HostOptions};
 use crate::signals::Signals;
 
-/// Who is at the keyboard.
+/// Who is at the keyboard: `--as`, else `USER` or `LOGNAME`, else the
+/// operating system's name of this process's user (`USER` is often unset
+/// in containers, cron jobs and CI runners).
 pub fn whoami(by: Option<String>) -> String {
-    by.or_else(|| std::env::var("USER").ok())
-        .filter(|s| !s.is_empty())
+    let set = |s: &String| !s.trim().is_empty();
+    by.filter(set)
+        .or_else(|| std::env::var("USER").ok().filter(set))
+        .or_else(|| std::env::var("LOGNAME").ok().filter(set))
+        .or_else(os_user_name)
         .unwrap_or_else(|| "unknown".into())
+}
+
+/// The user database's name for this process's user id (`getpwuid_r`).
+fn os_user_name() -> Option<String> {
+    // SAFETY: getuid takes nothing and cannot fail.
+    let uid = unsafe { libc::getuid() };
+    let mut buf = vec![0 as libc::c_char; 16 * 1024];
+    // SAFETY: passwd is plain data; getpwuid_r fills it with pointers into
+    // `buf`, which outlives every use of them below.
+    let mut entry: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut found: *mut libc::passwd = std::ptr::null_mut();
+    let rc = unsafe { libc::getpwuid_r(uid, &mut entry, buf.as_mut_ptr(), buf.len(), &mut found) };
+    if rc != 0 || found.is_null() || entry.pw_name.is_null() {
+        return None;
+    }
+    // SAFETY: pw_name points to a NUL-terminated string inside `buf`.
+    let name = unsafe { std::ffi::CStr::from_ptr(entry.pw_name) };
+    name.to_str()
+        .ok()
+        .filter(|n| !n.is_empty())
+        .map(str::to_string)
 }
 
 /// A run's `--param` pairs and `--notes` text.
@@ -63,6 +89,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         Ok(x) => x,
         Err(e) => return Ok(bad_input(e)),
     };
+    // A person reads the progress: the console notifier would repeat it.
+    if args.output == Output::Text && crate::logging::person_at_terminal() {
+        crate::logging::quiet_plugins(crate::host::console_notifiers(&config));
+    }
     let Some(pipeline) = config.pipelines.get(&args.pipeline) else {
         let names: Vec<&str> = config.pipelines.keys().map(String::as_str).collect();
         return Ok(bad_input(format!(
@@ -446,6 +476,13 @@ async fn last_release(config: &rollcage_config::Config, pipeline: &str) -> Optio
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn who_is_at_the_keyboard() {
+        assert_eq!(whoami(Some("bob".into())), "bob");
+        // Whatever the environment says, a blank `--as` is no one.
+        assert_ne!(whoami(Some("  ".into())), "  ");
+    }
 
     #[test]
     fn only_undelivered_notifications_are_mentioned() {
