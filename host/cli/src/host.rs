@@ -193,6 +193,15 @@ impl Host {
         left
     }
 
+    /// How many notifications are pending, over every notifier.
+    pub fn pending_notifications(&self) -> usize {
+        self.notifications
+            .pending_by_notifier()
+            .iter()
+            .map(|(_, n)| n)
+            .sum()
+    }
+
     /// What is left queued, per notifier (`slack: 2, jira: 1`).
     pub fn queued_notifications(&self) -> String {
         self.notifications

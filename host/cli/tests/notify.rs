@@ -149,13 +149,15 @@ fn a_notifier_that_never_answers_holds_no_run_and_the_next_start_delivers_in_ord
     );
 }
 
+/// `METHOD path`, the `Authorization` header and the body of a request.
+type Seen = Arc<Mutex<Vec<(String, String, serde_json::Value)>>>;
+
 /// A ClickUp stand-in for the binary: answers every request as ClickUp
-/// does when it goes through, and keeps `METHOD path`, the
-/// `Authorization` header and the body of each.
-fn clickup_standin() -> (u16, Arc<Mutex<Vec<(String, String, serde_json::Value)>>>) {
+/// does when it goes through, and keeps what it was sent.
+fn clickup_standin() -> (u16, Seen) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
-    let seen: Arc<Mutex<Vec<(String, String, serde_json::Value)>>> = Arc::default();
+    let seen: Seen = Arc::default();
     let log = seen.clone();
     std::thread::spawn(move || {
         for conn in listener.incoming().flatten() {
@@ -378,5 +380,72 @@ service = { command = ["${ROLLCAGE_EXE}", "demo-service", "--port", "{port}"], e
     assert!(
         !screen.contains("[rolled-back]") && !screen.contains("[analysis-failed]"),
         "the console notifier repeated the progress:\n{screen}"
+    );
+}
+
+#[test]
+fn a_stop_signal_ends_the_wait_for_notifications_and_leaves_them_queued() {
+    let dir = tempfile::tempdir().unwrap();
+    let endpoint = Endpoint::start();
+    let cfg = config(dir.path(), endpoint.port);
+    // A notifier given a minute per try: the run's end waits for it.
+    let text_of = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(
+        &cfg,
+        text_of.replace("timeout_ms = 1000", "timeout_ms = 60000"),
+    )
+    .unwrap();
+    let out = rollcage(&["config", "check", &cfg], dir.path());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    let mut run = common::command(dir.path())
+        .args(["run", "api", "-c", &cfg, "--release", "1.0.0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines: Arc<Mutex<Vec<String>>> = Arc::default();
+    let reader = {
+        let (out, lines) = (run.stdout.take().unwrap(), lines.clone());
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                lines.lock().unwrap().push(line);
+            }
+        })
+    };
+    // The run's progress has shown its end; the command now waits for the
+    // notifier (a minute), and is stopped a moment into that wait.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !lines
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|l| l == "[staging] succeeded")
+    {
+        assert!(Instant::now() < deadline, "the run never ended");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    // SAFETY: kill has no memory effects; the pid is our own child's.
+    assert_eq!(unsafe { libc::kill(run.id() as i32, libc::SIGTERM) }, 0);
+    // Well within the minute the notifier was given.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while run.try_wait().unwrap().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "SIGTERM did not end the wait for notifications"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = run.wait_with_output().unwrap();
+    reader.join().unwrap();
+    let stdout = lines.lock().unwrap().join("\n");
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(143), "{stdout}{stderr}");
+    assert!(stdout.contains("api 1.0.0 succeeded"), "{stdout}{stderr}");
+    assert!(stderr.contains("not delivered yet (hook: "), "{stderr}");
+    assert!(
+        stderr.contains("terminated (SIGTERM): stopped waiting for the notifications"),
+        "{stderr}"
     );
 }

@@ -265,15 +265,24 @@ async fn drive(
             task.abort();
             // Another host (or `runs resume`) may take it over at once.
             engine.give_up(&id).await;
+            // It may have ended just before, unseen by the progress yet.
+            let ended = engine.store().run(&id).await.ok().filter(|r| r.status.is_finished());
             host.suspend().await;
-            eprintln!("{}: run {id} is unfinished; `rollcage runs resume` continues it", stop.describe());
+            match ended {
+                Some(run) => eprintln!("{}: {}", stop.describe(), progress::summary(&run)),
+                None => eprintln!("{}: run {id} is unfinished; `rollcage runs resume` continues it", stop.describe()),
+            }
             return Ok(stop.exit_code());
         }
     };
     let result = task.await;
     // A one-off process: give the notifications a bounded time, and say
-    // what it leaves behind.
-    let left = host.settle_notifications().await;
+    // what it leaves behind. A stop signal ends the wait at once: they
+    // stay queued in the store for the next host.
+    let (left, stopped) = tokio::select! {
+        left = host.settle_notifications() => (left, None),
+        stop = signals.recv() => (host.pending_notifications(), Some(stop)),
+    };
     let queued = host.queued_notifications();
     host.suspend().await;
     let (run, last) = followed?;
@@ -292,6 +301,10 @@ async fn drive(
     }
     if let Some(line) = left_queued(left, &queued) {
         eprintln!("{line}");
+    }
+    if let Some(stop) = stopped {
+        eprintln!("{}: stopped waiting for the notifications", stop.describe());
+        return Ok(stop.exit_code());
     }
     Ok(exit_code(status))
 }
