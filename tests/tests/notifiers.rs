@@ -435,3 +435,321 @@ async fn jira_errors_carry_jiras_messages() {
         "plugin `jira` failed: Jira create issue: rejected the request (400): project: valid project is required"
     );
 }
+
+// ---- ClickUp ----------------------------------------------------------------
+
+/// The token the ClickUp stand-in accepts: a personal token, sent bare.
+const CLICKUP_TOKEN: &str = "pk_4242_TESTTOKEN";
+
+/// A ClickUp API v2 stand-in: checks the token (the bare token in
+/// `Authorization`, as ClickUp wants it), the path, query and body of each
+/// documented request, and answers as ClickUp does: task objects, comment
+/// ids, pages of tasks with `last_page`, and `{"err", "ECODE"}` errors.
+fn clickup(r: &Recorded) -> rollcage_tests::stub::Reply {
+    let err =
+        |status: u16, err: &str, code: &str| json_reply(status, json!({"err": err, "ECODE": code}));
+    if r.header("authorization") != Some(CLICKUP_TOKEN) {
+        return err(401, "Token invalid", "OAUTH_017");
+    }
+    let task = |id: &str, name: &str, status: &str| {
+        json!({
+            "id": id, "custom_id": null, "name": name,
+            "status": {"status": status, "color": "#d3d3d3", "type": "open", "orderindex": 0},
+            "url": format!("https://app.clickup.com/t/{id}"),
+            "list": {"id": "900", "name": "Deployments", "access": true},
+        })
+    };
+    let (path, query) = r.path.split_once('?').unwrap_or((r.path.as_str(), ""));
+    let custom = query == "custom_task_ids=true&team_id=9001";
+    match (r.method.as_str(), path) {
+        ("POST", "/api/v2/list/900/task") => {
+            let body = r.json();
+            let Some(name) = body["name"].as_str().filter(|n| !n.is_empty()) else {
+                return err(400, "Task name invalid", "INPUT_005");
+            };
+            assert!(body["markdown_description"].is_string(), "{body}");
+            assert!(body.get("description").is_none(), "{body}");
+            assert!(
+                body["tags"]
+                    .as_array()
+                    .is_some_and(|t| t.iter().all(Value::is_string)),
+                "{body}"
+            );
+            if let Some(p) = body.get("priority")
+                && !p.as_u64().is_some_and(|p| (1..=4).contains(&p))
+            {
+                return err(400, "Priority invalid", "INPUT_012");
+            }
+            json_reply(200, task("86abc999", name, "to do"))
+        }
+        // A list the token's workspace does not have.
+        ("POST", p) if p.starts_with("/api/v2/list/") => {
+            err(401, "Team not authorized", "OAUTH_027")
+        }
+        ("GET", "/api/v2/list/900/task") => {
+            assert!(
+                query.contains("include_closed=true") && query.contains("subtasks=true"),
+                "{query}"
+            );
+            match query.split('&').find(|q| q.starts_with("page=")) {
+                Some("page=0") => json_reply(
+                    200,
+                    json!({"tasks": [task("86aaa001", "Release api 1.1.0", "complete")], "last_page": false}),
+                ),
+                Some("page=1") => json_reply(
+                    200,
+                    json!({"tasks": [task("86aaa002", "Release api 1.2.0", "in progress")], "last_page": true}),
+                ),
+                _ => json_reply(200, json!({"tasks": [], "last_page": true})),
+            }
+        }
+        ("POST", "/api/v2/task/86abc123/comment" | "/api/v2/task/86aaa002/comment")
+        | ("POST", "/api/v2/task/OPS-12/comment")
+            if !path.contains("OPS-12") || custom =>
+        {
+            let body = r.json();
+            assert!(
+                body["comment_text"]
+                    .as_str()
+                    .is_some_and(|t| t.contains("1.2.0")),
+                "{body}"
+            );
+            assert!(body["notify_all"].is_boolean(), "{body}");
+            json_reply(
+                200,
+                json!({"id": 458, "hist_id": "26508", "date": 1568036964079u64}),
+            )
+        }
+        ("PUT", "/api/v2/task/86abc123" | "/api/v2/task/86aaa002")
+        | ("PUT", "/api/v2/task/OPS-12")
+            if !path.contains("OPS-12") || custom =>
+        {
+            match r.json()["status"].as_str() {
+                Some("deployed") => json_reply(200, task("86abc123", "Release", "deployed")),
+                _ => err(400, "Status does not exist", "CRTSK_001"),
+            }
+        }
+        _ => err(404, "Task not found, deleted", "ITEM_013"),
+    }
+}
+
+fn clickup_config(stub: &Stub, list: &str) -> Value {
+    json!({
+        "api_url": format!("{}/api/v2", stub.url()),
+        "token_secret": "CLICKUP_TOKEN",
+        "list_id": list,
+        "success_status": "deployed",
+    })
+}
+
+fn clickup_notifier(stub: &Stub, token: &str, config: Value) -> Arc<dyn Notifier> {
+    let rt = runtime(&[("CLICKUP_TOKEN", token)]);
+    notifier(&rt, "clickup", stub, &["CLICKUP_TOKEN"], config)
+}
+
+/// `event(kind)` of a run whose parameters are `params`.
+fn event_with(kind: EventKind, params: &[(&str, &str)]) -> Event {
+    let mut e = event(kind);
+    e.release.params = params
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    e
+}
+
+fn requests_of(stub: &Stub) -> Vec<String> {
+    stub.requests()
+        .iter()
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect()
+}
+
+#[tokio::test]
+async fn clickup_opens_a_task_on_rollback_and_comments_on_and_moves_the_release_task_on_success() {
+    let stub = Stub::start(clickup).await;
+    let c = clickup_notifier(&stub, CLICKUP_TOKEN, clickup_config(&stub, "900"));
+    c.notify(&event(EventKind::RolledBack)).await.unwrap();
+    c.notify(&event_with(
+        EventKind::Succeeded,
+        &[("clickup_task", "86abc123")],
+    ))
+    .await
+    .unwrap();
+    // Other events, and a success without a task, do nothing.
+    c.notify(&event(EventKind::Step)).await.unwrap();
+    c.notify(&event(EventKind::Succeeded)).await.unwrap();
+    assert_eq!(
+        requests_of(&stub),
+        [
+            "POST /api/v2/list/900/task",
+            "POST /api/v2/task/86abc123/comment",
+            "PUT /api/v2/task/86abc123",
+        ]
+    );
+    let created = stub.requests()[0].json();
+    assert_eq!(
+        created["name"],
+        "Deployment of api 1.2.0 rolled back in production"
+    );
+    let description = created["markdown_description"].as_str().unwrap();
+    for line in [
+        "**error ratio 0.31 above 0.05**",
+        "- **Pipeline:** api",
+        "- **Environment:** production",
+        "- **Release:** 1.2.0",
+        "- **Run:** [run-42](http://127.0.0.1:7070/v1/runs/run-42)",
+        "- **error\\_ratio:** 0.31",
+        "- **weight:** 10",
+    ] {
+        assert!(description.contains(line), "{line} in {description}");
+    }
+    assert_eq!(created["tags"], json!(["rollcage", "deployment"]));
+    let comment = stub.requests()[1].json();
+    assert!(
+        comment["comment_text"]
+            .as_str()
+            .unwrap()
+            .starts_with("Release 1.2.0 of api deployed to production (run run-42)"),
+        "{comment}"
+    );
+    assert_eq!(stub.requests()[2].json(), json!({"status": "deployed"}));
+}
+
+#[tokio::test]
+async fn clickup_finds_the_release_task_by_custom_id_or_by_name_in_the_list() {
+    let stub = Stub::start(clickup).await;
+    let mut config = clickup_config(&stub, "900");
+    config["team_id"] = json!("9001");
+    config["release_task_name"] = json!("Release {pipeline} {release}");
+    let c = clickup_notifier(&stub, CLICKUP_TOKEN, config);
+    c.notify(&event_with(
+        EventKind::Succeeded,
+        &[("clickup_task", "OPS-12")],
+    ))
+    .await
+    .unwrap();
+    // No task parameter: the task of that name, on the list's second page.
+    c.notify(&event(EventKind::Succeeded)).await.unwrap();
+    assert_eq!(
+        requests_of(&stub),
+        [
+            "POST /api/v2/task/OPS-12/comment?custom_task_ids=true&team_id=9001",
+            "PUT /api/v2/task/OPS-12?custom_task_ids=true&team_id=9001",
+            "GET /api/v2/list/900/task?page=0&include_closed=true&subtasks=true",
+            "GET /api/v2/list/900/task?page=1&include_closed=true&subtasks=true",
+            "POST /api/v2/task/86aaa002/comment",
+            "PUT /api/v2/task/86aaa002",
+        ]
+    );
+}
+
+#[tokio::test]
+async fn clickup_errors_carry_clickups_err_and_ecode() {
+    let stub = Stub::start(clickup).await;
+    let failure =
+        |c: Arc<dyn Notifier>, e: Event| async move { c.notify(&e).await.unwrap_err().to_string() };
+    // A token sent as `Bearer ...`, or a wrong one, is refused as ClickUp does.
+    let wrong = clickup_notifier(&stub, "pk_wrong", clickup_config(&stub, "900"));
+    assert_eq!(
+        failure(wrong, event(EventKind::Failed)).await,
+        "plugin `clickup` failed: ClickUp create task in list 900: did not accept the token (check the token secret) (401 OAUTH_017): Token invalid"
+    );
+    let c = clickup_notifier(&stub, CLICKUP_TOKEN, clickup_config(&stub, "901"));
+    assert_eq!(
+        failure(c, event(EventKind::RolledBack)).await,
+        "plugin `clickup` failed: ClickUp create task in list 901: did not accept the token (check the token secret) (401 OAUTH_027): Team not authorized"
+    );
+    let c = clickup_notifier(&stub, CLICKUP_TOKEN, clickup_config(&stub, "900"));
+    assert_eq!(
+        failure(
+            c.clone(),
+            event_with(EventKind::Succeeded, &[("clickup_task", "86zzz000")])
+        )
+        .await,
+        "plugin `clickup` failed: ClickUp comment on task 86zzz000: found no such resource (404 ITEM_013): Task not found, deleted"
+    );
+    assert_eq!(
+        failure(
+            c,
+            event_with(EventKind::Succeeded, &[("clickup_task", "OPS-12")])
+        )
+        .await,
+        "plugin `clickup` failed: `OPS-12` is a custom task ID: set `team_id` (the workspace's ID) in the plugin's config"
+    );
+    let mut config = clickup_config(&stub, "900");
+    config["success_status"] = json!("shipped");
+    let c = clickup_notifier(&stub, CLICKUP_TOKEN, config);
+    assert_eq!(
+        failure(
+            c,
+            event_with(EventKind::Succeeded, &[("clickup_task", "86abc123")])
+        )
+        .await,
+        "plugin `clickup` failed: ClickUp set the status of task 86abc123 to `shipped`: rejected the request (400 CRTSK_001): Status does not exist"
+    );
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+#[tokio::test]
+async fn clickup_waits_for_its_rate_limit_to_reset() {
+    // ClickUp answers 429 with the second its limit resets in
+    // `X-RateLimit-Reset`; the first request of each notification is
+    // limited here.
+    let reset_in = Arc::new(AtomicUsize::new(1));
+    let arrivals: Arc<std::sync::Mutex<Vec<(u64, u64)>>> = Arc::default();
+    let (limit, seen) = (reset_in.clone(), arrivals.clone());
+    let stub = Stub::start(move |r: &Recorded| {
+        let now = unix_now();
+        let mut seen = seen.lock().unwrap();
+        let limited = seen.len() % 2 == 0;
+        let reset = now + limit.load(Ordering::SeqCst) as u64;
+        seen.push((now, reset));
+        if limited {
+            let mut reply = json_reply(
+                429,
+                json!({"err": "Rate limit reached", "ECODE": "APP_002"}),
+            );
+            reply.1.extend([
+                ("x-ratelimit-limit".into(), "100".into()),
+                ("x-ratelimit-remaining".into(), "0".into()),
+                ("x-ratelimit-reset".into(), reset.to_string()),
+            ]);
+            reply
+        } else {
+            clickup(r)
+        }
+    })
+    .await;
+    let c = clickup_notifier(&stub, CLICKUP_TOKEN, clickup_config(&stub, "900"));
+    c.notify(&event(EventKind::RolledBack)).await.unwrap();
+    let seen = arrivals.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert!(
+        seen[1].0 > seen[0].1,
+        "retried at {} before the limit's reset second {} was over",
+        seen[1].0,
+        seen[0].1
+    );
+
+    // A reset further off than `max_retry_wait_s`: an error saying when,
+    // for the host's retries, without waiting for it.
+    reset_in.store(120, Ordering::SeqCst);
+    let err = c
+        .notify(&event(EventKind::RolledBack))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with(
+            "plugin `clickup` failed: ClickUp create task in list 900: rate limited the token (429 APP_002): Rate limit reached; its limit resets in "
+        ),
+        "{err}"
+    );
+    assert_eq!(arrivals.lock().unwrap().len(), 3);
+}

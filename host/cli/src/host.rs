@@ -193,6 +193,15 @@ impl Host {
         left
     }
 
+    /// How many notifications are pending, over every notifier.
+    pub fn pending_notifications(&self) -> usize {
+        self.notifications
+            .pending_by_notifier()
+            .iter()
+            .map(|(_, n)| n)
+            .sum()
+    }
+
     /// What is left queued, per notifier (`slack: 2, jira: 1`).
     pub fn queued_notifications(&self) -> String {
         self.notifications
@@ -304,6 +313,23 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
     let secrets = secret_source(config)?;
     let redactor = install_redactor(config, &*secrets, vec![]);
     Ok(Arc::new(Redacted::new(database.store(), redactor)))
+}
+
+/// The plugin ids under which the console notifier of `config` logs: each
+/// instance of `builtin:console`, and `console` used directly.
+pub fn console_notifiers(config: &Config) -> Vec<String> {
+    let mut ids: Vec<String> = config
+        .plugins
+        .iter()
+        .filter(|(_, p)| {
+            matches!(&p.component, rollcage_config::ComponentRef::Builtin(n) if n == "console")
+        })
+        .map(|(id, _)| id.to_string())
+        .collect();
+    if !config.plugins.keys().any(|id| id.as_str() == "console") {
+        ids.push("console".into());
+    }
+    ids
 }
 
 /// Whether any plugin the configuration uses is a local-runtime builtin.
@@ -523,4 +549,17 @@ fn assemble(
     }
     let engine = Engine::new(store, environments, pipelines, config.hash.clone());
     Ok((engine, queue))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn console_notifier_ids_are_its_instances_and_the_builtin() {
+        let text = "[plugins.desk]\ncomponent = \"builtin:console\"\n\n[plugins.loud]\ncomponent = \"builtin:webhook\"\nconfig = { url = \"http://127.0.0.1:1/\" }\n";
+        let config =
+            Config::parse(Path::new("r.toml"), text, &crate::plugins::config_context()).unwrap();
+        assert_eq!(console_notifiers(&config), ["desk", "console"]);
+    }
 }

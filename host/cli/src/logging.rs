@@ -9,7 +9,12 @@
 //!
 //! Every line passes through the host's [`Redactor`] on its way out, text
 //! or JSON: a secret value a plugin or an error put into a message is
-//! written as `[secret NAME]`.
+//! written as `[secret NAME]`. Colours are used only when standard error is
+//! a terminal.
+//!
+//! A command that prints a run's progress to a person at a terminal
+//! silences the console notifier's lines ([`quiet_plugins`]): they would
+//! say again what the progress has just said.
 
 use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -17,6 +22,9 @@ use std::sync::{Arc, OnceLock, RwLock};
 
 use rollcage_config::LogConfig;
 use rollcage_core::Redactor;
+use tracing::field::{Field, Visit};
+use tracing_subscriber::layer::{Context, SubscriberExt as _};
+use tracing_subscriber::util::SubscriberInitExt as _;
 
 static VERBOSE: AtomicU8 = AtomicU8::new(0);
 static INIT: OnceLock<()> = OnceLock::new();
@@ -70,6 +78,53 @@ fn redacted_stderr() -> RedactedStderr {
     RedactedStderr(Vec::with_capacity(256))
 }
 
+/// Plugin instances whose own log lines are not written.
+static QUIET: RwLock<Vec<String>> = RwLock::new(Vec::new());
+
+/// Write no log line of the plugin instances `ids` from now on.
+pub fn quiet_plugins(ids: Vec<String>) {
+    *QUIET.write().unwrap_or_else(|e| e.into_inner()) = ids;
+}
+
+/// Whether both standard output and standard error are a terminal: a
+/// person reads the progress and the log on one screen.
+pub fn person_at_terminal() -> bool {
+    std::io::stdout().is_terminal() && std::io::stderr().is_terminal()
+}
+
+/// Drops the lines of the plugins [`quiet_plugins`] names (the runtime
+/// writes a plugin's lines with its id in the `plugin` field).
+struct Quiet;
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Quiet {
+    fn event_enabled(&self, event: &tracing::Event<'_>, _: Context<'_, S>) -> bool {
+        let quiet = QUIET.read().unwrap_or_else(|e| e.into_inner());
+        if quiet.is_empty() || !event.metadata().target().starts_with("rollcage_runtime::") {
+            return true;
+        }
+        let mut plugin = PluginField(None);
+        event.record(&mut plugin);
+        !plugin.0.is_some_and(|p| quiet.contains(&p))
+    }
+}
+
+/// The `plugin` field of an event.
+struct PluginField(Option<String>);
+
+impl Visit for PluginField {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "plugin" {
+            self.0 = Some(value.to_string());
+        }
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "plugin" {
+            self.0 = Some(format!("{value:?}"));
+        }
+    }
+}
+
 /// Remember `-v` for whichever command sets logging up.
 pub fn set_verbosity(verbose: u8) {
     VERBOSE.store(verbose, Ordering::Relaxed);
@@ -98,9 +153,11 @@ pub fn init(log: Option<&LogConfig>, serving: bool) {
                 .flatten_event(true)
                 .with_current_span(false)
                 .with_span_list(true)
+                .finish()
+                .with(Quiet)
                 .init();
         } else {
-            builder.init();
+            builder.finish().with(Quiet).init();
         }
     });
 }

@@ -8,6 +8,7 @@ mod database;
 mod host;
 mod logging;
 mod plugins;
+mod signals;
 
 use std::process::ExitCode;
 

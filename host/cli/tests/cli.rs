@@ -290,13 +290,108 @@ fn config_check_has_the_strategy_validate_its_parameters() {
     let path = full_config(dir.path(), "[50, 10]");
     let out = rollcage(&["config", "check", path.to_str().unwrap()], dir.path());
     assert_eq!(out.status.code(), Some(2));
+    // At the parameter, like every other configuration error.
     assert!(
-        stderr(&out).contains(
-            "error: environment `staging`: plugin `canary` rejected its parameters: steps[2]: weight 10 is below the previous weight 50; weights only grow"
-        ),
+        stderr(&out).contains(&format!(
+            "{}:12:33: error: environment `staging`: plugin `canary` rejected its parameters: steps[2]: weight 10 is below the previous weight 50; weights only grow",
+            path.display()
+        )),
         "{}",
         stderr(&out)
     );
+}
+
+#[test]
+fn started_by_is_the_operating_systems_user_name_when_user_is_unset() {
+    // As in containers, cron jobs and CI runners: no USER, no LOGNAME.
+    let dir = tempfile::tempdir().unwrap();
+    let provider = rollcage_tests::fixture("static-provider");
+    let path = dir.path().join("rollcage.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+[server]
+database = "sqlite://runs.db"
+
+[plugins.platform]
+component = {provider:?}
+config = {{ slot = "1.0.0", release = "1.0.0", endpoint = "127.0.0.1:1" }}
+
+[environments.staging]
+provider = "platform"
+replicas = 1
+strategy = {{ plugin = "canary", steps = [50, 100] }}
+
+[pipelines.api]
+stages = ["staging"]
+"#,
+            provider = provider.display().to_string()
+        ),
+    )
+    .unwrap();
+    let cfg = path.to_str().unwrap();
+    let out = common::command(dir.path())
+        .env_remove("USER")
+        .env_remove("LOGNAME")
+        .args(["run", "api", "-c", cfg, "--release", "1.0.0"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let id = std::process::Command::new("id")
+        .arg("-un")
+        .output()
+        .unwrap();
+    assert!(id.status.success(), "`id -un`: {}", stderr(&id));
+    let name = String::from_utf8(id.stdout).unwrap().trim().to_string();
+    assert!(
+        stdout(&out).contains(&format!("started by {name} ")),
+        "{}",
+        stdout(&out)
+    );
+    let out = rollcage(&["runs", "list", "-c", cfg, "--output", "json"], dir.path());
+    let runs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(runs[0]["run"]["started_by"], name.as_str());
+}
+
+/// Golden files of `config check`: each `tests/golden/config-check/*.toml`
+/// is a broken configuration and the `.err` beside it exactly what
+/// `config check` prints. `UPDATE_GOLDEN=1` rewrites the `.err` files after
+/// a deliberate change; review the diff.
+#[test]
+fn config_check_reports_every_problem_at_once() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/config-check");
+    let cache = tempfile::tempdir().unwrap();
+    let mut cases: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    cases.sort();
+    assert!(!cases.is_empty());
+    let update = std::env::var_os("UPDATE_GOLDEN").is_some();
+    let mut mismatches = Vec::new();
+    for case in &cases {
+        let name = case.file_name().unwrap().to_str().unwrap();
+        // Run in the folder, so that messages name the file as given.
+        let out = common::command(cache.path())
+            .current_dir(&dir)
+            .args(["config", "check", name])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{name}: {}", stderr(&out));
+        let got = stderr(&out);
+        let expected_path = case.with_extension("err");
+        if update {
+            std::fs::write(&expected_path, &got).unwrap();
+            continue;
+        }
+        let expected = std::fs::read_to_string(&expected_path).unwrap_or_default();
+        if got != expected {
+            mismatches.push(format!("--- {name}: expected\n{expected}--- got\n{got}"));
+        }
+    }
+    assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
 }
 
 #[test]

@@ -47,6 +47,29 @@ impl fmt::Display for ConfigError {
     }
 }
 
+/// A place in a configuration file, kept for problems found after it was
+/// read: a strategy's parameters are checked by the strategy's plugin, and
+/// its complaints point here like every other configuration error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Location {
+    pub path: PathBuf,
+    pub line: usize,
+    pub column: usize,
+}
+
+impl Location {
+    /// An error at this place.
+    pub fn error(&self, message: String, hint: Option<String>) -> ConfigError {
+        ConfigError {
+            path: self.path.clone(),
+            line: self.line,
+            column: self.column,
+            message,
+            hint,
+        }
+    }
+}
+
 /// Every problem found in a configuration, in file order.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub struct ConfigErrors(pub Vec<ConfigError>);

@@ -23,7 +23,7 @@ use rollcage_core::{PluginId, PluginKind};
 use toml::Spanned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 
-pub use error::{ConfigError, ConfigErrors};
+pub use error::{ConfigError, ConfigErrors, Location};
 pub use plugins::{BreakerSettings, ComponentRef, LimitsConfig, PluginConfig};
 pub use refs::PluginRef;
 pub use sections::{
@@ -360,23 +360,46 @@ const INCLUDED_SECTIONS: &[&str] = &["checks", "environments"];
 impl Config {
     /// Read and validate the file at `path`.
     pub fn load(path: &Path, cx: &Context) -> Result<Config, ConfigErrors> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            ConfigErrors(vec![ConfigError::whole_file(
-                path,
-                format!("cannot read: {e}"),
-            )])
-        })?;
-        Config::parse(path, &text, cx)
+        match Config::load_partial(path, cx) {
+            (Some(config), errors) if errors.0.is_empty() => Ok(config),
+            (_, errors) => Err(errors),
+        }
     }
 
     /// Validate `text`, read from `path` (used in messages, and to resolve
     /// relative component paths and includes).
     pub fn parse(path: &Path, text: &str, cx: &Context) -> Result<Config, ConfigErrors> {
+        match Config::parse_partial(path, text, cx) {
+            (Some(config), errors) if errors.0.is_empty() => Ok(config),
+            (_, errors) => Err(errors),
+        }
+    }
+
+    /// [`Config::load`], keeping what is valid beside the errors: for
+    /// `config check`, which has the plugins check what could be read
+    /// (a strategy's parameters) and reports it all at once.
+    pub fn load_partial(path: &Path, cx: &Context) -> (Option<Config>, ConfigErrors) {
+        match std::fs::read_to_string(path) {
+            Ok(text) => Config::parse_partial(path, &text, cx),
+            Err(e) => (
+                None,
+                ConfigErrors(vec![ConfigError::whole_file(
+                    path,
+                    format!("cannot read: {e}"),
+                )]),
+            ),
+        }
+    }
+
+    /// [`Config::parse`], keeping what is valid beside the errors: every
+    /// plugin, check, environment and pipeline that is valid itself (`None`
+    /// when the file is not TOML at all).
+    pub fn parse_partial(path: &Path, text: &str, cx: &Context) -> (Option<Config>, ConfigErrors) {
         let src = Source::new(path, text);
         let mut errors = Vec::new();
         let root = match DeTable::parse(text) {
             Ok(root) => root,
-            Err(e) => return Err(ConfigErrors(vec![src.toml_error(&e)])),
+            Err(e) => return (None, ConfigErrors(vec![src.toml_error(&e)])),
         };
         let vars = interpolate::lookup_in(cx.vars.as_ref());
         let mut server = ServerConfig::default();
@@ -499,39 +522,41 @@ impl Config {
         if let Some(value) = root.get_ref().get("server") {
             check_tokens(&src, value, &server, &environment_names, &mut errors);
         }
-        if errors.is_empty() {
-            // The audit trail names the configuration a run used: the main
-            // file and its includes, in order.
-            let mut hasher = Sha256::new();
-            hasher.update(text.as_bytes());
-            for (p, t) in &includes {
-                hasher.update(p.to_string_lossy().as_bytes());
-                hasher.update(t.as_bytes());
-            }
-            let hash = hex::encode(&hasher.finalize()[..8]);
-            Ok(Config {
-                path: path.to_path_buf(),
-                hash,
-                server,
-                plugins,
-                checks,
-                environments,
-                pipelines,
-            })
-        } else {
-            // The main file first, then each include; in file order within each.
-            let order = |p: &Path| if p == path { 0 } else { 1 };
-            errors.sort_by(|a, b| {
-                (order(&a.path), &a.path, a.line, a.column).cmp(&(
-                    order(&b.path),
-                    &b.path,
-                    b.line,
-                    b.column,
-                ))
-            });
-            Err(ConfigErrors(errors))
+        // The audit trail names the configuration a run used: the main
+        // file and its includes, in order.
+        let mut hasher = Sha256::new();
+        hasher.update(text.as_bytes());
+        for (p, t) in &includes {
+            hasher.update(p.to_string_lossy().as_bytes());
+            hasher.update(t.as_bytes());
         }
+        let hash = hex::encode(&hasher.finalize()[..8]);
+        let config = Config {
+            path: path.to_path_buf(),
+            hash,
+            server,
+            plugins,
+            checks,
+            environments,
+            pipelines,
+        };
+        sort_errors(path, &mut errors);
+        (Some(config), ConfigErrors(errors))
     }
+}
+
+/// The main file's errors first, then each include's; in file order
+/// within each.
+pub fn sort_errors(path: &Path, errors: &mut [ConfigError]) {
+    let order = |p: &Path| if p == path { 0 } else { 1 };
+    errors.sort_by(|a, b| {
+        (order(&a.path), &a.path, a.line, a.column).cmp(&(
+            order(&b.path),
+            &b.path,
+            b.line,
+            b.column,
+        ))
+    });
 }
 
 fn check_log(

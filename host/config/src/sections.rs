@@ -33,7 +33,7 @@ use serde::Deserialize;
 use toml::Spanned;
 use toml::de::DeValue;
 
-use crate::error::ConfigError;
+use crate::error::{ConfigError, Location};
 use crate::interpolate::interpolate;
 use crate::refs::{PluginRef, Refs};
 use crate::source::Source;
@@ -97,6 +97,10 @@ pub struct EnvironmentConfig {
     pub strategy: PluginRef,
     /// The strategy table without `plugin`, as JSON: its parameters.
     pub strategy_params: serde_json::Value,
+    /// Where the strategy table is written.
+    pub strategy_at: Location,
+    /// Where each of its parameters is written, by name.
+    pub strategy_params_at: BTreeMap<String, Location>,
     pub analysis: AnalysisConfig,
     pub approval: Approval,
     pub require_different_approver: bool,
@@ -331,6 +335,57 @@ pub(crate) fn parse_checks(
     checks
 }
 
+/// Where each of `keys` is written as a key (`name =`) in the text of the
+/// table at `span`; a key not found there (a quoted one) is left out.
+fn param_locations<'k>(
+    src: &Source<'_>,
+    span: std::ops::Range<usize>,
+    keys: impl Iterator<Item = &'k String>,
+) -> BTreeMap<String, Location> {
+    let Some(text) = src.text.get(span.clone()) else {
+        return BTreeMap::new();
+    };
+    let at_key = |i: usize, key: &str| {
+        let before = text[..i].chars().next_back();
+        let after = text[i + key.len()..].trim_start_matches([' ', '\t']);
+        before.is_none_or(|c| matches!(c, '{' | ',' | ' ' | '\t' | '\n' | '\r'))
+            && after.starts_with('=')
+    };
+    keys.filter_map(|key| {
+        let offset = text
+            .match_indices(key.as_str())
+            .map(|(i, _)| i)
+            .find(|&i| at_key(i, key))?;
+        Some((key.clone(), src.location(span.start + offset)))
+    })
+    .collect()
+}
+
+impl EnvironmentConfig {
+    /// A problem the strategy's plugin found in its parameters, at the
+    /// parameter it names first (`steps[2]: ...`, `steps: ...`), or else at
+    /// the strategy table.
+    pub fn strategy_error(&self, problem: &str) -> crate::ConfigError {
+        let name: String = problem
+            .trim_start_matches('`')
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-'))
+            .collect();
+        let at = self
+            .strategy_params_at
+            .get(&name)
+            .unwrap_or(&self.strategy_at);
+        at.error(
+            format!(
+                "environment `{}`: plugin `{}` rejected its parameters: {problem}",
+                self.name,
+                self.strategy.name()
+            ),
+            None,
+        )
+    }
+}
+
 pub(crate) fn parse_environments(
     src: &Source<'_>,
     value: &Spanned<DeValue<'_>>,
@@ -387,6 +442,8 @@ pub(crate) fn parse_environments(
                 None
             }
         };
+        let strategy_at = src.location(raw.strategy.span().start);
+        let strategy_params_at = param_locations(src, raw.strategy.span(), params.keys());
         let mut strategy_params = serde_json::to_value(params).unwrap_or_default();
         let mut problems = Vec::new();
         interpolate(
@@ -563,6 +620,8 @@ pub(crate) fn parse_environments(
                 provider,
                 strategy,
                 strategy_params,
+                strategy_at,
+                strategy_params_at,
                 analysis,
                 approval,
                 require_different_approver: raw.require_different_approver,

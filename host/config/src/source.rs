@@ -29,6 +29,16 @@ impl<'a> Source<'a> {
         (line, column)
     }
 
+    /// The place of byte `offset`.
+    pub fn location(&self, offset: usize) -> crate::error::Location {
+        let (line, column) = self.line_col(offset);
+        crate::error::Location {
+            path: self.path.clone(),
+            line,
+            column,
+        }
+    }
+
     /// An error at `span`.
     pub fn error(&self, span: Range<usize>, message: String, hint: Option<String>) -> ConfigError {
         let (line, column) = self.line_col(span.start);

@@ -46,8 +46,41 @@ pub fn spawn(
     if let Some(dir) = workdir {
         cmd.current_dir(dir);
     }
+    end_with_host(&mut cmd);
     cmd.spawn()
 }
+
+/// Have the kernel kill the child (SIGKILL) when the thread that starts
+/// it ends: a host killed outright (SIGKILL, the OOM killer) cannot stop
+/// its instances itself, and an instance left running would keep its port
+/// and its release alive with no router in front of it. The supervisor
+/// starts instances from the async runtime's worker threads, which live as
+/// long as the host. Only the group's leader is told; what it forked is
+/// reaped by the next start from `state.json`. Linux only; elsewhere the
+/// next start reaps everything.
+#[cfg(target_os = "linux")]
+fn end_with_host(cmd: &mut Command) {
+    // SAFETY: getpid is async-signal-safe and runs before the fork.
+    let host = unsafe { libc::getpid() };
+    // SAFETY: the closure runs between fork and exec and calls only
+    // async-signal-safe functions (prctl, getppid).
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // The host died between the fork and the prctl: the signal
+            // will never come, so do not start at all.
+            if libc::getppid() != host {
+                return Err(io::Error::other("the host ended while starting it"));
+            }
+            Ok(())
+        });
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn end_with_host(_: &mut Command) {}
 
 /// Send `signal` to process group `pgid`; false when the group is gone.
 /// Refuses the groups that would hit the host itself or everything
@@ -201,6 +234,30 @@ mod tests {
             sleep(Duration::from_millis(20)).await;
         }
         assert!(!alive(grandchild));
+    }
+
+    /// A host killed outright takes its instances with it: the child's
+    /// leader is killed by the kernel when the thread that started it ends.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn an_instance_ends_with_the_thread_that_started_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("log");
+        let pid = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let child = rt.block_on(async { sh("sleep 300", &log) });
+            child.id().unwrap()
+        })
+        .join()
+        .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while alive(pid) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(!alive(pid), "pid {pid} outlived the thread that started it");
     }
 
     #[tokio::test]

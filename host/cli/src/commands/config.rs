@@ -1,18 +1,27 @@
 //! `rollcage config check`: validate a configuration and load every plugin
 //! it uses against its world, without starting anything. Strategy parameters
-//! are checked by the strategy plugins themselves (`validate`).
+//! are checked by the strategy plugins themselves (`validate`), for every
+//! environment that could be read even when others could not: their
+//! complaints are reported with the configuration's own errors, each at the
+//! parameter's `file:line:col`, so that one check shows everything to fix.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+
+use rollcage_config::{Config, sort_errors};
+use rollcage_core::PluginError;
 
 use super::BAD_INPUT;
 use crate::plugins::load_all;
 
 pub async fn check(path: &Path, cache_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
-    let config = match super::load_config(path) {
-        Ok(c) => c,
-        Err(code) => return Ok(code),
+    let (config, errors) = Config::load_partial(path, &crate::plugins::config_context());
+    crate::logging::init(config.as_ref().map(|c| &c.server.log), false);
+    let Some(config) = config else {
+        eprintln!("{errors}");
+        return Ok(ExitCode::from(BAD_INPUT));
     };
+    let mut config_errors = errors.0;
     let runtime = super::runtime_for(&config, cache_dir)?;
     let set = load_all(&runtime, &config, None);
     let mut problems = set.errors.clone();
@@ -20,16 +29,25 @@ pub async fn check(path: &Path, cache_dir: Option<PathBuf>) -> anyhow::Result<Ex
         let Some(strategy) = set.get(&env.strategy).and_then(|p| p.strategy()) else {
             continue;
         };
-        if let Err(e) = strategy.validate(&env.strategy_params.to_string()).await {
-            problems.push(format!("environment `{}`: {e}", env.name));
+        match strategy.validate(&env.strategy_params.to_string()).await {
+            Ok(()) => {}
+            Err(PluginError::InvalidParams { problems: each, .. }) => {
+                config_errors.extend(each.iter().map(|p| env.strategy_error(p)));
+            }
+            Err(e) => problems.push(format!("environment `{}`: {e}", env.name)),
         }
     }
+    sort_errors(&config.path, &mut config_errors);
     // A plugin's or strategy's message can quote a configured value.
+    for e in &config_errors {
+        eprintln!("{}", crate::logging::redact(&e.to_string()));
+    }
     for p in &problems {
         eprintln!("error: {}", crate::logging::redact(p));
     }
-    if !problems.is_empty() {
-        eprintln!("{} problem(s) in {}", problems.len(), path.display());
+    let total = config_errors.len() + problems.len();
+    if total > 0 {
+        eprintln!("{total} problem(s) in {}", path.display());
         return Ok(ExitCode::from(BAD_INPUT));
     }
     println!(
@@ -41,4 +59,41 @@ pub async fn check(path: &Path, cache_dir: Option<PathBuf>) -> anyhow::Result<Ex
         config.pipelines.len()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rollcage_config::ConfigError;
+
+    #[test]
+    fn strategy_problems_point_at_the_parameter_they_name() {
+        let text = "[environments.staging]\nprovider = \"static-provider\"\nstrategy = { plugin = \"canary\", steps = [50, 10] }\n";
+        let cx = rollcage_config::Context {
+            builtins: vec![
+                rollcage_config::KnownBuiltin {
+                    name: "canary",
+                    kind: rollcage_core::PluginKind::Strategy,
+                },
+                rollcage_config::KnownBuiltin {
+                    name: "static-provider",
+                    kind: rollcage_core::PluginKind::EnvironmentProvider,
+                },
+            ],
+            vars: Some(Default::default()),
+        };
+        let config = Config::parse(Path::new("r.toml"), text, &cx).unwrap();
+        let env = &config.environments["staging"];
+        let at = |e: ConfigError| format!("{}:{}", e.line, e.column);
+        assert_eq!(
+            at(env.strategy_error("steps[2]: weight 10 is below 50")),
+            "3:33"
+        );
+        assert_eq!(at(env.strategy_error("`steps`: missing")), "3:33");
+        assert_eq!(at(env.strategy_error("something is off")), "3:12");
+        assert_eq!(
+            env.strategy_error("steps[2]: x").to_string(),
+            "r.toml:3:33: error: environment `staging`: plugin `canary` rejected its parameters: steps[2]: x"
+        );
+    }
 }

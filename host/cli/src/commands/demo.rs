@@ -26,6 +26,7 @@ use super::run::whoami;
 use super::{load_config, progress};
 use crate::cli::{DemoArgs, Output};
 use crate::host::{Host, HostOptions};
+use crate::signals::Signals;
 
 /// The configuration the demo runs, the same file people copy.
 const CONFIG: &str = include_str!("../../../../examples/local/rollcage.toml");
@@ -58,7 +59,13 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         Ok(c) => c,
         Err(code) => return Ok(code),
     };
+    // A person reads the progress: the console notifier would repeat it.
+    if crate::logging::person_at_terminal() {
+        crate::logging::quiet_plugins(crate::host::console_notifiers(&config));
+    }
     println!("rollcage demo in {}", dir.display());
+    // Before anything is started: a stop asked for meanwhile is kept.
+    let mut signals = Signals::install().context("cannot install the signal handlers")?;
     let host = Host::start(
         config,
         HostOptions {
@@ -79,17 +86,20 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     );
 
     let outcome = tokio::select! {
-        r = deploy_all(&host) => Some(r),
-        _ = tokio::signal::ctrl_c() => None,
+        r = deploy_all(&host) => Ok(r),
+        stop = signals.recv() => Err(stop),
     };
     let counts = traffic.stop().await;
     dashboard.stop().await;
     host.shutdown().await;
     let results = match outcome {
-        Some(r) => r?,
-        None => {
-            eprintln!("interrupted: everything the demo started is stopped");
-            return Ok(ExitCode::from(130));
+        Ok(r) => r?,
+        Err(stop) => {
+            eprintln!(
+                "{}: everything the demo started is stopped",
+                stop.describe()
+            );
+            return Ok(stop.exit_code());
         }
     };
 

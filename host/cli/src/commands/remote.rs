@@ -101,11 +101,12 @@ async fn follow(client: &Client, id: &str, output: Output) -> anyhow::Result<Exi
             }
         }
     };
+    let mut signals = crate::signals::Signals::install()?;
     let followed = tokio::select! {
         r = client.follow(id, 0, print) => r,
-        _ = tokio::signal::ctrl_c() => {
-            eprintln!("stopped following; run {id} goes on on the server");
-            return Ok(ExitCode::from(130));
+        stop = signals.recv() => {
+            eprintln!("{}: stopped following; run {id} goes on on the server", stop.describe());
+            return Ok(stop.exit_code());
         }
     };
     if let Err(e) = followed {

@@ -13,12 +13,39 @@ use super::{bad_input, progress};
 use crate::cli::{Output, RunArgs};
 use crate::database::{Database, Location};
 use crate::host::{Host, HostOptions};
+use crate::signals::Signals;
 
-/// Who is at the keyboard.
+/// Who is at the keyboard: `--as`, else `USER` or `LOGNAME`, else the
+/// operating system's name of this process's user (`USER` is often unset
+/// in containers, cron jobs and CI runners).
 pub fn whoami(by: Option<String>) -> String {
-    by.or_else(|| std::env::var("USER").ok())
-        .filter(|s| !s.is_empty())
+    let set = |s: &String| !s.trim().is_empty();
+    by.filter(set)
+        .or_else(|| std::env::var("USER").ok().filter(set))
+        .or_else(|| std::env::var("LOGNAME").ok().filter(set))
+        .or_else(os_user_name)
         .unwrap_or_else(|| "unknown".into())
+}
+
+/// The user database's name for this process's user id (`getpwuid_r`).
+fn os_user_name() -> Option<String> {
+    // SAFETY: getuid takes nothing and cannot fail.
+    let uid = unsafe { libc::getuid() };
+    let mut buf = vec![0 as libc::c_char; 16 * 1024];
+    // SAFETY: passwd is plain data; getpwuid_r fills it with pointers into
+    // `buf`, which outlives every use of them below.
+    let mut entry: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut found: *mut libc::passwd = std::ptr::null_mut();
+    let rc = unsafe { libc::getpwuid_r(uid, &mut entry, buf.as_mut_ptr(), buf.len(), &mut found) };
+    if rc != 0 || found.is_null() || entry.pw_name.is_null() {
+        return None;
+    }
+    // SAFETY: pw_name points to a NUL-terminated string inside `buf`.
+    let name = unsafe { std::ffi::CStr::from_ptr(entry.pw_name) };
+    name.to_str()
+        .ok()
+        .filter(|n| !n.is_empty())
+        .map(str::to_string)
 }
 
 /// A run's `--param` pairs and `--notes` text.
@@ -62,6 +89,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         Ok(x) => x,
         Err(e) => return Ok(bad_input(e)),
     };
+    // A person reads the progress: the console notifier would repeat it.
+    if args.output == Output::Text && crate::logging::person_at_terminal() {
+        crate::logging::quiet_plugins(crate::host::console_notifiers(&config));
+    }
     let Some(pipeline) = config.pipelines.get(&args.pipeline) else {
         let names: Vec<&str> = config.pipelines.keys().map(String::as_str).collect();
         return Ok(bad_input(format!(
@@ -111,10 +142,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         cache_dir: args.host.cache_dir.clone(),
         ..HostOptions::default()
     };
+    // Before anything is started: a stop asked for meanwhile is kept.
+    let mut signals = Signals::install().context("cannot install the signal handlers")?;
     let host = match Host::start(config.clone(), options.clone()).await {
         Ok(host) => host,
         Err(e) if local_runtime_in_use(&e) => {
-            return queued(config, options, request, &args, &e).await;
+            return queued(config, options, request, &args, &e, &mut signals).await;
         }
         Err(e) => return Err(e),
     };
@@ -130,7 +163,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             return Ok(bad_input(e.to_string()));
         }
     };
-    drive(host, id, &args).await
+    drive(host, id, &args, &mut signals).await
 }
 
 /// Whether the host could not start because another process runs the
@@ -153,6 +186,7 @@ async fn queued(
     request: RunRequest,
     args: &RunArgs,
     why: &anyhow::Error,
+    signals: &mut Signals,
 ) -> anyhow::Result<ExitCode> {
     let store = crate::host::open_store(&config).await?;
     let stages = config.pipelines[&request.pipeline].stages.clone();
@@ -181,7 +215,14 @@ async fn queued(
         let run = store.run(&id).await?;
         if run.status.is_finished() || store.holder(&id).await?.is_some() {
             // Another host drives it (or has finished it): follow it there.
-            let (run, last) = progress::follow(&*store, &id, args.output, true).await?;
+            let followed = tokio::select! {
+                r = progress::follow(&*store, &id, args.output, true) => r,
+                stop = signals.recv() => {
+                    eprintln!("{}: stopped following run {id}; its host goes on with it", stop.describe());
+                    return Ok(stop.exit_code());
+                }
+            };
+            let (run, last) = followed?;
             if args.output == Output::Text {
                 progress::late_notifications(&*store, &id, last).await?;
                 println!("{}", progress::summary(&run));
@@ -189,17 +230,30 @@ async fn queued(
             return Ok(exit_code(run.status));
         }
         match Host::start(config.clone(), options.clone()).await {
-            Ok(host) => return drive(host, id, args).await,
+            Ok(host) => return drive(host, id, args, signals).await,
             Err(e) if local_runtime_in_use(&e) => {
-                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(std::time::Duration::from_millis(500)) => {}
+                    stop = signals.recv() => {
+                        eprintln!("{}: run {id} stays queued; `rollcage runs resume` starts it", stop.describe());
+                        return Ok(stop.exit_code());
+                    }
+                }
             }
             Err(e) => return Err(e),
         }
     }
 }
 
-/// Drive run `id` on `host` and follow it to its end.
-async fn drive(host: Host, id: String, args: &RunArgs) -> anyhow::Result<ExitCode> {
+/// Drive run `id` on `host` and follow it to its end, or until a stop
+/// signal: then the run is given up unfinished and the host's services
+/// stopped.
+async fn drive(
+    host: Host,
+    id: String,
+    args: &RunArgs,
+    signals: &mut Signals,
+) -> anyhow::Result<ExitCode> {
     let engine = host.engine.clone();
     let task = {
         let (engine, id) = (engine.clone(), id.clone());
@@ -207,19 +261,28 @@ async fn drive(host: Host, id: String, args: &RunArgs) -> anyhow::Result<ExitCod
     };
     let followed = tokio::select! {
         r = progress::follow(&**engine.store(), &id, args.output, true) => r,
-        _ = tokio::signal::ctrl_c() => {
+        stop = signals.recv() => {
             task.abort();
             // Another host (or `runs resume`) may take it over at once.
             engine.give_up(&id).await;
+            // It may have ended just before, unseen by the progress yet.
+            let ended = engine.store().run(&id).await.ok().filter(|r| r.status.is_finished());
             host.suspend().await;
-            eprintln!("interrupted: run {id} is unfinished; `rollcage runs resume` continues it");
-            return Ok(ExitCode::from(130));
+            match ended {
+                Some(run) => eprintln!("{}: {}", stop.describe(), progress::summary(&run)),
+                None => eprintln!("{}: run {id} is unfinished; `rollcage runs resume` continues it", stop.describe()),
+            }
+            return Ok(stop.exit_code());
         }
     };
     let result = task.await;
     // A one-off process: give the notifications a bounded time, and say
-    // what it leaves behind.
-    let left = host.settle_notifications().await;
+    // what it leaves behind. A stop signal ends the wait at once: they
+    // stay queued in the store for the next host.
+    let (left, stopped) = tokio::select! {
+        left = host.settle_notifications() => (left, None),
+        stop = signals.recv() => (host.pending_notifications(), Some(stop)),
+    };
     let queued = host.queued_notifications();
     host.suspend().await;
     let (run, last) = followed?;
@@ -238,6 +301,10 @@ async fn drive(host: Host, id: String, args: &RunArgs) -> anyhow::Result<ExitCod
     }
     if let Some(line) = left_queued(left, &queued) {
         eprintln!("{line}");
+    }
+    if let Some(stop) = stopped {
+        eprintln!("{}: stopped waiting for the notifications", stop.describe());
+        return Ok(stop.exit_code());
     }
     Ok(exit_code(status))
 }
@@ -422,6 +489,13 @@ async fn last_release(config: &rollcage_config::Config, pipeline: &str) -> Optio
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn who_is_at_the_keyboard() {
+        assert_eq!(whoami(Some("bob".into())), "bob");
+        // Whatever the environment says, a blank `--as` is no one.
+        assert_ne!(whoami(Some("  ".into())), "  ");
+    }
 
     #[test]
     fn only_undelivered_notifications_are_mentioned() {

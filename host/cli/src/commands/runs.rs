@@ -6,6 +6,8 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use anyhow::Context as _;
+
 use rollcage_engine::run::{Engine, EngineError};
 use rollcage_engine::stage::Decision;
 use rollcage_store::{HostIdentity, RunFilter, RunStatus, Store, StoreError};
@@ -15,6 +17,7 @@ use super::{bad_input, progress, remote};
 use crate::cli::{HostArgs, Output, RunsCommand};
 use crate::database::{Database, Location};
 use crate::host::{Host, HostOptions};
+use crate::signals::Signals;
 
 pub async fn run(command: RunsCommand) -> anyhow::Result<ExitCode> {
     match command {
@@ -277,6 +280,8 @@ async fn take_over(engine: &Engine, id: &str) -> Result<Option<RunStatus>, Engin
 }
 
 async fn resume(host: &HostArgs, output: Output) -> anyhow::Result<ExitCode> {
+    // Before anything is started: a stop asked for meanwhile is kept.
+    let mut signals = Signals::install().context("cannot install the signal handlers")?;
     let h = match start(host, true, true).await? {
         Ok(h) => h,
         Err(code) => return Ok(code),
@@ -293,7 +298,24 @@ async fn resume(host: &HostArgs, output: Output) -> anyhow::Result<ExitCode> {
         tasks.spawn(async move { (id.clone(), take_over(&engine, &id).await) });
     }
     let mut worst = ExitCode::SUCCESS;
-    while let Some(joined) = tasks.join_next().await {
+    loop {
+        let joined = tokio::select! {
+            joined = tasks.join_next() => match joined {
+                Some(joined) => joined,
+                None => break,
+            },
+            stop = signals.recv() => {
+                tasks.abort_all();
+                // Another host (or the next `runs resume`) may take them
+                // over at once.
+                for run in &unfinished {
+                    h.engine.give_up(&run.id).await;
+                }
+                h.suspend().await;
+                eprintln!("{}: the runs not finished stay unfinished; `rollcage runs resume` continues them", stop.describe());
+                return Ok(stop.exit_code());
+            }
+        };
         let (id, result) = joined?;
         let Some(status) = result? else {
             continue;
