@@ -246,6 +246,14 @@ impl RunDetail {
                         .unwrap_or_default(),
                 }),
                 "rollback-step" => stage.rollback.push(e.data.clone()),
+                // A rollback after promotion: the actions taken on the way
+                // back (its pauses and analyses are not waited for).
+                "restore-step" => {
+                    let action = e.data.get("action").cloned().unwrap_or(Value::Null);
+                    if !matches!(action["type"].as_str(), Some("pause" | "analyze")) {
+                        stage.rollback.push(action);
+                    }
+                }
                 "rolling-back" => stage.reason = str_of(&e.data, "reason"),
                 "awaiting-approval" => stage.status = "awaiting_approval".into(),
                 "approved" if stage.status == "awaiting_approval" => {

@@ -109,6 +109,7 @@ fn built(options: ApiOptions) -> World {
             refuse_when_busy: false,
             pre_jobs: vec![],
             post_jobs: vec![],
+            bake: None,
             notify: Dispatcher::default(),
         });
     }

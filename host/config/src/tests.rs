@@ -109,6 +109,7 @@ notify = ["console"]
 replicas = 3
 progress_deadline = "5m"
 jobs = { pre = [{ name = "migrate", command = ["./migrate", "--to", "latest"], timeout = "2m" }] }
+bake = { duration = "10m", interval = "1m" }
 
 [pipelines.api]
 stages = ["staging", "production"]
@@ -136,7 +137,13 @@ notify = ["console"]
         prod.pre_jobs[0].timeout,
         std::time::Duration::from_secs(120)
     );
+    // A bake watches with the analysis's checks unless it names its own.
+    let bake = prod.bake.as_ref().unwrap();
+    assert_eq!(bake.duration, std::time::Duration::from_secs(600));
+    assert_eq!(bake.interval, std::time::Duration::from_secs(60));
+    assert!(bake.checks.is_empty() && bake.failure_limit.is_none());
     assert_eq!(c.environments["staging"].replicas, 1);
+    assert!(c.environments["staging"].bake.is_none());
     assert_eq!(c.pipelines["api"].stages, ["staging", "production"]);
     assert_eq!(
         c.pipelines["api"].service["env"]["DATABASE"],

@@ -2,6 +2,7 @@
 //! `rollcage-core` traits, so its tests drive it with plain Rust fakes.
 //!
 //! * [`analysis`]: health-check analysis with Argo Rollouts' semantics;
+//! * [`bake`]: the promoted release watched before its stage ends;
 //! * [`breaker`]: a circuit breaker per plugin instance;
 //! * [`stats`]: per-plugin call counts, errors and latency;
 //! * [`preview`]: dry runs, the plan and rollback plan a strategy would follow;
@@ -16,6 +17,7 @@
 //!   capacity as they are queued or their host goes away.
 
 pub mod analysis;
+pub mod bake;
 pub mod breaker;
 /// Plain Rust fakes of the plugin traits, for tests of the engine and of
 /// what drives it (the API).

@@ -10,6 +10,7 @@ use super::*;
 use crate::fakes::{FakeProvider, PlanStrategy, apply, route, scripted};
 use rollcage_core::StepRecord;
 
+mod bake;
 mod positions;
 
 /// A notifier that remembers the kinds it was told of; given a gate, it
@@ -146,6 +147,7 @@ fn world_on(
             refuse_when_busy: false,
             pre_jobs: vec![],
             post_jobs: vec![],
+            bake: None,
             notify: Dispatcher::default(),
         });
     }
