@@ -116,11 +116,12 @@ impl Host {
         let local = if uses_local_runtime(&config) && !opts.without_local_runtime {
             let dir = local_state_dir(&config);
             Some(
-                LocalRuntime::start(LocalRuntimeOptions::new(&dir))
-                    .await
-                    .with_context(|| {
-                        format!("cannot start the local runtime in {}", dir.display())
-                    })?,
+                LocalRuntime::start(LocalRuntimeOptions {
+                    metrics_addr: config.server.local_metrics,
+                    ..LocalRuntimeOptions::new(&dir)
+                })
+                .await
+                .with_context(|| format!("cannot start the local runtime in {}", dir.display()))?,
             )
         } else {
             None

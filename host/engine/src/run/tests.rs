@@ -10,6 +10,7 @@ use super::*;
 use crate::fakes::{FakeProvider, PlanStrategy, apply, route, scripted};
 use rollcage_core::StepRecord;
 
+mod alerts;
 mod bake;
 mod positions;
 
