@@ -30,6 +30,11 @@ use crate::stage::{Decision, Stage, StageEvent, StageResult, StageRun, StageSink
 /// the fallback).
 const LOCK_RETRY: Duration = Duration::from_secs(1);
 
+/// How often a rollback after promotion looks whether the previous
+/// release's instances are ready (at most; the environment's own poll when
+/// that is shorter).
+const RESTORE_READINESS_POLL: Duration = Duration::from_millis(50);
+
 /// What a gate lets happen next.
 pub(crate) enum Flow {
     /// On to the next gate.
@@ -803,7 +808,10 @@ impl RunDriver<'_> {
             .filter(|e| e.kind == "restore-step" && e.stage.as_deref() == Some(name))
             .filter_map(|e| serde_json::from_value(e.data.clone()).ok())
             .collect();
-        let plan = Self::plan(stage);
+        let mut plan = Self::plan(stage);
+        // Every poll the way back waits for is time the bad release keeps
+        // its traffic.
+        plan.readiness_poll = plan.readiness_poll.min(RESTORE_READINESS_POLL);
         let mut sink = StoreSink {
             engine: self.engine,
             held: self.held,
