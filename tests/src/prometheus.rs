@@ -36,7 +36,9 @@ pub fn tool(name: &str, test: &str) -> Option<String> {
             panic!("`{name}` is not installed; .ci/run installs it with apt-get")
         }
         _ => {
-            eprintln!("SKIPPED {test}: no `{name}` binary (apt-get install prometheus)");
+            eprintln!(
+                "SKIPPED {test}: no `{name}` binary (apt-get install prometheus prometheus-alertmanager)"
+            );
             None
         }
     }
