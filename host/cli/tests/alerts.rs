@@ -6,7 +6,9 @@
 //! `SlowResponses` rules (examples/prometheus/rollback-alerts.yaml, with
 //! the test's short windows); the demo service's error rate rises after
 //! its release was promoted; the alert fires, Alertmanager calls the
-//! host's webhook with its token, and the host rolls the release back.
+//! host's webhook with its token, and the host rolls the release back: a
+//! release promoted a little earlier by a new run, a release still baking
+//! in the run that promoted it.
 //! Without the binaries the test prints SKIPPED, except in CI (`CI=true`),
 //! where it fails.
 
@@ -52,7 +54,12 @@ fn a_firing_alert_after_promotion_rolls_the_release_back() {
     let dir = tempfile::tempdir().unwrap();
     let cache = tempfile::tempdir().unwrap();
     let (ci, ci_block) = token("ci", "deployer", &[], cache.path());
-    let (am, am_block) = token("alertmanager", "alerts", &["staging"], cache.path());
+    let (am, am_block) = token(
+        "alertmanager",
+        "alerts",
+        &["staging", "production"],
+        cache.path(),
+    );
     let metrics_port = free_port();
     let cfg = dir.path().join("rollcage.toml");
     std::fs::write(
@@ -81,9 +88,21 @@ analysis = {{ checks = ["healthz"], interval = "1s" }}
 replicas = 2
 progress_deadline = "30s"
 
+[environments.production]
+provider = "local"
+strategy = {{ plugin = "canary", steps = [50, 100] }}
+analysis = {{ checks = ["healthz"], interval = "1s" }}
+bake = {{ duration = "40s", interval = "5s", checks = ["healthz"] }}
+replicas = 2
+progress_deadline = "30s"
+
 [pipelines.web]
 stages = ["staging"]
 service = {{ command = ["${{ROLLCAGE_EXE}}", "demo-service", "--port", "{{port}}"], env = {{ VERSION = "{{release}}", RELEASE_ERROR_RATES = "1.2.0=0.5", ERRORS_AFTER_MS = "10000" }} }}
+
+[pipelines.api]
+stages = ["production"]
+service = {{ command = ["${{ROLLCAGE_EXE}}", "demo-service", "--port", "{{port}}"], env = {{ VERSION = "{{release}}", RELEASE_ERROR_RATES = "1.2.0=0.5", ERRORS_AFTER_MS = "6000" }} }}
 
 [alerts]
 after_promotion = "10m"
@@ -98,8 +117,9 @@ alertnames = ["HighErrorRate", "SlowResponses"]
     let port = server.port;
 
     // Alertmanager posts to the host with its token; Prometheus scrapes
-    // the router (the job labels it with the environment) and sends
-    // alerts to Alertmanager.
+    // the router (the local runtime names a service `<environment>-<its
+    // name>`: the environment label comes from there) and sends alerts to
+    // Alertmanager.
     let alertmanager = Alertmanager::start(
         &alertmanager_bin,
         &format!("{}/v1/hooks/alertmanager", server.url()),
@@ -118,7 +138,7 @@ alertnames = ["HighErrorRate", "SlowResponses"]
         &prometheus_bin,
         &format!(
             "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
-             scrape_configs:\n  - job_name: router\n    static_configs:\n      - targets: ['127.0.0.1:{metrics_port}']\n        labels:\n          environment: staging\n\
+             scrape_configs:\n  - job_name: router\n    static_configs:\n      - targets: ['127.0.0.1:{metrics_port}']\n    metric_relabel_configs:\n      - source_labels: [service]\n        regex: '(staging|production)-.*'\n        target_label: environment\n\
              rule_files:\n  - '{}'\n\
              alerting:\n  alertmanagers:\n    - static_configs:\n        - targets: ['127.0.0.1:{}']\n",
             rules_file.display(),
@@ -126,18 +146,21 @@ alertnames = ["HighErrorRate", "SlowResponses"]
         ),
     );
 
-    let start = |release: &str| {
+    let start_in = |pipeline: &str, release: &str| {
         let (status, body) = http(
             port,
             "POST",
             "/v1/runs",
             Some(&ci),
             &[],
-            Some(&format!(r#"{{"pipeline": "web", "release": "{release}"}}"#)),
+            Some(&format!(
+                r#"{{"pipeline": "{pipeline}", "release": "{release}"}}"#
+            )),
         );
         assert_eq!(status, 202, "{body}");
         json(&body)["id"].as_str().unwrap().to_string()
     };
+    let start = |release: &str| start_in("web", release);
     let finished = |id: &str| {
         until(port, &format!("/v1/runs/{id}"), &ci, "the run's end", |v| {
             !matches!(
@@ -152,17 +175,27 @@ alertnames = ["HighErrorRate", "SlowResponses"]
     assert_eq!(finished(&start("1.0.0")), "succeeded");
 
     // Traffic through the router, as users would send it.
-    let state: Value = serde_json::from_str(
-        &std::fs::read_to_string(dir.path().join(".rollcage-local/state.json")).unwrap(),
-    )
-    .unwrap();
-    let front = state["services"][0]["front"].as_str().unwrap().to_string();
-    let stop = Arc::new(AtomicBool::new(false));
-    let traffic = {
-        let (stop, front) = (stop.clone(), front.clone());
-        std::thread::spawn(move || {
+    let state = || -> Value {
+        serde_json::from_str(
+            &std::fs::read_to_string(dir.path().join(".rollcage-local/state.json")).unwrap(),
+        )
+        .unwrap()
+    };
+    let service = |state: &Value, name: &str| -> Value {
+        state["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == name)
+            .unwrap_or_else(|| panic!("no service {name}: {state}"))
+            .clone()
+    };
+    let traffic = |front: String| {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let traffic = std::thread::spawn(move || {
             let port: u16 = front.rsplit(':').next().unwrap().parse().unwrap();
-            while !stop.load(Ordering::Relaxed) {
+            while !stopped.load(Ordering::Relaxed) {
                 if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
                     use std::io::{Read, Write};
                     let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
@@ -171,8 +204,15 @@ alertnames = ["HighErrorRate", "SlowResponses"]
                 }
                 std::thread::sleep(Duration::from_millis(20));
             }
-        })
+        });
+        (stop, traffic)
     };
+    let (stop, web_traffic) = traffic(
+        service(&state(), "staging-web")["front"]
+            .as_str()
+            .unwrap()
+            .to_string(),
+    );
 
     // 1.2.0 is healthy while its canary runs, and is promoted; ten
     // seconds after its instances started, half its answers are errors.
@@ -211,7 +251,7 @@ alertnames = ["HighErrorRate", "SlowResponses"]
         .to_string();
     assert_eq!(finished(&rollback), "succeeded");
     stop.store(true, Ordering::Relaxed);
-    traffic.join().unwrap();
+    web_traffic.join().unwrap();
 
     // The alert is in the audit trail with what it did.
     let audit = until(port, "/v1/audit", &ci, "the alert's audit line", |v| {
@@ -234,15 +274,51 @@ alertnames = ["HighErrorRate", "SlowResponses"]
     let (status, _) = http(port, "GET", "/v1/runs", Some(&am), &[], None);
     assert_eq!(status, 403);
 
-    let state: Value = serde_json::from_str(
-        &std::fs::read_to_string(dir.path().join(".rollcage-local/state.json")).unwrap(),
-    )
-    .unwrap();
-    let slots: Vec<&str> = state["services"][0]["slots"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["release"].as_str().unwrap())
-        .collect();
-    assert_eq!(slots, ["1.0.0"], "{state}");
+    let slots = |name: &str| -> Vec<String> {
+        service(&state(), name)["slots"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["release"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(slots("staging-web"), ["1.0.0"]);
+
+    // In production releases bake for 40 s: 1.2.0 goes bad while it
+    // bakes, and the alert rolls it back in the run that promoted it.
+    assert_eq!(finished(&start_in("api", "1.0.0")), "succeeded");
+    let (stop, api_traffic) = traffic(
+        service(&state(), "production-api")["front"]
+            .as_str()
+            .unwrap()
+            .to_string(),
+    );
+    let baking = start_in("api", "1.2.0");
+    assert_eq!(finished(&baking), "rolled_back");
+    stop.store(true, Ordering::Relaxed);
+    api_traffic.join().unwrap();
+    let (_, body) = http(
+        port,
+        "GET",
+        &format!("/v1/runs/{baking}"),
+        Some(&ci),
+        &[],
+        None,
+    );
+    let run = json(&body);
+    assert_eq!(
+        run["run"]["reason"], "aborted by alert `HighErrorRate` during the bake",
+        "{run}"
+    );
+    assert_eq!(slots("production-api"), ["1.0.0"]);
+    let (_, audit) = http(port, "GET", "/v1/audit", Some(&ci), &[], None);
+    let audit = json(&audit);
+    assert!(
+        audit["entries"].as_array().unwrap().iter().any(|a| {
+            a["action"] == "alert"
+                && a["detail"]["outcome"] == "aborted"
+                && a["run_id"] == baking.as_str()
+        }),
+        "{audit}"
+    );
 }
