@@ -2,8 +2,10 @@
 //! by this crate's build script, for tests that need components that the
 //! first-party plugins are not (a misbehaving one, a fake provider); and
 //! [`stub`], a loopback HTTP server that stands in for remote services;
-//! [`prometheus`], a real Prometheus server for tests.
+//! [`prometheus`] and [`alertmanager`], a real Prometheus server and a
+//! real Alertmanager for tests.
 
+pub mod alertmanager;
 pub mod prometheus;
 pub mod stub;
 

@@ -36,13 +36,16 @@ pub fn tool(name: &str, test: &str) -> Option<String> {
             panic!("`{name}` is not installed; .ci/run installs it with apt-get")
         }
         _ => {
-            eprintln!("SKIPPED {test}: no `{name}` binary (apt-get install prometheus)");
+            eprintln!(
+                "SKIPPED {test}: no `{name}` binary (apt-get install prometheus prometheus-alertmanager)"
+            );
             None
         }
     }
 }
 
-fn free_port() -> u16 {
+/// A free loopback port.
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -54,8 +57,6 @@ impl Prometheus {
     /// Start `bin` scraping `target` (`host:port`, path `/metrics`), with
     /// `rules` loaded.
     pub fn start(bin: &str, target: &str, rules: &[PathBuf]) -> Prometheus {
-        let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("prometheus.yml");
         let mut text = format!(
             "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: target\n    static_configs:\n      - targets: ['{target}']\n"
         );
@@ -65,9 +66,20 @@ impl Prometheus {
                 text.push_str(&format!("  - '{}'\n", r.display()));
             }
         }
+        Prometheus::start_with(bin, &text)
+    }
+
+    /// Start `bin` with this whole `prometheus.yml`.
+    pub fn start_with(bin: &str, text: &str) -> Prometheus {
+        use std::os::unix::process::CommandExt;
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("prometheus.yml");
         std::fs::write(&config, text).unwrap();
         let port = free_port();
         let child = Command::new(bin)
+            // Its own process group: a signal to the test's group
+            // (a terminal's Ctrl-C) does not race its cleanup.
+            .process_group(0)
             .arg(format!("--config.file={}", config.display()))
             .arg(format!(
                 "--storage.tsdb.path={}",

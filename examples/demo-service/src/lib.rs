@@ -4,7 +4,9 @@
 //!
 //! * `GET /` → 200 `{"release": "1.2.0", "instance": <pid>}`, or, with
 //!   probability `ERROR_RATE`, 500 `{"error": "injected failure", "release": "1.2.0"}`;
-//!   either after `EXTRA_LATENCY_MS`.
+//!   either after `EXTRA_LATENCY_MS`. With `ERRORS_AFTER_MS`, the failures
+//!   begin only that long after the instance started (a release that goes
+//!   bad once it is promoted).
 //! * `GET /healthz` → 200 `{"status": "ok", "release": "1.2.0"}`, always and at once.
 //!
 //! It listens on `127.0.0.1:<--port>` and stops gracefully on SIGTERM or
@@ -39,6 +41,9 @@ pub struct Settings {
     pub error_rate: f64,
     /// Delay before answering `/`, in milliseconds (`EXTRA_LATENCY_MS`, default 0).
     pub extra_latency_ms: u64,
+    /// Failures begin this many milliseconds after start (`ERRORS_AFTER_MS`,
+    /// default 0: at once).
+    pub errors_after_ms: u64,
 }
 
 impl Settings {
@@ -140,17 +145,26 @@ impl Settings {
             })?,
         };
 
+        let errors_after_ms = match var("ERRORS_AFTER_MS") {
+            None => 0,
+            Some(value) => value.trim().parse::<u64>().map_err(|_| {
+                format!("ERRORS_AFTER_MS must be a whole number of milliseconds, not `{value}`")
+            })?,
+        };
+
         Ok(Settings {
             port,
             release,
             error_rate,
             extra_latency_ms,
+            errors_after_ms,
         })
     }
 }
 
 struct App {
     settings: Settings,
+    started: std::time::Instant,
     instance: u32,
     requests: AtomicU64,
     random: RandomState,
@@ -160,7 +174,9 @@ impl App {
     /// Whether this request gets the injected failure.
     fn fails(&self) -> bool {
         let rate = self.settings.error_rate;
-        if rate <= 0.0 {
+        if rate <= 0.0
+            || self.started.elapsed() < Duration::from_millis(self.settings.errors_after_ms)
+        {
             return false;
         }
         if rate >= 1.0 {
@@ -177,6 +193,7 @@ impl App {
 pub fn router(settings: Settings) -> Router {
     let app = Arc::new(App {
         settings,
+        started: std::time::Instant::now(),
         instance: std::process::id(),
         requests: AtomicU64::new(0),
         random: RandomState::new(),
@@ -276,6 +293,32 @@ mod tests {
     }
 
     #[test]
+    fn failures_can_wait_until_the_instance_has_run_a_while() {
+        let app = |errors_after_ms| App {
+            settings: Settings {
+                port: 1,
+                release: "1.2.0".into(),
+                error_rate: 1.0,
+                extra_latency_ms: 0,
+                errors_after_ms,
+            },
+            started: std::time::Instant::now(),
+            instance: 1,
+            requests: AtomicU64::new(0),
+            random: RandomState::new(),
+        };
+        assert!(app(0).fails());
+        assert!(!app(60_000).fails());
+        assert_eq!(
+            parse(&[("ERRORS_AFTER_MS", "8000")], &["--port", "1"])
+                .unwrap()
+                .errors_after_ms,
+            8000
+        );
+        assert!(parse(&[("ERRORS_AFTER_MS", "8s")], &["--port", "1"]).is_err());
+    }
+
+    #[test]
     fn settings_come_from_args_and_env() {
         assert_eq!(
             parse(&[], &["--port", "8080"]).unwrap(),
@@ -283,7 +326,8 @@ mod tests {
                 port: 8080,
                 release: "dev".into(),
                 error_rate: 0.0,
-                extra_latency_ms: 0
+                extra_latency_ms: 0,
+                errors_after_ms: 0
             }
         );
         let s = parse(

@@ -16,6 +16,7 @@ fn settings(error_rate: f64) -> Settings {
         release: "1.2.0".into(),
         error_rate,
         extra_latency_ms: 0,
+        errors_after_ms: 0,
     }
 }
 

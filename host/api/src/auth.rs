@@ -18,6 +18,8 @@ pub enum Role {
     Deployer,
     /// Read; approve and abort runs in its environments.
     Approver,
+    /// Only `POST /v1/hooks/alertmanager`: alerts on its environments.
+    Alerts,
     /// Everything, everywhere.
     Admin,
 }
@@ -28,6 +30,7 @@ impl Role {
             Role::Viewer => "viewer",
             Role::Deployer => "deployer",
             Role::Approver => "approver",
+            Role::Alerts => "alerts",
             Role::Admin => "admin",
         }
     }
@@ -79,6 +82,8 @@ pub struct Principal {
 pub enum Permission {
     Deploy,
     Decide,
+    /// Send alerts (the environments they act in are checked per alert).
+    Alert,
 }
 
 impl Principal {
@@ -87,12 +92,15 @@ impl Principal {
     pub fn require(&self, what: Permission, environments: &[String]) -> Result<(), ApiError> {
         let role_ok = match (self.role, what) {
             (Role::Admin, _) => return Ok(()),
-            (Role::Deployer, Permission::Deploy) | (Role::Approver, Permission::Decide) => true,
+            (Role::Deployer, Permission::Deploy)
+            | (Role::Approver, Permission::Decide)
+            | (Role::Alerts, Permission::Alert) => true,
             _ => false,
         };
         let needed = match what {
             Permission::Deploy => "deployer",
             Permission::Decide => "approver",
+            Permission::Alert => "alerts",
         };
         if !role_ok {
             return Err(ApiError::new(

@@ -39,6 +39,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
+use rollcage_engine::alerts::AlertRules;
 use rollcage_engine::breaker::Breaker;
 use rollcage_engine::run::Engine;
 use rollcage_engine::scheduler::Scheduler;
@@ -136,6 +137,8 @@ pub(crate) struct AppState {
     stopping: watch::Sender<bool>,
     /// The dashboard's sessions and its own rate limit on sign-ins.
     ui: ui::UiState,
+    /// What alerts from Alertmanager act on (`[alerts]`).
+    alert_rules: std::sync::OnceLock<AlertRules>,
 }
 
 /// The API over one engine.
@@ -164,8 +167,16 @@ impl Api {
                 metrics: metrics::Metrics::default(),
                 scheduler: std::sync::OnceLock::new(),
                 stopping: watch::channel(false).0,
+                alert_rules: std::sync::OnceLock::new(),
             }),
         }
+    }
+
+    /// What alerts posted to `/v1/hooks/alertmanager` act on; without
+    /// it, every alert is ignored (and audited). Set once.
+    pub fn with_alert_rules(self, rules: AlertRules) -> Api {
+        let _ = self.state.alert_rules.set(rules);
+        self
     }
 
     /// Every route.
@@ -264,6 +275,10 @@ impl AppState {
 
     /// A run was just queued: have this host's scheduler look for it (a
     /// host without room leaves it to another).
+    fn alert_rules(&self) -> AlertRules {
+        self.alert_rules.get().cloned().unwrap_or_default()
+    }
+
     fn queued(&self) {
         if let Some(s) = self.scheduler.get() {
             s.wake();
@@ -344,6 +359,18 @@ async fn authenticate(
             ),
         )
         .with_retry_after(secs)
+        .into_response();
+    }
+    // A token for Alertmanager sends alerts and reads nothing.
+    if principal.role == Role::Alerts && req.uri().path() != "/v1/hooks/alertmanager" {
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!(
+                "token `{}` has role alerts: it may only POST /v1/hooks/alertmanager",
+                principal.name
+            ),
+        )
         .into_response();
     }
     req.extensions_mut().insert(principal);

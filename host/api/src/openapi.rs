@@ -20,13 +20,13 @@ use crate::views::*;
     paths(
         start_run, list_runs, get_run, run_events, approve_run, abort_run, retry_run,
         rollback_run, list_environments, get_environment, list_plugins, list_audit,
-        healthz, readyz, metrics
+        alertmanager, healthz, readyz, metrics
     ),
     components(schemas(
         StartRun, RollbackRun, RunView, RunPage, RunDetail, StageView, StepView,
         AnalysisView, NotificationView, DecisionView, EventView, EnvironmentView,
         ServiceView, SlotView, PluginView, CallView, AuditView, AuditPage, Health,
-        ErrorBody, ErrorDetail
+        ErrorBody, ErrorDetail, AlertmanagerPayload, AlertmanagerAlert
     )),
     modifiers(&Bearer, &Errors)
 )]

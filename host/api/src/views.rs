@@ -246,6 +246,14 @@ impl RunDetail {
                         .unwrap_or_default(),
                 }),
                 "rollback-step" => stage.rollback.push(e.data.clone()),
+                // A rollback after promotion: the actions taken on the way
+                // back (its pauses and analyses are not waited for).
+                "restore-step" => {
+                    let action = e.data.get("action").cloned().unwrap_or(Value::Null);
+                    if !matches!(action["type"].as_str(), Some("pause" | "analyze")) {
+                        stage.rollback.push(action);
+                    }
+                }
                 "rolling-back" => stage.reason = str_of(&e.data, "reason"),
                 "awaiting-approval" => stage.status = "awaiting_approval".into(),
                 "approved" if stage.status == "awaiting_approval" => {
@@ -397,4 +405,65 @@ pub struct ErrorDetail {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Object, required = false)]
     pub details: Option<Value>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rollcage_store::{NewRun, RunStatus};
+    use serde_json::json;
+
+    #[test]
+    fn a_rollback_after_promotion_shows_its_actions_but_not_its_skipped_waits() {
+        let run = Run {
+            id: "r1".into(),
+            run: NewRun {
+                pipeline: "web".into(),
+                release: "1.2.0".into(),
+                notes: None,
+                params: vec![],
+                stages: vec!["production".into()],
+                started_by: "ci".into(),
+                config_hash: "h".into(),
+            },
+            status: RunStatus::RolledBack,
+            stage: Some("production".into()),
+            reason: Some("bake: check `root` failed".into()),
+            created_ms: 1,
+            updated_ms: 9,
+        };
+        let route = json!({"type": "route", "weights": [{"slot": "1.0.0", "weight": 100}]});
+        let analyze = json!({"type": "analyze", "checks": [], "slot": "1.0.0"});
+        let entry = |seq: u64, kind: &str, data: Value| Event {
+            seq,
+            at_ms: seq,
+            kind: kind.into(),
+            stage: Some("production".into()),
+            data,
+            epoch: 1,
+        };
+        let log = [
+            entry(
+                1,
+                "rolling-back",
+                json!({"reason": "bake: check `root` failed", "after_promotion": true, "to": "1.0.0"}),
+            ),
+            entry(
+                2,
+                "restore-step",
+                json!({"action": analyze, "outcome": "analysis_passed"}),
+            ),
+            entry(3, "restore-step", json!({"action": route, "outcome": "ok"})),
+            entry(
+                4,
+                "stage-finished",
+                json!({"result": "rolled_back", "reason": "bake: check `root` failed"}),
+            ),
+        ];
+        let d = RunDetail::build(&run, &log);
+        let stage = &d.stages[0];
+        assert_eq!(stage.status, "rolled_back");
+        assert_eq!(stage.reason.as_deref(), Some("bake: check `root` failed"));
+        assert_eq!(stage.rollback, [route]);
+    }
 }

@@ -109,6 +109,7 @@ fn built(options: ApiOptions) -> World {
             refuse_when_busy: false,
             pre_jobs: vec![],
             post_jobs: vec![],
+            bake: None,
             notify: Dispatcher::default(),
         });
     }
@@ -147,6 +148,7 @@ fn built(options: ApiOptions) -> World {
         token("bob", Role::Approver, &["production"]),
         token("sam", Role::Approver, &["staging"]),
         token("dora", Role::Deployer, &["production"]),
+        token("am", Role::Alerts, &[]),
     ]);
     let plugins = vec![PluginEntry {
         id: "error-rate".into(),
@@ -317,6 +319,55 @@ async fn requests_without_a_valid_token_are_401_and_wrong_roles_403() {
             "{path}"
         );
     }
+}
+
+#[tokio::test]
+async fn the_alertmanager_hook_takes_alerts_only_from_its_role_and_audits_each() {
+    let w = world(generous());
+    let payload = |version: &str| {
+        json!({
+            "version": version, "groupKey": "{}:{alertname=\"HighErrorRate\"}", "truncatedAlerts": 0,
+            "status": "firing", "receiver": "rollcage", "groupLabels": {}, "commonLabels": {},
+            "commonAnnotations": {}, "externalURL": "http://alertmanager:9093",
+            "alerts": [{
+                "status": "firing",
+                "labels": {"alertname": "HighErrorRate", "environment": "production"},
+                "annotations": {"summary": "High error rate detected"},
+                "startsAt": "2026-11-30T20:00:00Z", "endsAt": "0001-01-01T00:00:00Z",
+                "generatorURL": "http://prometheus:9090/graph", "fingerprint": "a4b6b9b2747748b3"
+            }]
+        })
+        .to_string()
+    };
+    let hook = "/v1/hooks/alertmanager";
+    // A deployer does not send alerts; an alerts token reads nothing.
+    let r = call(&w.router, "POST", hook, Some("ci"), Some(&payload("4"))).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text);
+    assert!(r.text.contains("this needs alerts or admin"), "{}", r.text);
+    let r = call(&w.router, "GET", "/v1/runs", Some("am"), None).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text);
+    let r = call(&w.router, "POST", hook, Some("am"), Some(&payload("3"))).await;
+    assert_eq!(
+        (r.status, r.code()),
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unsupported_version".into()
+        )
+    );
+    // Without [alerts] matchers the alert is ignored, and audited.
+    let r = call(&w.router, "POST", hook, Some("am"), Some(&payload("4"))).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json()["alerts"][0]["outcome"], "ignored");
+    let audit = call(&w.router, "GET", "/v1/audit", Some("viewer"), None)
+        .await
+        .json();
+    let entry = &audit["entries"][0];
+    assert_eq!(
+        (&entry["actor"], &entry["action"]),
+        (&json!("am"), &json!("alert"))
+    );
+    assert_eq!(entry["detail"]["fingerprint"], "a4b6b9b2747748b3");
+    assert_eq!(entry["detail"]["matched"], false);
 }
 
 #[tokio::test]
@@ -1286,6 +1337,7 @@ async fn metrics_count_requests_by_route_template_and_the_document_lists_every_r
         "/v1/audit",
         "/v1/environments",
         "/v1/environments/{name}",
+        "/v1/hooks/alertmanager",
         "/v1/plugins",
         "/v1/runs",
         "/v1/runs/{id}",

@@ -81,6 +81,7 @@ fn world(options: ApiOptions) -> World {
             refuse_when_busy: false,
             pre_jobs: vec![],
             post_jobs: vec![],
+            bake: None,
             notify: Dispatcher::default(),
         });
     }
@@ -110,6 +111,7 @@ fn world(options: ApiOptions) -> World {
         token("viewer", Role::Viewer),
         token("alice", Role::Admin),
         token("bob", Role::Approver),
+        token("alertmanager", Role::Alerts),
     ]);
     let plugins = vec![PluginEntry {
         id: "error-rate".into(),
@@ -379,6 +381,24 @@ async fn pages_need_a_session_and_sign_in_brings_the_person_back() {
             "{actions:?}"
         );
     }
+}
+
+/// Alertmanager's token sends alerts and reads nothing: the dashboard
+/// refuses it as `/v1` does, and says why.
+#[tokio::test]
+async fn an_alerts_token_cannot_sign_in() {
+    let w = world(options());
+    let r = post(
+        &w.router,
+        "/ui/login",
+        None,
+        &[("token", "rc_alertmanager"), ("next", "/ui/runs")],
+        "same-origin",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text);
+    assert!(!r.headers.contains_key(header::SET_COOKIE));
+    assert!(r.text.contains("role alerts"), "{}", r.text);
 }
 
 #[tokio::test]

@@ -14,7 +14,7 @@
 //! printing), `machine` (what it ran on), `report` (`BENCHMARKS.md`),
 //! `loadgen` (HTTP load and SSE), `child` (hidden child modes), and one
 //! module per item: `plugins` (1, 2), `load` (3), `scale` (4), `api` (5),
-//! `router` (6).
+//! `router` (6), `rollback` (7).
 
 mod api;
 mod child;
@@ -23,6 +23,7 @@ mod loadgen;
 mod machine;
 mod plugins;
 mod report;
+mod rollback;
 mod router;
 mod scale;
 mod stats;
@@ -39,7 +40,7 @@ const USAGE: &str = "usage: rollcage-bench [--quick] [--only 1,2,...] [--out PAT
 
   --quick      a short smoke run (fewer samples, smaller scales); prints only
   --only LIST  only these items (1 plugins, 2 sandbox overhead, 3 component load,
-               4 engine scale, 5 API, 6 router); prints only
+               4 engine scale, 5 API, 6 router, 7 rollback speed); prints only
   --out PATH   also write the report here (a full run writes BENCHMARKS.md at
                the repository's root)";
 
@@ -63,10 +64,10 @@ impl Options {
                     let mut set = BTreeSet::new();
                     for n in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
                         match n.parse::<u8>() {
-                            Ok(n @ 1..=6) => {
+                            Ok(n @ 1..=7) => {
                                 set.insert(n);
                             }
-                            _ => return Err(format!("--only: `{n}` is not an item from 1 to 6")),
+                            _ => return Err(format!("--only: `{n}` is not an item from 1 to 7")),
                         }
                     }
                     o.only = Some(set);
@@ -234,6 +235,14 @@ async fn run(options: Options, args: Vec<String>) -> ExitCode {
         println!("\nitem 6: router...");
         show(router::run(quick, work.path()).await, &mut sections);
     }
+    if options.wants(7) {
+        println!("\nitem 7: rollback speed...");
+        let path = work.path().to_path_buf();
+        let section = tokio::task::spawn_blocking(move || rollback::run(quick, &path))
+            .await
+            .unwrap_or_else(|e| report::Section::failed(7, "Rollback", &e.to_string()));
+        show(section, &mut sections);
+    }
 
     let took = started.elapsed().as_secs();
     let mut extra = vec![format!(
@@ -296,7 +305,8 @@ mod tests {
         let only = Options::parse(&args("--only 1,3 --out /tmp/b.md")).unwrap();
         assert!(only.wants(3) && !only.wants(2));
         assert_eq!(only.report_path(), Some(PathBuf::from("/tmp/b.md")));
-        assert!(Options::parse(&args("--only 7")).is_err());
+        assert!(Options::parse(&args("--only 7")).unwrap().wants(7));
+        assert!(Options::parse(&args("--only 8")).is_err());
         assert!(Options::parse(&args("--bogus")).is_err());
     }
 }

@@ -272,6 +272,7 @@ pub fn fake_environment(
         refuse_when_busy: false,
         pre_jobs: vec![],
         post_jobs: vec![],
+        bake: None,
         notify: Dispatcher::default(),
     }
 }

@@ -121,6 +121,8 @@ pub enum TokenRoleArg {
     Viewer,
     Deployer,
     Approver,
+    /// For Prometheus Alertmanager: only `POST /v1/hooks/alertmanager`.
+    Alerts,
     Admin,
 }
 

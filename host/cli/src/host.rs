@@ -19,6 +19,7 @@ use rollcage_config::{Approval, Concurrency, Config, PluginRef, WindowPolicy};
 use rollcage_core::Redactor;
 use rollcage_core::{Job, Notifier, PluginId};
 use rollcage_engine::analysis::AnalysisSpec;
+use rollcage_engine::bake::BakeSpec;
 use rollcage_engine::breaker::{self, Breaker, BreakerConfig};
 use rollcage_engine::run::{Engine, EnvironmentPlan, PipelinePlan};
 use rollcage_local::{LocalRuntime, LocalRuntimeOptions};
@@ -115,11 +116,12 @@ impl Host {
         let local = if uses_local_runtime(&config) && !opts.without_local_runtime {
             let dir = local_state_dir(&config);
             Some(
-                LocalRuntime::start(LocalRuntimeOptions::new(&dir))
-                    .await
-                    .with_context(|| {
-                        format!("cannot start the local runtime in {}", dir.display())
-                    })?,
+                LocalRuntime::start(LocalRuntimeOptions {
+                    metrics_addr: config.server.local_metrics,
+                    ..LocalRuntimeOptions::new(&dir)
+                })
+                .await
+                .with_context(|| format!("cannot start the local runtime in {}", dir.display()))?,
             )
         } else {
             None
@@ -534,6 +536,14 @@ fn assemble(
             refuse_when_busy: env.concurrency == Concurrency::Refuse,
             pre_jobs: jobs(&env.pre_jobs),
             post_jobs: jobs(&env.post_jobs),
+            bake: env.bake.as_ref().map(|b| BakeSpec {
+                duration: b.duration,
+                interval: b.interval,
+                checks: b.checks.iter().map(|c| c.to_string()).collect(),
+                failure_limit: b.failure_limit.unwrap_or(a.failure_limit),
+                inconclusive_limit: a.inconclusive_limit,
+                consecutive_error_limit: a.consecutive_error_limit,
+            }),
             notify: notifiers(&env.notify)?,
         });
     }

@@ -7,6 +7,7 @@
 //! This crate knows nothing of wasm: it describes plugins, it does not load
 //! them.
 
+mod alerts;
 mod error;
 pub mod interpolate;
 mod plugins;
@@ -23,6 +24,7 @@ use rollcage_core::{PluginId, PluginKind};
 use toml::Spanned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 
+pub use alerts::{AlertMatcher, AlertsConfig, Place};
 pub use error::{ConfigError, ConfigErrors, Location};
 pub use plugins::{BreakerSettings, ComponentRef, LimitsConfig, PluginConfig};
 pub use refs::PluginRef;
@@ -111,6 +113,10 @@ pub struct ServerConfig {
     /// host with room.
     #[serde(default = "default_max_active_runs")]
     pub max_active_runs: NonZeroU32,
+    /// Where the local runtime serves its router's metrics (`GET /metrics`,
+    /// for Prometheus to scrape); a free loopback port when absent.
+    #[serde(default)]
+    pub local_metrics: Option<std::net::SocketAddr>,
     /// `[server.api]`: the HTTP API's limits (read on its own, so that its
     /// errors and the tokens' are reported with the rest of `[server]`'s).
     #[serde(skip)]
@@ -288,6 +294,9 @@ pub enum TokenRole {
     Deployer,
     /// Read, and approve and abort runs in its environments.
     Approver,
+    /// Only `POST /v1/hooks/alertmanager` (Prometheus Alertmanager), for
+    /// alerts on its environments.
+    Alerts,
     /// Everything, everywhere.
     Admin,
 }
@@ -322,6 +331,7 @@ impl Default for ServerConfig {
             notify_queue: default_notify_queue(),
             lease: default_lease(),
             max_active_runs: default_max_active_runs(),
+            local_metrics: None,
             api: ApiConfig::default(),
             tokens: BTreeMap::new(),
         }
@@ -345,6 +355,8 @@ pub struct Config {
     pub environments: BTreeMap<String, EnvironmentConfig>,
     /// `[pipelines.<name>]`.
     pub pipelines: BTreeMap<String, PipelineConfig>,
+    /// `[alerts]`: what Alertmanager's alerts act on.
+    pub alerts: AlertsConfig,
 }
 
 const SECTIONS: &[&str] = &[
@@ -354,6 +366,7 @@ const SECTIONS: &[&str] = &[
     "checks",
     "environments",
     "pipelines",
+    "alerts",
 ];
 const INCLUDED_SECTIONS: &[&str] = &["checks", "environments"];
 
@@ -435,7 +448,7 @@ impl Config {
                 }
                 "plugins" => plugins = plugins::parse(&src, value, cx, &vars, &mut errors),
                 "include" => includes = read_includes(&src, value, &mut errors),
-                "checks" | "environments" | "pipelines" => {}
+                "checks" | "environments" | "pipelines" | "alerts" => {}
                 other => errors.push(src.error(
                     key.span(),
                     format!("unknown section `{other}`"),
@@ -517,6 +530,10 @@ impl Config {
             pipelines =
                 sections::parse_pipelines(&src, value, &refs, &environment_names, &mut errors);
         }
+        let alerts = match root.get_ref().get("alerts") {
+            Some(value) => alerts::parse(&src, value, &environment_names, &mut errors),
+            None => AlertsConfig::default(),
+        };
         server.api = server_api.unwrap_or_default();
         server.tokens = server_tokens;
         if let Some(value) = root.get_ref().get("server") {
@@ -539,6 +556,7 @@ impl Config {
             checks,
             environments,
             pipelines,
+            alerts,
         };
         sort_errors(path, &mut errors);
         (Some(config), ConfigErrors(errors))
@@ -660,7 +678,7 @@ fn check_tokens(
         let unlimited = match token.role {
             TokenRole::Viewer => Some("viewer"),
             TokenRole::Admin => Some("admin"),
-            TokenRole::Deployer | TokenRole::Approver => None,
+            TokenRole::Deployer | TokenRole::Approver | TokenRole::Alerts => None,
         };
         if let Some(role) = unlimited
             && !token.environments.is_empty()

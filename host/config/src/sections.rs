@@ -18,6 +18,7 @@
 //! progress_deadline = "10m"
 //! concurrency = "queue"                     # or "refuse": one run per environment at a time
 //! jobs = { pre = [{ name = "migrate", command = ["./migrate"], timeout = "5m" }], post = [] }
+//! bake = { duration = "10m", interval = "1m", checks = ["error-rate"] }   # watch after promotion
 //!
 //! [pipelines.api]
 //! stages = ["staging", "production"]
@@ -80,6 +81,17 @@ pub struct AnalysisConfig {
     pub consecutive_error_limit: u32,
 }
 
+/// `bake = { ... }` of an environment: the promoted release is watched for
+/// `duration`, measured every `interval` by `checks` (the analysis's checks
+/// when empty), with the analysis's limits unless `failure_limit` is given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BakeConfig {
+    pub duration: Duration,
+    pub interval: Duration,
+    pub checks: Vec<PluginId>,
+    pub failure_limit: Option<u32>,
+}
+
 /// A one-off job (migration, smoke test).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobConfig {
@@ -112,6 +124,8 @@ pub struct EnvironmentConfig {
     pub concurrency: Concurrency,
     pub pre_jobs: Vec<JobConfig>,
     pub post_jobs: Vec<JobConfig>,
+    /// Watch the promoted release before the stage ends.
+    pub bake: Option<BakeConfig>,
 }
 
 /// A validated `[pipelines.<name>]`.
@@ -149,6 +163,18 @@ struct RawAnalysis {
     inconclusive_limit: Option<u32>,
     #[serde(default)]
     consecutive_error_limit: Option<u32>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBake {
+    duration: Spanned<String>,
+    #[serde(default)]
+    interval: Option<Spanned<String>>,
+    #[serde(default)]
+    checks: Vec<Spanned<String>>,
+    #[serde(default)]
+    failure_limit: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -196,6 +222,8 @@ struct RawEnvironment {
     concurrency: Option<Spanned<String>>,
     #[serde(default)]
     jobs: Option<RawJobs>,
+    #[serde(default)]
+    bake: Option<Spanned<RawBake>>,
 }
 
 #[derive(Deserialize)]
@@ -466,30 +494,34 @@ pub(crate) fn parse_environments(
             inconclusive_limit: None,
             consecutive_error_limit: None,
         });
-        let mut analysis_checks = Vec::new();
-        for c in &a.checks {
-            match c
-                .get_ref()
-                .parse::<PluginId>()
-                .ok()
-                .filter(|id| checks.contains_key(id))
-            {
-                Some(id) => analysis_checks.push(id),
-                None => {
-                    let known: Vec<String> = checks.keys().map(|k| k.to_string()).collect();
-                    err(
-                        errors,
-                        c.span(),
-                        format!("analysis names unknown check `{}`", c.get_ref()),
-                        Some(if known.is_empty() {
-                            "declare it in [checks.<id>]".into()
-                        } else {
-                            format!("the checks are: {}", known.join(", "))
-                        }),
-                    );
+        let known_checks = |key: &str, names: &[Spanned<String>], errors: &mut Vec<ConfigError>| {
+            let mut ids = Vec::new();
+            for c in names {
+                match c
+                    .get_ref()
+                    .parse::<PluginId>()
+                    .ok()
+                    .filter(|id| checks.contains_key(id))
+                {
+                    Some(id) => ids.push(id),
+                    None => {
+                        let known: Vec<String> = checks.keys().map(|k| k.to_string()).collect();
+                        err(
+                            errors,
+                            c.span(),
+                            format!("{key} names unknown check `{}`", c.get_ref()),
+                            Some(if known.is_empty() {
+                                "declare it in [checks.<id>]".into()
+                            } else {
+                                format!("the checks are: {}", known.join(", "))
+                            }),
+                        );
+                    }
                 }
             }
-        }
+            ids
+        };
+        let analysis_checks = known_checks("analysis", &a.checks, errors);
         let analysis = AnalysisConfig {
             checks: analysis_checks,
             interval: duration(
@@ -511,6 +543,57 @@ pub(crate) fn parse_environments(
             inconclusive_limit: a.inconclusive_limit.unwrap_or(0),
             consecutive_error_limit: a.consecutive_error_limit.unwrap_or(4),
         };
+
+        let bake = raw.bake.as_ref().map(|b| {
+            let span = b.span();
+            let b = b.get_ref();
+            let bake = BakeConfig {
+                duration: duration(
+                    src,
+                    &format!("{what}: bake.duration"),
+                    &Some(b.duration.clone()),
+                    Duration::ZERO,
+                    errors,
+                ),
+                interval: duration(
+                    src,
+                    &format!("{what}: bake.interval"),
+                    &b.interval,
+                    analysis.interval,
+                    errors,
+                ),
+                checks: known_checks("bake", &b.checks, errors),
+                failure_limit: b.failure_limit,
+            };
+            if bake.duration.is_zero() {
+                err(
+                    errors,
+                    b.duration.span(),
+                    "bake.duration must be longer than 0 s".into(),
+                    Some("leave `bake` out to end the stage at promotion".into()),
+                );
+            } else if bake.interval.is_zero() || bake.interval > bake.duration {
+                err(
+                    errors,
+                    b.interval.as_ref().map_or(span.clone(), |i| i.span()),
+                    format!(
+                        "bake.interval ({} s) must be over 0 s and at most bake.duration ({} s)",
+                        bake.interval.as_secs_f64(),
+                        bake.duration.as_secs_f64()
+                    ),
+                    None,
+                );
+            }
+            if b.checks.is_empty() && analysis.checks.is_empty() {
+                err(
+                    errors,
+                    span,
+                    "bake has no checks to watch with".into(),
+                    Some("give it `checks = [\"<check>\"]` or give the environment's analysis checks".into()),
+                );
+            }
+            bake
+        });
 
         let approval = choice(
             src,
@@ -633,6 +716,7 @@ pub(crate) fn parse_environments(
                 concurrency,
                 pre_jobs,
                 post_jobs,
+                bake,
             },
         );
     }

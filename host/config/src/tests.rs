@@ -109,6 +109,7 @@ notify = ["console"]
 replicas = 3
 progress_deadline = "5m"
 jobs = { pre = [{ name = "migrate", command = ["./migrate", "--to", "latest"], timeout = "2m" }] }
+bake = { duration = "10m", interval = "1m" }
 
 [pipelines.api]
 stages = ["staging", "production"]
@@ -136,7 +137,13 @@ notify = ["console"]
         prod.pre_jobs[0].timeout,
         std::time::Duration::from_secs(120)
     );
+    // A bake watches with the analysis's checks unless it names its own.
+    let bake = prod.bake.as_ref().unwrap();
+    assert_eq!(bake.duration, std::time::Duration::from_secs(600));
+    assert_eq!(bake.interval, std::time::Duration::from_secs(60));
+    assert!(bake.checks.is_empty() && bake.failure_limit.is_none());
     assert_eq!(c.environments["staging"].replicas, 1);
+    assert!(c.environments["staging"].bake.is_none());
     assert_eq!(c.pipelines["api"].stages, ["staging", "production"]);
     assert_eq!(
         c.pipelines["api"].service["env"]["DATABASE"],
@@ -242,4 +249,49 @@ tls_ca = { secret = "CLUSTER_CA" }
     assert!(err.contains("rollcage.toml:4:10"), "{err}");
     assert!(!err.contains("c2VjcmV0"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn alerts_map_to_environments_by_label_or_by_name() {
+    let text = r##"
+[server]
+local_metrics = "127.0.0.1:9464"
+
+[environments.production]
+provider = "local"
+strategy = { plugin = "canary" }
+
+[alerts]
+after_promotion = "30m"
+
+[[alerts.matchers]]
+alertnames = ["HighErrorRate", "SlowResponses"]
+labels = { severity = "critical" }
+
+[[alerts.matchers]]
+environment = "production"
+service_label = "job"
+"##;
+    let c = Config::parse(Path::new("rollcage.toml"), text, &cx()).unwrap();
+    assert_eq!(
+        c.server.local_metrics,
+        Some("127.0.0.1:9464".parse().unwrap())
+    );
+    assert_eq!(
+        c.alerts.after_promotion,
+        std::time::Duration::from_secs(1800)
+    );
+    let [by_label, by_name] = c.alerts.matchers.as_slice() else {
+        panic!("{:?}", c.alerts.matchers)
+    };
+    assert_eq!(by_label.alertnames, ["HighErrorRate", "SlowResponses"]);
+    assert_eq!(by_label.labels["severity"], "critical");
+    // The environment from the `environment` label, any service: the defaults.
+    assert_eq!(by_label.environment, Place::Label("environment".into()));
+    assert_eq!(by_label.service, None);
+    assert_eq!(by_name.environment, Place::Fixed("production".into()));
+    assert_eq!(by_name.service, Some(Place::Label("job".into())));
+    // Without [alerts], no alert acts on anything.
+    let c = Config::parse(Path::new("rollcage.toml"), "", &cx()).unwrap();
+    assert_eq!(c.alerts, AlertsConfig::default());
 }

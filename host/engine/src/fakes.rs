@@ -81,6 +81,8 @@ pub struct FakeProvider {
     pub never_ready: Vec<String>,
     /// Every job run, in order.
     pub jobs: Mutex<Vec<Job>>,
+    /// Jobs by name that exit with 1.
+    pub failing_jobs: Vec<String>,
 }
 
 impl FakeProvider {
@@ -98,6 +100,7 @@ impl FakeProvider {
             }]),
             never_ready: vec![],
             jobs: Mutex::default(),
+            failing_jobs: vec![],
         }
     }
 
@@ -163,9 +166,10 @@ impl EnvironmentProvider for FakeProvider {
     }
     async fn run_job(&self, _t: &Target, job: &Job) -> Result<JobResult, PluginError> {
         self.jobs.lock().unwrap().push(job.clone());
+        let failing = self.failing_jobs.contains(&job.name);
         Ok(JobResult {
-            exit_code: 0,
-            output: String::new(),
+            exit_code: i32::from(failing),
+            output: if failing { "smoke test failed" } else { "" }.into(),
         })
     }
 }
@@ -197,6 +201,63 @@ impl Strategy for PlanStrategy {
     }
     async fn rollback(&self, _state: &DeployState) -> Result<Vec<Action>, PluginError> {
         Ok(self.rollback.clone())
+    }
+}
+
+/// A canary that plans from the releases it is given, as the real ones
+/// do: one slot per version, half the traffic, an analysis, then all of
+/// it, and the stable slot removed. Rollback: all traffic back to stable.
+pub struct VersionStrategy {
+    pub id: PluginId,
+}
+
+impl VersionStrategy {
+    pub fn plan(state: &DeployState) -> Vec<Action> {
+        let new = state.release.version.as_str();
+        match state.stable.as_ref().map(|s| s.version.as_str()) {
+            Some(stable) if stable != new => vec![
+                apply(new, new, 1),
+                route(&[(new, 50), (stable, 50)]),
+                Action::Analyze(AnalysisRequest {
+                    checks: vec![],
+                    slot: new.into(),
+                }),
+                apply(new, new, state.replicas),
+                route(&[(new, 100)]),
+                Action::RemoveSlot {
+                    slot: stable.into(),
+                },
+            ],
+            _ => vec![apply(new, new, state.replicas), route(&[(new, 100)])],
+        }
+    }
+}
+
+impl Plugin for VersionStrategy {
+    fn id(&self) -> &PluginId {
+        &self.id
+    }
+}
+
+#[async_trait]
+impl Strategy for VersionStrategy {
+    async fn validate(&self, _p: &str) -> Result<(), PluginError> {
+        Ok(())
+    }
+    async fn decide(&self, state: &DeployState) -> Result<Action, PluginError> {
+        Ok(Self::plan(state)
+            .get(state.history.len())
+            .cloned()
+            .unwrap_or(Action::Done))
+    }
+    async fn rollback(&self, state: &DeployState) -> Result<Vec<Action>, PluginError> {
+        let new = state.release.version.as_str();
+        let mut plan = Vec::new();
+        if let Some(stable) = &state.stable {
+            plan.push(route(&[(stable.version.as_str(), 100)]));
+        }
+        plan.push(Action::RemoveSlot { slot: new.into() });
+        Ok(plan)
     }
 }
 

@@ -1,6 +1,10 @@
 //! A run driven through its stages, one gate at a time. Each stage passes
 //! the same gates in order: begin, environment lock, window, approval,
-//! prepare, pre-deploy jobs, strategy, post-deploy jobs, finish. A gate is
+//! prepare, pre-deploy jobs, strategy, bake, post-deploy jobs, finish. A
+//! bake or a post-deploy job that fails after promotion takes the stage
+//! back to the release live before it (restore), without the slot the
+//! promotion removed: the previous release is deployed again the way the
+//! strategy deploys any release. A gate is
 //! small and resumable on its own: it reads what the run's log says it did
 //! already (a restarted host skips what is done) and either lets the stage
 //! go on ([`Flow::Next`]) or ends the run ([`Flow::End`]). Every write is
@@ -10,20 +14,26 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rollcage_core::{EventKind, Job, Release, StepRecord, Target};
+use rollcage_core::{CheckTarget, EventKind, HealthCheck, Job, Release, StepRecord, Target};
 use rollcage_store::{EnvLock, Event, Run, RunStatus, Wake};
 use serde_json::json;
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
+use crate::bake::{self, Mark};
 use crate::lease::Held;
 use crate::run::{Engine, EngineError, EnvironmentPlan, Notify, PipelinePlan, StoreSink, run_jobs};
-use crate::stage::{Decision, Stage, StageResult, StageRun};
+use crate::stage::{Decision, Stage, StageEvent, StageResult, StageRun, StageSink};
 
 /// How often a run waiting for an environment looks again when nothing
 /// woke it (another host's unlock is heard through the store; this is
 /// the fallback).
 const LOCK_RETRY: Duration = Duration::from_secs(1);
+
+/// How often a rollback after promotion looks whether the previous
+/// release's instances are ready (at most; the environment's own poll when
+/// that is shorter).
+const RESTORE_READINESS_POLL: Duration = Duration::from_millis(50);
 
 /// What a gate lets happen next.
 pub(crate) enum Flow {
@@ -52,6 +62,16 @@ struct StageGates<'s> {
     target: Target,
     /// The release live before the stage, once `prepare` read it.
     stable: Option<Release>,
+    /// The release a failure after promotion goes back to: the last one
+    /// the store saw succeed here, else `stable`; read once by `prepare`.
+    previous: Option<Release>,
+}
+
+/// Whether a promoted release stays.
+enum Kept {
+    Yes,
+    /// No: roll back to the previous release, for this reason.
+    Revert(String),
 }
 
 impl RunDriver<'_> {
@@ -177,6 +197,7 @@ impl RunDriver<'_> {
                 },
                 env,
                 stable: None,
+                previous: None,
             };
             if self.has("stage-finished", Some(&name)) {
                 // Finished before a crash that came before its unlock.
@@ -231,9 +252,64 @@ impl RunDriver<'_> {
                 return Ok(Flow::End(status));
             }
         }
-        let result = self.strategy(stage).await?;
-        let result = self.post_jobs(stage, result).await?;
+        // A stage whose log goes past its strategy was promoted already.
+        let result = if self.promoted(stage.name) {
+            StageResult::Succeeded
+        } else {
+            self.strategy(stage).await?
+        };
+        if result != StageResult::Succeeded {
+            return self.conclude(stage, result).await;
+        }
+        let kept = match self.reverting(stage.name) {
+            Some(reason) => Kept::Revert(reason),
+            None => match self.bake(stage).await? {
+                Kept::Yes => self.post_jobs(stage).await?,
+                revert => revert,
+            },
+        };
+        let result = match kept {
+            Kept::Yes => StageResult::Succeeded,
+            Kept::Revert(reason) => self.restore(stage, reason).await?,
+        };
         self.conclude(stage, result).await
+    }
+
+    /// The strategy of this stage promoted the release: the log has
+    /// what comes after it.
+    fn promoted(&self, name: &str) -> bool {
+        self.has("bake-started", Some(name))
+            || self.has("post-jobs-done", Some(name))
+            || self.reverting(name).is_some()
+    }
+
+    /// Why the stage is rolling back after promotion, if it is.
+    fn reverting(&self, name: &str) -> Option<String> {
+        self.log
+            .iter()
+            .find(|e| {
+                e.kind == "rolling-back"
+                    && e.stage.as_deref() == Some(name)
+                    && e.data["after_promotion"] == true
+            })
+            .map(|e| e.data["reason"].as_str().unwrap_or_default().to_string())
+    }
+
+    /// The stage's environment as the stage loop works with it.
+    fn plan(stage: &StageGates<'_>) -> Stage {
+        let env = &stage.env;
+        Stage {
+            target: stage.target.clone(),
+            provider: env.provider.clone(),
+            strategy: env.strategy.clone(),
+            checks: env.checks.clone(),
+            default_checks: env.default_checks.clone(),
+            analysis: env.analysis,
+            progress_deadline: env.progress_deadline,
+            readiness_poll: env.readiness_poll,
+            params: env.strategy_params.clone(),
+            replicas: env.replicas,
+        }
     }
 
     /// The run's summary names the stage from the moment it begins
@@ -381,6 +457,11 @@ impl RunDriver<'_> {
             .find(|e| e.kind == "stage-started" && e.stage.as_deref() == Some(stage.name))
         {
             stage.stable = e.data["stable"].as_str().map(Release::new);
+            stage.previous = e.data["previous"]
+                .as_str()
+                .or(e.data["stable"].as_str())
+                .filter(|v| *v != self.release.version)
+                .map(Release::new);
             return Ok(Flow::Next);
         }
         self.may_act().await?;
@@ -394,8 +475,14 @@ impl RunDriver<'_> {
                 .max_by_key(|w| w.weight)
                 .and_then(|w| s.slot(&w.slot).map(|slot| slot.release.clone()))
         });
-        self.append("stage-started", Some(stage.name), json!({"stable": stable}))
-            .await?;
+        let previous = self.previous_release(stage.name).await?.or(stable.clone());
+        let previous = previous.filter(|v| *v != self.release.version);
+        self.append(
+            "stage-started",
+            Some(stage.name),
+            json!({"stable": stable, "previous": previous}),
+        )
+        .await?;
         self.tell(
             stage,
             EventKind::StageStarted,
@@ -403,7 +490,29 @@ impl RunDriver<'_> {
         )
         .await?;
         stage.stable = stable.map(Release::new);
+        stage.previous = previous.map(Release::new);
         Ok(Flow::Next)
+    }
+
+    /// The release of the pipeline's last successful run through
+    /// `environment` before this one, other than this run's.
+    async fn previous_release(&self, environment: &str) -> Result<Option<String>, EngineError> {
+        let earlier = self
+            .engine
+            .store()
+            .list_runs(&rollcage_store::RunFilter {
+                pipeline: Some(self.run.run.pipeline.clone()),
+                environment: Some(environment.to_string()),
+                status: Some(RunStatus::Succeeded),
+                before: Some(self.run.id.clone()),
+                limit: 50,
+                ..Default::default()
+            })
+            .await?;
+        Ok(earlier
+            .into_iter()
+            .map(|r| r.run.release)
+            .find(|r| *r != self.release.version))
     }
 
     async fn pre_jobs(&self, stage: &StageGates<'_>) -> Result<Flow, EngineError> {
@@ -442,18 +551,7 @@ impl RunDriver<'_> {
             .filter(|e| e.kind == "intent")
             .map(|e| e.at_ms);
         let env = &stage.env;
-        let plan = Stage {
-            target: stage.target.clone(),
-            provider: env.provider.clone(),
-            strategy: env.strategy.clone(),
-            checks: env.checks.clone(),
-            default_checks: env.default_checks.clone(),
-            analysis: env.analysis,
-            progress_deadline: env.progress_deadline,
-            readiness_poll: env.readiness_poll,
-            params: env.strategy_params.clone(),
-            replicas: env.replicas,
-        };
+        let plan = Self::plan(stage);
         let mut sink = StoreSink {
             engine: self.engine,
             held: self.held,
@@ -461,6 +559,7 @@ impl RunDriver<'_> {
             ctx: &self.ctx,
             pipeline_notify: &self.pipeline.notify,
             env_notify: &env.notify,
+            restoring: false,
         };
         let (result, _) = StageRun {
             stage: &plan,
@@ -478,27 +577,276 @@ impl RunDriver<'_> {
         Ok(result)
     }
 
-    async fn post_jobs(
-        &self,
-        stage: &StageGates<'_>,
-        result: StageResult,
-    ) -> Result<StageResult, EngineError> {
-        if result != StageResult::Succeeded || stage.env.post_jobs.is_empty() {
-            return Ok(result);
+    /// The post-deploy jobs (smoke tests), once; one that fails sends the
+    /// promoted release back.
+    async fn post_jobs(&self, stage: &StageGates<'_>) -> Result<Kept, EngineError> {
+        if stage.env.post_jobs.is_empty() || self.has("post-jobs-done", Some(stage.name)) {
+            return Ok(Kept::Yes);
         }
         self.may_act().await?;
-        Ok(
-            match run_jobs(
-                &*stage.env.provider,
-                &stage.target,
-                &with_release(&stage.env.post_jobs, &self.release),
+        let jobs = with_release(&stage.env.post_jobs, &self.release);
+        if let Err(reason) = run_jobs(&*stage.env.provider, &stage.target, &jobs).await {
+            return Ok(Kept::Revert(format!("after promotion, {reason}")));
+        }
+        self.append("post-jobs-done", Some(stage.name), json!({}))
+            .await?;
+        Ok(Kept::Yes)
+    }
+
+    /// Watch the promoted release for the environment's bake (see
+    /// [`crate::bake`]), from where the log says it is.
+    async fn bake(&mut self, stage: &StageGates<'_>) -> Result<Kept, EngineError> {
+        let Some(spec) = stage.env.bake.clone() else {
+            return Ok(Kept::Yes);
+        };
+        let name = stage.name;
+        if self.has("bake-finished", Some(name)) {
+            return Ok(Kept::Yes);
+        }
+        let ids = if spec.checks.is_empty() {
+            stage.env.default_checks.clone()
+        } else {
+            spec.checks.clone()
+        };
+        let mut checks: Vec<Arc<dyn HealthCheck>> = Vec::new();
+        for id in &ids {
+            match stage.env.checks.get(id) {
+                Some(c) => checks.push(c.clone()),
+                None => return Ok(Kept::Revert(format!("bake names unknown check `{id}`"))),
+            }
+        }
+        let started_ms = match self
+            .log
+            .iter()
+            .find(|e| e.kind == "bake-started" && e.stage.as_deref() == Some(name))
+        {
+            Some(e) => e.at_ms,
+            None => {
+                let now = crate::unix_ms();
+                self.append(
+                    "bake-started",
+                    Some(name),
+                    json!({
+                        "release": self.release.version,
+                        "duration_ms": spec.duration.as_millis() as u64,
+                        "interval_ms": spec.interval.as_millis() as u64,
+                        "checks": ids,
+                    }),
+                )
+                .await?;
+                now
+            }
+        };
+        let mut rounds: Vec<Vec<Mark>> = self
+            .log
+            .iter()
+            .filter(|e| e.kind == "bake-tick" && e.stage.as_deref() == Some(name))
+            .filter_map(|e| serde_json::from_value(e.data["marks"].clone()).ok())
+            .collect();
+        if let Some(reason) = bake::judge(&spec, &rounds) {
+            return Ok(Kept::Revert(reason));
+        }
+        for n in (rounds.len() as u32 + 1)..=spec.rounds() {
+            let due_ms = started_ms + spec.due(n).as_millis() as u64;
+            let wait = Duration::from_millis(due_ms.saturating_sub(crate::unix_ms()));
+            if let Some(by) = self.abort_within(wait).await {
+                return Ok(Kept::Revert(format!("aborted by {by} during the bake")));
+            }
+            self.may_act().await?;
+            let (target, taken) = self.measure(stage, &checks).await;
+            let marks: Vec<Mark> = taken
+                .iter()
+                .map(|t| match &t.result {
+                    Ok(m) => Mark {
+                        check: t.check.to_string(),
+                        verdict: Some(m.verdict),
+                        detail: m.detail.clone(),
+                    },
+                    Err(e) => Mark {
+                        check: t.check.to_string(),
+                        verdict: None,
+                        detail: e.clone(),
+                    },
+                })
+                .collect();
+            self.append(
+                "bake-tick",
+                Some(name),
+                json!({"round": n, "slot": target.slot, "marks": marks}),
             )
-            .await
-            {
-                Ok(()) => StageResult::Succeeded,
-                Err(reason) => StageResult::Failed { reason },
+            .await?;
+            rounds.push(marks);
+            let failed = bake::judge(&spec, &rounds);
+            // The round is also an analysis, shown and notified as one.
+            let outcome = match &failed {
+                Some(reason) => crate::analysis::Outcome::Failed(reason.clone()),
+                None => crate::analysis::Outcome::Passed,
+            };
+            self.sink(stage, false)
+                .emit(StageEvent::Analysis(crate::analysis::Report {
+                    outcome,
+                    measurements: taken,
+                }))
+                .await;
+            if let Some(reason) = failed {
+                return Ok(Kept::Revert(reason));
+            }
+        }
+        self.append("bake-finished", Some(name), json!({"result": "passed"}))
+            .await?;
+        Ok(Kept::Yes)
+    }
+
+    /// Wait `wait`; the name of whoever aborted the run meanwhile, if
+    /// someone did (a person, or a firing alert).
+    async fn abort_within(&mut self, wait: Duration) -> Option<String> {
+        let sleep = tokio::time::sleep(wait);
+        tokio::pin!(sleep);
+        let mut open = true;
+        loop {
+            tokio::select! {
+                () = &mut sleep => return None,
+                d = self.decisions.recv(), if open => match d {
+                    Some(Decision::Abort { by }) => return Some(by),
+                    // Nothing waits for an approval here.
+                    Some(Decision::Approve { .. }) => {}
+                    None => open = false,
+                },
+            }
+        }
+    }
+
+    /// One round of the bake's measurements of the promoted release.
+    async fn measure(
+        &self,
+        stage: &StageGates<'_>,
+        checks: &[Arc<dyn HealthCheck>],
+    ) -> (CheckTarget, Vec<crate::analysis::Taken>) {
+        let status = stage.env.provider.status(&stage.target).await;
+        let slot = status.as_ref().ok().and_then(|s| {
+            s.slots
+                .iter()
+                .find(|slot| slot.release == self.release.version)
+        });
+        let target = CheckTarget {
+            environment: stage.name.to_string(),
+            slot: slot.map(|s| s.name.clone()).unwrap_or_default(),
+            release: self.release.version.clone(),
+            endpoints: slot.map(|s| s.endpoints.clone()).unwrap_or_default(),
+        };
+        let mut tasks = tokio::task::JoinSet::new();
+        for (i, check) in checks.iter().enumerate() {
+            let (check, target) = (check.clone(), target.clone());
+            tasks.spawn(async move {
+                let result = check.check(&target).await.map_err(|e| e.to_string());
+                (i, check.id().clone(), result, check.threshold())
+            });
+        }
+        let mut taken = Vec::new();
+        while let Some(joined) = tasks.join_next().await {
+            if let Ok(t) = joined {
+                taken.push(t);
+            }
+        }
+        taken.sort_by_key(|(i, _, _, _)| *i);
+        let taken = taken
+            .into_iter()
+            .map(|(_, check, result, threshold)| crate::analysis::Taken {
+                check,
+                result,
+                threshold,
+            })
+            .collect();
+        (target, taken)
+    }
+
+    /// A sink writing the stage's events to the run's log.
+    fn sink<'s>(&'s self, stage: &'s StageGates<'_>, restoring: bool) -> StoreSink<'s> {
+        StoreSink {
+            engine: self.engine,
+            held: self.held,
+            stage: stage.name,
+            ctx: &self.ctx,
+            pipeline_notify: &self.pipeline.notify,
+            env_notify: &stage.env.notify,
+            restoring,
+        }
+    }
+
+    /// Roll a promoted release back to the previous one, from wherever
+    /// the log says the rollback is (see [`StageRun::restore`]).
+    async fn restore(
+        &mut self,
+        stage: &StageGates<'_>,
+        reason: String,
+    ) -> Result<StageResult, EngineError> {
+        let name = stage.name;
+        let Some(previous) = stage.previous.clone() else {
+            return Ok(StageResult::Failed {
+                reason: format!(
+                    "{reason}; and no earlier release of `{}` in `{name}` to roll back to",
+                    stage.target.service
+                ),
+            });
+        };
+        if self.reverting(name).is_none() {
+            self.append(
+                "rolling-back",
+                Some(name),
+                json!({"reason": reason, "after_promotion": true, "to": previous.version}),
+            )
+            .await?;
+            self.tell(
+                stage,
+                EventKind::Step,
+                format!(
+                    "rolling back to {} after promotion: {reason}",
+                    previous.version
+                ),
+            )
+            .await?;
+        }
+        let history: Vec<StepRecord> = self
+            .log
+            .iter()
+            .filter(|e| e.kind == "restore-step" && e.stage.as_deref() == Some(name))
+            .filter_map(|e| serde_json::from_value(e.data.clone()).ok())
+            .collect();
+        let mut plan = Self::plan(stage);
+        // Every poll the way back waits for is time the bad release keeps
+        // its traffic.
+        plan.readiness_poll = plan.readiness_poll.min(RESTORE_READINESS_POLL);
+        let mut sink = StoreSink {
+            engine: self.engine,
+            held: self.held,
+            stage: name,
+            ctx: &self.ctx,
+            pipeline_notify: &self.pipeline.notify,
+            env_notify: &stage.env.notify,
+            restoring: true,
+        };
+        let restored = StageRun {
+            stage: &plan,
+            release: previous.clone(),
+            stable: Some(self.release.clone()),
+            history,
+            events: &mut sink,
+            decisions: self.decisions,
+            in_flight_since_ms: None,
+            early: None,
+        }
+        .restore()
+        .instrument(tracing::info_span!("restore", stage = %name))
+        .await;
+        Ok(match restored {
+            Ok(_) => StageResult::RolledBack { reason },
+            Err(e) => StageResult::Failed {
+                reason: format!(
+                    "{reason}; and the rollback to {} failed {e}",
+                    previous.version
+                ),
             },
-        )
+        })
     }
 
     /// Record how the stage ended; a stage that succeeded frees its

@@ -2,6 +2,8 @@
 //! `rollcage-core` traits, so its tests drive it with plain Rust fakes.
 //!
 //! * [`analysis`]: health-check analysis with Argo Rollouts' semantics;
+//! * [`alerts`]: firing alerts abort or roll back the runs they concern;
+//! * [`bake`]: the promoted release watched before its stage ends;
 //! * [`breaker`]: a circuit breaker per plugin instance;
 //! * [`stats`]: per-plugin call counts, errors and latency;
 //! * [`preview`]: dry runs, the plan and rollback plan a strategy would follow;
@@ -15,7 +17,9 @@
 //! * [`scheduler`]: a host's share of the runs, claimed up to its
 //!   capacity as they are queued or their host goes away.
 
+pub mod alerts;
 pub mod analysis;
+pub mod bake;
 pub mod breaker;
 /// Plain Rust fakes of the plugin traits, for tests of the engine and of
 /// what drives it (the API).

@@ -24,6 +24,7 @@ use tokio::sync::mpsc;
 use tracing::Instrument;
 
 use crate::analysis::{self, AnalysisSpec};
+use crate::bake::BakeSpec;
 use crate::gates::RunDriver;
 use crate::lease::{Held, Leases};
 use crate::stage::{Decision, StageEvent, StageSink};
@@ -56,6 +57,8 @@ pub struct EnvironmentPlan {
     pub refuse_when_busy: bool,
     pub pre_jobs: Vec<Job>,
     pub post_jobs: Vec<Job>,
+    /// Watch the promoted release before the stage ends.
+    pub bake: Option<BakeSpec>,
     pub notify: Dispatcher,
 }
 
@@ -795,6 +798,10 @@ pub(crate) struct StoreSink<'a> {
     pub(crate) ctx: &'a Notify,
     pub(crate) pipeline_notify: &'a Dispatcher,
     pub(crate) env_notify: &'a Dispatcher,
+    /// The steps are those of a rollback after promotion
+    /// ([`crate::stage::StageRun::restore`]): logged as `restore-intent`
+    /// and `restore-step`, apart from the strategy's own history.
+    pub(crate) restoring: bool,
 }
 
 impl StoreSink<'_> {
@@ -808,7 +815,7 @@ impl StoreSink<'_> {
     async fn append(&mut self, kind: &str, data: serde_json::Value) {
         // An intent announces an outside action: the lease must have time
         // left for it.
-        if kind == "intent"
+        if (kind == "intent" || kind == "restore-intent")
             && let Err(e) = self.held.check().await
         {
             self.halt(e).await;
@@ -849,9 +856,17 @@ impl StoreSink<'_> {
 impl StageSink for StoreSink<'_> {
     async fn emit(&mut self, event: StageEvent) {
         match event {
+            StageEvent::Intent(action) if self.restoring => {
+                self.append("restore-intent", json!(action)).await
+            }
             StageEvent::Intent(action) => self.append("intent", json!(action)).await,
             StageEvent::Step(record) => {
-                self.append("step", json!(record)).await;
+                let kind = if self.restoring {
+                    "restore-step"
+                } else {
+                    "step"
+                };
+                self.append(kind, json!(record)).await;
                 // A person answered: the run moves again.
                 if matches!(record.action, Action::Pause { .. } | Action::Analyze(_)) {
                     self.set_status(RunStatus::Running).await;

@@ -4,6 +4,7 @@ pub(crate) mod audit;
 pub(crate) mod environments;
 mod events;
 mod health;
+pub(crate) mod hooks;
 pub(crate) mod plugins;
 pub(crate) mod runs;
 
@@ -22,6 +23,7 @@ pub(crate) use audit::__path_list_audit;
 pub(crate) use environments::{__path_get_environment, __path_list_environments};
 pub(crate) use events::__path_run_events;
 pub(crate) use health::{__path_healthz, __path_metrics, __path_readyz};
+pub(crate) use hooks::{__path_alertmanager, AlertmanagerAlert, AlertmanagerPayload};
 pub(crate) use plugins::__path_list_plugins;
 pub(crate) use runs::{
     __path_abort_run, __path_approve_run, __path_get_run, __path_list_runs, __path_retry_run,
@@ -45,6 +47,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         )
         .route("/v1/plugins", get(plugins::list_plugins))
         .route("/v1/audit", get(audit::list_audit))
+        .route("/v1/hooks/alertmanager", post(hooks::alertmanager))
         .route_layer(middleware::from_fn_with_state(state.clone(), time_limit));
     let v1 = timed
         .route("/v1/runs/{id}/events", get(events::run_events))

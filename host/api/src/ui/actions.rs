@@ -116,6 +116,25 @@ pub(crate) async fn login(
             );
         }
     };
+    // A token for Alertmanager sends alerts and reads nothing, here as
+    // under /v1.
+    if principal.role == crate::auth::Role::Alerts {
+        audit(
+            &state,
+            &principal.name,
+            "login-refused",
+            json!({"address": address, "role": principal.role.as_str()}),
+        )
+        .await;
+        return login_failed(
+            StatusCode::FORBIDDEN,
+            &next,
+            format!(
+                "Token `{}` has role alerts: it may only send alerts, not sign in.",
+                principal.name
+            ),
+        );
+    }
     let (id, _) = match state.ui.sessions.create(principal.clone()) {
         Ok(s) => s,
         Err(e) => return ApiError::internal(format!("no randomness: {e}")).into_response(),

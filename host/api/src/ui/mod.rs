@@ -259,6 +259,7 @@ impl Signed {
                 }
                 Permission::Deploy => "needs deployer or admin".into(),
                 Permission::Decide => "needs approver or admin".into(),
+                Permission::Alert => "needs alerts or admin".into(),
             })
     }
 }

@@ -160,6 +160,22 @@ pub fn describe(e: &Event, run_id: &str) -> Option<String> {
             str_of(d, "by")
         ),
         "pre-jobs-done" => format!("[{stage}] pre-deploy jobs done"),
+        "post-jobs-done" => format!("[{stage}] post-deploy jobs done"),
+        "bake-started" => format!(
+            "[{stage}] baking {} for {} s: measured every {} s",
+            str_of(d, "release"),
+            d["duration_ms"].as_u64().unwrap_or(0) / 1000,
+            d["interval_ms"].as_u64().unwrap_or(0) / 1000
+        ),
+        "bake-finished" => format!("[{stage}] bake passed"),
+        "restore-step" => {
+            let record: StepRecord = serde_json::from_value(d.clone()).ok()?;
+            // Pauses and analyses of the way back are not waited for.
+            match record.action {
+                Action::Pause { .. } | Action::Analyze(_) => return None,
+                action => format!("  back {action}"),
+            }
+        }
         "step" => {
             let record: StepRecord = serde_json::from_value(d.clone()).ok()?;
             match &record.outcome {
@@ -199,7 +215,13 @@ pub fn describe(e: &Event, run_id: &str) -> Option<String> {
             }
             lines.join("\n")
         }
-        "rolling-back" => format!("[{stage}] rolling back: {}", str_of(d, "reason")),
+        "rolling-back" => match d["to"].as_str() {
+            Some(to) => format!(
+                "[{stage}] rolling back to {to} after promotion: {}",
+                str_of(d, "reason")
+            ),
+            None => format!("[{stage}] rolling back: {}", str_of(d, "reason")),
+        },
         "rollback-step" => {
             let action: Action = serde_json::from_value(d.clone()).ok()?;
             format!("  back {action}")

@@ -11,6 +11,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use rollcage_api::{Api, ApiOptions, Auth, RateSettings, Role, TokenEntry};
 use rollcage_config::TokenRole;
+use rollcage_engine::alerts::{AlertRules, Matcher, Place};
 
 use super::BAD_INPUT;
 use crate::cli::ServeArgs;
@@ -36,6 +37,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 TokenRole::Viewer => Role::Viewer,
                 TokenRole::Deployer => Role::Deployer,
                 TokenRole::Approver => Role::Approver,
+                TokenRole::Alerts => Role::Alerts,
                 TokenRole::Admin => Role::Admin,
             };
             TokenEntry::new(name, &t.hash, role, t.environments.clone())
@@ -54,6 +56,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("cannot listen on {listen} ([server] listen)"))?;
     let addr = listener.local_addr()?;
     let api_config = config.server.api.clone();
+    let alert_rules = alert_rules(&config.alerts);
     let max_active_runs = config.server.max_active_runs.get();
     let host = Host::start(
         config,
@@ -86,6 +89,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             ..ApiOptions::default()
         },
     );
+    let api = api.with_alert_rules(alert_rules);
     let resumed = api.start_runs().await;
     // One line on stdout, for people and for scripts that start a server
     // on port 0.
@@ -98,6 +102,27 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     tracing::info!("stopped");
     served.context("the API server failed")?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `[alerts]` as the engine takes it.
+fn alert_rules(config: &rollcage_config::AlertsConfig) -> AlertRules {
+    let place = |p: &rollcage_config::Place| match p {
+        rollcage_config::Place::Fixed(v) => Place::Fixed(v.clone()),
+        rollcage_config::Place::Label(l) => Place::Label(l.clone()),
+    };
+    AlertRules {
+        matchers: config
+            .matchers
+            .iter()
+            .map(|m| Matcher {
+                alertnames: m.alertnames.clone(),
+                labels: m.labels.clone(),
+                environment: place(&m.environment),
+                service: m.service.as_ref().map(place),
+            })
+            .collect(),
+        after_promotion: config.after_promotion,
+    }
 }
 
 /// SIGINT or SIGTERM.

@@ -10,7 +10,7 @@ pub fn new(args: TokenNewArgs) -> anyhow::Result<ExitCode> {
     let unlimited = match args.role {
         TokenRoleArg::Viewer => Some("viewer"),
         TokenRoleArg::Admin => Some("admin"),
-        TokenRoleArg::Deployer | TokenRoleArg::Approver => None,
+        TokenRoleArg::Deployer | TokenRoleArg::Approver | TokenRoleArg::Alerts => None,
     };
     if let Some(role) = unlimited
         && !args.environments.is_empty()

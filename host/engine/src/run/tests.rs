@@ -7,9 +7,11 @@ use rollcage_store::SqliteStore;
 use tokio::sync::Semaphore;
 
 use super::*;
-use crate::fakes::{FakeProvider, PlanStrategy, apply, route, scripted_against};
+use crate::fakes::{FakeProvider, PlanStrategy, apply, route, scripted, scripted_against};
 use rollcage_core::StepRecord;
 
+mod alerts;
+mod bake;
 mod positions;
 
 /// A notifier that remembers the kinds it was told of; given a gate, it
@@ -147,6 +149,7 @@ fn world_on(
             refuse_when_busy: false,
             pre_jobs: vec![],
             post_jobs: vec![],
+            bake: None,
             notify: Dispatcher::default(),
         });
     }

@@ -346,6 +346,47 @@ impl StageRun<'_> {
         }
     }
 
+    /// Bring `release` (the one live before) back after `stable` (the
+    /// promoted one) failed, the way the strategy deploys any release: the
+    /// strategy is asked for the next action after `history`, as for a
+    /// deployment of `release` over `stable`, so traffic shifts back in the
+    /// strategy's steps and the bad slot is removed at the end. Pauses and
+    /// analyses are recorded as done without waiting (a rollback does not
+    /// wait), and decisions are not read (a rollback is not aborted).
+    /// `Err` is why it could not complete.
+    pub async fn restore(mut self) -> Result<Vec<StepRecord>, String> {
+        for _ in 0..MAX_STEPS {
+            let state = self.state().await?;
+            let action = self
+                .stage
+                .strategy
+                .decide(&state)
+                .await
+                .map_err(|e| e.to_string())?;
+            let outcome = match &action {
+                Action::Done => return Ok(self.history),
+                Action::Pause { .. } => Outcome::Ok,
+                Action::Analyze(_) => Outcome::AnalysisPassed,
+                _ => {
+                    self.events.emit(StageEvent::Intent(action.clone())).await;
+                    self.execute(&action, &state.status).await
+                }
+            };
+            let record = StepRecord {
+                action: action.clone(),
+                outcome: outcome.clone(),
+            };
+            self.history.push(record.clone());
+            self.events.emit(StageEvent::Step(record)).await;
+            if let Outcome::Failed(e) | Outcome::AnalysisFailed(e) = outcome {
+                return Err(format!("at {action}: {e}"));
+            }
+        }
+        Err(format!(
+            "the strategy did not finish within {MAX_STEPS} steps"
+        ))
+    }
+
     /// Execute the strategy's rollback plan. Pauses and analyses in it are
     /// skipped: a rollback does not wait.
     async fn roll_back(&mut self, reason: String) -> StageResult {
