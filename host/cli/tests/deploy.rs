@@ -7,7 +7,7 @@ use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{rollcage, text};
+use common::{live, recorded_pids, rollcage, text};
 
 /// `rollcage args`, killed and failed if it takes longer than `limit`: a
 /// run waiting for a person would otherwise hang the suite.
@@ -33,32 +33,6 @@ fn rollcage_within(args: &[&str], cache: &Path, limit: Duration) -> Output {
         std::thread::sleep(Duration::from_millis(50));
     }
     child.wait_with_output().unwrap()
-}
-
-/// Every pid the local runtime recorded in `dir` that is still alive.
-fn live_recorded_pids(dir: &Path) -> Vec<u64> {
-    fn pids(v: &serde_json::Value, out: &mut Vec<u64>) {
-        match v {
-            serde_json::Value::Object(m) => {
-                for (k, v) in m {
-                    match (k.as_str(), v.as_u64()) {
-                        ("pid", Some(p)) => out.push(p),
-                        _ => pids(v, out),
-                    }
-                }
-            }
-            serde_json::Value::Array(a) => a.iter().for_each(|v| pids(v, out)),
-            _ => {}
-        }
-    }
-    let Ok(text) = std::fs::read_to_string(dir.join(".rollcage-local/state.json")) else {
-        return vec![];
-    };
-    let mut all = Vec::new();
-    pids(&serde_json::from_str(&text).unwrap(), &mut all);
-    all.into_iter()
-        .filter(|p| Path::new(&format!("/proc/{p}")).exists())
-        .collect()
 }
 
 /// A configuration with one `staging` environment of the demo service,
@@ -199,7 +173,7 @@ fn runs_promote_a_good_release_and_roll_back_a_bad_one() {
     // The services' record stays for the next command; their processes
     // end with the command that ran them.
     assert!(dir.path().join(".rollcage-local/state.json").exists());
-    assert_eq!(live_recorded_pids(dir.path()), Vec::<u64>::new());
+    assert_eq!(live(&recorded_pids(dir.path())), Vec::<u32>::new());
 }
 
 #[test]
@@ -420,7 +394,7 @@ fn a_host_killed_anywhere_in_a_canary_resumes_it_to_its_end() {
         let runs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(runs[0]["status"], "succeeded", "{release}: {kinds:?}");
     }
-    assert_eq!(live_recorded_pids(dir.path()), Vec::<u64>::new());
+    assert_eq!(live(&recorded_pids(dir.path())), Vec::<u32>::new());
 }
 
 /// The run of `release` in `rollcage runs list --output json`, once it has

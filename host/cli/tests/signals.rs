@@ -11,7 +11,7 @@ use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{rollcage, text};
+use common::{live, recorded_pids, rollcage, text};
 
 /// One `staging` environment of the demo service: two instances per slot,
 /// a canary that pauses half way, so that a run is stopped with two slots
@@ -48,46 +48,6 @@ service = { command = ["${ROLLCAGE_EXE}", "demo-service", "--port", "{port}"], e
     )
     .unwrap();
     path
-}
-
-/// Every pid recorded in a local runtime's `state.json` under `dir`.
-fn recorded_pids(dir: &Path) -> Vec<u32> {
-    fn pids(v: &serde_json::Value, out: &mut Vec<u32>) {
-        match v {
-            serde_json::Value::Object(m) => {
-                for (k, v) in m {
-                    match (k.as_str(), v.as_u64()) {
-                        ("pid", Some(p)) => out.push(p as u32),
-                        _ => pids(v, out),
-                    }
-                }
-            }
-            serde_json::Value::Array(a) => a.iter().for_each(|v| pids(v, out)),
-            _ => {}
-        }
-    }
-    let Ok(text) = std::fs::read_to_string(dir.join(".rollcage-local/state.json")) else {
-        return vec![];
-    };
-    let mut all = Vec::new();
-    if let Ok(v) = serde_json::from_str(&text) {
-        pids(&v, &mut all);
-    }
-    all
-}
-
-/// Whether `pid` is a live process (not a zombie waiting for its parent).
-fn alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .is_some_and(|(_, rest)| rest.split_whitespace().next() != Some("Z")),
-        Err(_) => false,
-    }
-}
-
-fn live(pids: &[u32]) -> Vec<u32> {
-    pids.iter().copied().filter(|p| alive(*p)).collect()
 }
 
 /// The live instances recorded under `dir`, once there are at least `n`.

@@ -176,3 +176,44 @@ pub fn http(
 pub fn json(body: &str) -> Value {
     serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
 }
+
+/// Every pid recorded in a local runtime's `state.json` under `dir`.
+pub fn recorded_pids(dir: &Path) -> Vec<u32> {
+    fn pids(v: &serde_json::Value, out: &mut Vec<u32>) {
+        match v {
+            serde_json::Value::Object(m) => {
+                for (k, v) in m {
+                    match (k.as_str(), v.as_u64()) {
+                        ("pid", Some(p)) => out.push(p as u32),
+                        _ => pids(v, out),
+                    }
+                }
+            }
+            serde_json::Value::Array(a) => a.iter().for_each(|v| pids(v, out)),
+            _ => {}
+        }
+    }
+    let Ok(text) = std::fs::read_to_string(dir.join(".rollcage-local/state.json")) else {
+        return vec![];
+    };
+    let mut all = Vec::new();
+    if let Ok(v) = serde_json::from_str(&text) {
+        pids(&v, &mut all);
+    }
+    all
+}
+
+/// Whether `pid` is a live process (not a zombie waiting for its parent).
+pub fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.split_whitespace().next() != Some("Z")),
+        Err(_) => false,
+    }
+}
+
+/// The pids of `pids` still alive.
+pub fn live(pids: &[u32]) -> Vec<u32> {
+    pids.iter().copied().filter(|p| alive(*p)).collect()
+}
