@@ -3,42 +3,23 @@
 //! roles, the error model, runs started, followed, approved, retried and
 //! rolled back, the event stream, metrics and the OpenAPI document.
 
-use std::collections::BTreeMap;
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
+use common::token;
 use http_body_util::BodyExt;
-use rollcage_api::{
-    Api, ApiOptions, Auth, PluginEntry, RateSettings, Role, TokenEntry, hash_token,
-};
-use rollcage_core::{Action, AnalysisRequest, HealthCheck, Verdict};
-use rollcage_engine::analysis::AnalysisSpec;
-use rollcage_engine::breaker::{Breaker, BreakerConfig, guard_check};
-use rollcage_engine::fakes::{FakeProvider, PlanStrategy, apply, route, scripted};
-use rollcage_engine::run::{Engine, EnvironmentPlan, PipelinePlan};
-use rollcage_notify::Dispatcher;
+use rollcage_api::{Api, ApiOptions, Auth, RateSettings, Role};
+use rollcage_core::HealthCheck;
+use rollcage_engine::fakes::scripted;
+use rollcage_engine::run::Engine;
 use rollcage_store::{RunStatus, SqliteStore, Store};
 use serde_json::{Value, json};
 use tower::ServiceExt;
-
-fn strategy() -> Arc<PlanStrategy> {
-    Arc::new(PlanStrategy {
-        id: "canary".parse().unwrap(),
-        plan: vec![
-            apply("2.0.0", "2.0.0", 1),
-            route(&[("2.0.0", 50), ("1.0.0", 50)]),
-            Action::Analyze(AnalysisRequest {
-                checks: vec![],
-                slot: "2.0.0".into(),
-            }),
-            route(&[("2.0.0", 100)]),
-        ],
-        rollback: vec![route(&[("1.0.0", 100)])],
-    })
-}
 
 struct World {
     api: Api,
@@ -79,68 +60,10 @@ fn idle_world() -> World {
 }
 
 fn built(options: ApiOptions) -> World {
-    let breaker = Breaker::new("error-rate".parse().unwrap(), BreakerConfig::default());
-    let mut envs = Vec::new();
-    for (name, verdict) in [
-        ("staging", Verdict::Pass),
-        ("production", Verdict::Pass),
-        ("qa", Verdict::Fail),
-    ] {
-        let check = scripted("error-rate", vec![Ok(verdict)]) as Arc<dyn HealthCheck>;
-        envs.push(EnvironmentPlan {
-            name: name.into(),
-            provider: Arc::new(FakeProvider::running("1.0.0", "1.0.0", 2)),
-            strategy: strategy(),
-            strategy_params: "{}".into(),
-            checks: BTreeMap::from([("error-rate".to_string(), guard_check(check, &breaker))]),
-            default_checks: vec!["error-rate".into()],
-            analysis: AnalysisSpec {
-                interval: Duration::ZERO,
-                count: 1,
-                ..AnalysisSpec::default()
-            },
-            replicas: 2,
-            progress_deadline: Duration::from_secs(10),
-            readiness_poll: Duration::from_millis(10),
-            approval: name == "production",
-            require_different_approver: name == "production",
-            window: None,
-            refuse_outside_window: false,
-            refuse_when_busy: false,
-            pre_jobs: vec![],
-            post_jobs: vec![],
-            bake: None,
-            notify: Dispatcher::default(),
-        });
-    }
-    let pipeline = |name: &str, stages: &[&str]| PipelinePlan {
-        name: name.into(),
-        stages: stages.iter().map(|s| s.to_string()).collect(),
-        service: "api".into(),
-        service_spec: "{}".into(),
-        notify: Dispatcher::default(),
-    };
+    let breaker = common::breaker();
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> =
-        Arc::new(SqliteStore::open(&dir.path().join("rollcage.db")).unwrap());
-    let engine = Arc::new(Engine::new(
-        store,
-        envs,
-        vec![
-            pipeline("api", &["staging", "production"]),
-            pipeline("flaky", &["qa"]),
-        ],
-        "cfg0123".into(),
-    ));
-    let token = |name: &str, role, envs: &[&str]| {
-        TokenEntry::new(
-            name,
-            &hash_token(&format!("rc_{name}")),
-            role,
-            envs.iter().map(|e| e.to_string()).collect(),
-        )
-        .unwrap()
-    };
+    let check = |verdict| scripted("error-rate", vec![Ok(verdict)]) as Arc<dyn HealthCheck>;
+    let engine = common::engine(dir.path(), &breaker, check, true);
     let auth = Auth::new(vec![
         token("viewer", Role::Viewer, &[]),
         token("ci", Role::Deployer, &["staging", "qa"]),
@@ -150,17 +73,7 @@ fn built(options: ApiOptions) -> World {
         token("dora", Role::Deployer, &["production"]),
         token("am", Role::Alerts, &[]),
     ]);
-    let plugins = vec![PluginEntry {
-        id: "error-rate".into(),
-        kind: "health-check".into(),
-        component: "builtin:prometheus".into(),
-        allow_hosts: vec!["127.0.0.1:9090".into()],
-        secrets: vec![],
-        memory_mb: 64,
-        timeout_ms: 5000,
-        breaker,
-    }];
-    let api = Api::new(engine.clone(), auth, plugins, options);
+    let api = Api::new(engine.clone(), auth, common::plugins(breaker), options);
     World {
         router: api.router(),
         api,

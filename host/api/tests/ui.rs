@@ -5,41 +5,22 @@
 //! rolled-back run's page. The browser tests (`host/cli/tests/dashboard.rs`)
 //! drive the same pages in Chromium.
 
-use std::collections::BTreeMap;
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
+use common::token;
 use http_body_util::BodyExt;
-use rollcage_api::{
-    Api, ApiOptions, Auth, PluginEntry, RateSettings, Role, TokenEntry, hash_token,
-};
-use rollcage_core::{Action, AnalysisRequest, HealthCheck, Verdict};
-use rollcage_engine::analysis::AnalysisSpec;
-use rollcage_engine::breaker::{Breaker, BreakerConfig, guard_check};
-use rollcage_engine::fakes::{FakeProvider, PlanStrategy, apply, route, scripted_against};
-use rollcage_engine::run::{Engine, EnvironmentPlan, PipelinePlan};
-use rollcage_notify::Dispatcher;
-use rollcage_store::{AuditFilter, SqliteStore, Store};
+use rollcage_api::{Api, ApiOptions, Auth, RateSettings, Role};
+use rollcage_core::HealthCheck;
+use rollcage_engine::fakes::scripted_against;
+use rollcage_engine::run::Engine;
+use rollcage_store::AuditFilter;
 use tower::ServiceExt;
-
-fn strategy() -> Arc<PlanStrategy> {
-    Arc::new(PlanStrategy {
-        id: "canary".parse().unwrap(),
-        plan: vec![
-            apply("2.0.0", "2.0.0", 1),
-            route(&[("2.0.0", 50), ("1.0.0", 50)]),
-            Action::Analyze(AnalysisRequest {
-                checks: vec![],
-                slot: "2.0.0".into(),
-            }),
-            route(&[("2.0.0", 100)]),
-        ],
-        rollback: vec![route(&[("1.0.0", 100)])],
-    })
-}
 
 struct World {
     router: Router,
@@ -50,80 +31,19 @@ struct World {
 /// `staging` passes, `production` waits for an approver, `qa` fails its
 /// analysis (`error-rate`, pass if < 0.05; the fake measures 0.1).
 fn world(options: ApiOptions) -> World {
-    let breaker = Breaker::new("error-rate".parse().unwrap(), BreakerConfig::default());
-    let mut envs = Vec::new();
-    for (name, verdict) in [
-        ("staging", Verdict::Pass),
-        ("production", Verdict::Pass),
-        ("qa", Verdict::Fail),
-    ] {
-        let check =
-            scripted_against("error-rate", vec![Ok(verdict)], "< 0.05") as Arc<dyn HealthCheck>;
-        envs.push(EnvironmentPlan {
-            name: name.into(),
-            provider: Arc::new(FakeProvider::running("1.0.0", "1.0.0", 2)),
-            strategy: strategy(),
-            strategy_params: "{}".into(),
-            checks: BTreeMap::from([("error-rate".to_string(), guard_check(check, &breaker))]),
-            default_checks: vec!["error-rate".into()],
-            analysis: AnalysisSpec {
-                interval: Duration::ZERO,
-                count: 1,
-                ..AnalysisSpec::default()
-            },
-            replicas: 2,
-            progress_deadline: Duration::from_secs(10),
-            readiness_poll: Duration::from_millis(10),
-            approval: name == "production",
-            require_different_approver: false,
-            window: None,
-            refuse_outside_window: false,
-            refuse_when_busy: false,
-            pre_jobs: vec![],
-            post_jobs: vec![],
-            bake: None,
-            notify: Dispatcher::default(),
-        });
-    }
-    let pipeline = |name: &str, stages: &[&str]| PipelinePlan {
-        name: name.into(),
-        stages: stages.iter().map(|s| s.to_string()).collect(),
-        service: "api".into(),
-        service_spec: "{}".into(),
-        notify: Dispatcher::default(),
-    };
+    let breaker = common::breaker();
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> =
-        Arc::new(SqliteStore::open(&dir.path().join("rollcage.db")).unwrap());
-    let engine = Arc::new(Engine::new(
-        store,
-        envs,
-        vec![
-            pipeline("api", &["staging", "production"]),
-            pipeline("flaky", &["qa"]),
-        ],
-        "cfg0123".into(),
-    ));
-    let token = |name: &str, role| {
-        TokenEntry::new(name, &hash_token(&format!("rc_{name}")), role, vec![]).unwrap()
+    let check = |verdict| {
+        scripted_against("error-rate", vec![Ok(verdict)], "< 0.05") as Arc<dyn HealthCheck>
     };
+    let engine = common::engine(dir.path(), &breaker, check, false);
     let auth = Auth::new(vec![
-        token("viewer", Role::Viewer),
-        token("alice", Role::Admin),
-        token("bob", Role::Approver),
-        token("alertmanager", Role::Alerts),
+        token("viewer", Role::Viewer, &[]),
+        token("alice", Role::Admin, &[]),
+        token("bob", Role::Approver, &[]),
+        token("alertmanager", Role::Alerts, &[]),
     ]);
-    let plugins = vec![PluginEntry {
-        id: "error-rate".into(),
-        kind: "health-check".into(),
-        component: "builtin:prometheus".into(),
-        allow_hosts: vec!["127.0.0.1:9090".into()],
-        secrets: vec![],
-        memory_mb: 64,
-        timeout_ms: 5000,
-        breaker,
-    }];
-    let api = Api::new(engine.clone(), auth, plugins, options);
+    let api = Api::new(engine.clone(), auth, common::plugins(breaker), options);
     api.start_scheduler();
     World {
         router: api.router(),
