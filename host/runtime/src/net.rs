@@ -862,7 +862,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_request_body_dropped_early_goes_on_taking_writes() {
-        use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError};
+        use wasmtime_wasi::p2::{Pollable, StreamError};
         use wasmtime_wasi_http::p2::body::{HostOutgoingBody, StreamContext};
         let chunk = Bytes::from_static(b"0123456789abcdef");
 
