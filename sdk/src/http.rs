@@ -1,8 +1,13 @@
 //! A small blocking HTTP client over `wasi:http/outgoing-handler`.
 //!
 //! The host lets a plugin reach only the hosts it was granted
-//! (`allow_hosts`); a refused request comes back as [`Error::Http`] naming
-//! the host. Bodies are bytes; [`Request::json`] and [`Response::json`] do
+//! (`allow_hosts`). A request that cannot be made comes back as
+//! an error naming the host and saying why in words, a denial
+//! ([`Error::Denied`]: ``request to `example.com` denied: the host is not in
+//! this plugin's allow_hosts``) apart from a network failure
+//! ([`Error::Http`]: ``request to `127.0.0.1:9` failed: connection refused:
+//! nothing listens at that address and port``). Bodies
+//! are bytes; [`Request::json`] and [`Response::json`] do
 //! the common JSON case.
 //!
 //! ```ignore
@@ -178,27 +183,25 @@ impl Request {
         let body = request
             .body()
             .map_err(|_| Error::Http("request body already taken".into()))?;
+        // A denied request fails here, before any body is written.
         let pending = outgoing_handler::handle(request, Some(options))
             .map_err(|e| http_error(&url.authority, e))?;
-        {
-            let stream = body
-                .write()
-                .map_err(|_| Error::Http("request body stream unavailable".into()))?;
-            // wasi:io allows at most 4096 bytes per blocking write.
-            for chunk in self.body.chunks(4096) {
-                stream
-                    .blocking_write_and_flush(chunk)
-                    .map_err(|e| Error::Http(format!("writing request body: {e:?}")))?;
-            }
-        }
-        OutgoingBody::finish(body, None).map_err(|e| http_error(&url.authority, e))?;
-
+        // A request that fails while its body is written (the connection
+        // refused) says why in its response: read that rather than report
+        // the stream.
+        let written = write_body(body, &self.body);
         pending.subscribe().block();
         let response = match pending.get() {
             Some(Ok(Ok(response))) => response,
             Some(Ok(Err(code))) => return Err(http_error(&url.authority, code)),
             Some(Err(())) | None => return Err(Error::Http("response lost".into())),
         };
+        written.map_err(|e| {
+            Error::Http(format!(
+                "request to `{}` failed: writing the request body: {e}",
+                url.authority
+            ))
+        })?;
         let status = response.status();
         let headers = response
             .headers()
@@ -236,12 +239,31 @@ impl Request {
     }
 }
 
+/// Write the whole body and finish it; what went wrong, in words.
+fn write_body(body: OutgoingBody, bytes: &[u8]) -> Result<(), String> {
+    {
+        let stream = body
+            .write()
+            .map_err(|_| "the body stream is unavailable".to_string())?;
+        // wasi:io allows at most 4096 bytes per blocking write.
+        for chunk in bytes.chunks(4096) {
+            stream
+                .blocking_write_and_flush(chunk)
+                .map_err(|e| match e {
+                    StreamError::Closed => "the host closed the body stream".to_string(),
+                    StreamError::LastOperationFailed(e) => e.to_debug_string(),
+                })?;
+        }
+    }
+    OutgoingBody::finish(body, None).map_err(|code| describe(&code))
+}
+
 fn http_error(authority: &str, code: ErrorCode) -> Error {
     match code {
-        ErrorCode::HttpRequestDenied => Error::Http(format!(
+        ErrorCode::HttpRequestDenied => Error::Denied(format!(
             "request to `{authority}` denied: the host is not in this plugin's allow_hosts"
         )),
-        ErrorCode::DestinationIpProhibited => Error::Http(format!(
+        ErrorCode::DestinationIpProhibited => Error::Denied(format!(
             "request to `{authority}` denied: its address is in a denied network"
         )),
         // The host's own words: a limit reached, credentials refused.
@@ -254,7 +276,46 @@ fn http_error(authority: &str, code: ErrorCode) -> Error {
         ErrorCode::HttpResponseBodySize(Some(limit)) => Error::Http(format!(
             "request to `{authority}` failed: the response body is over this plugin's limit of {limit} bytes"
         )),
-        other => Error::Http(format!("request to `{authority}` failed: {other:?}")),
+        other => Error::Http(format!(
+            "request to `{authority}` failed: {}",
+            describe(&other)
+        )),
+    }
+}
+
+/// A `wasi:http` error code in words: what an author reads in a log.
+fn describe(code: &ErrorCode) -> String {
+    match code {
+        ErrorCode::ConnectionRefused => {
+            "connection refused: nothing listens at that address and port".into()
+        }
+        ErrorCode::ConnectionTimeout => "connection timed out".into(),
+        ErrorCode::ConnectionTerminated => "the connection was closed before the response".into(),
+        ErrorCode::ConnectionReadTimeout => "no response in time (timed out reading)".into(),
+        ErrorCode::ConnectionWriteTimeout => "timed out writing the request".into(),
+        ErrorCode::ConnectionLimitReached => "too many connections".into(),
+        ErrorCode::DnsTimeout => "the name lookup timed out".into(),
+        ErrorCode::DnsError(e) => match &e.rcode {
+            Some(why) => format!("the name could not be resolved: {why}"),
+            None => "the name could not be resolved".into(),
+        },
+        ErrorCode::DestinationNotFound => "the name has no address".into(),
+        ErrorCode::DestinationUnavailable => "the destination is unavailable".into(),
+        ErrorCode::DestinationIpUnroutable => "no route to the address".into(),
+        ErrorCode::TlsProtocolError => "TLS failed (protocol error)".into(),
+        ErrorCode::TlsCertificateError => "TLS failed: the certificate is not trusted".into(),
+        ErrorCode::TlsAlertReceived(alert) => match &alert.alert_message {
+            Some(m) => format!("TLS failed: the server sent an alert: {m}"),
+            None => "TLS failed: the server sent an alert".into(),
+        },
+        ErrorCode::HttpProtocolError => "the answer is not valid HTTP".into(),
+        ErrorCode::HttpResponseTimeout => "no response in time".into(),
+        ErrorCode::HttpRequestDenied => {
+            "denied: the host is not in this plugin's allow_hosts".into()
+        }
+        ErrorCode::DestinationIpProhibited => "denied: its address is in a denied network".into(),
+        ErrorCode::InternalError(Some(message)) => message.clone(),
+        other => format!("{other:?}"),
     }
 }
 
@@ -361,6 +422,27 @@ mod tests {
         assert_eq!(error_reason(br#"{"error":"nope"}"#), "nope");
         assert_eq!(error_reason(b"bad gateway\n"), "bad gateway");
         assert_eq!(error_reason(b""), "no error message");
+    }
+
+    #[test]
+    fn a_denial_and_a_connection_error_read_apart() {
+        let denied = http_error("example.com", ErrorCode::HttpRequestDenied);
+        assert!(matches!(denied, Error::Denied(_)), "{denied:?}");
+        let denied = denied.to_string();
+        assert!(
+            denied.contains("`example.com` denied: the host is not in this plugin's allow_hosts"),
+            "{denied}"
+        );
+        let refused = http_error("127.0.0.1:9", ErrorCode::ConnectionRefused);
+        assert!(matches!(refused, Error::Http(_)), "{refused:?}");
+        let refused = refused.to_string();
+        assert!(
+            refused.contains("`127.0.0.1:9` failed: connection refused"),
+            "{refused}"
+        );
+        assert!(!refused.contains("denied"), "{refused}");
+        let timeout = http_error("h", ErrorCode::ConnectionTimeout).to_string();
+        assert!(timeout.ends_with("connection timed out"), "{timeout}");
     }
 
     #[test]

@@ -72,8 +72,14 @@ pub enum Error {
     Config(String),
     /// The host refused a secret (not granted, or not set).
     Secret(String),
-    /// An HTTP request could not be made or was refused.
+    /// An HTTP request could not be made (a connection refused, a name that
+    /// does not resolve, a timeout) or its answer could not be read.
     Http(String),
+    /// The host denied an HTTP request: its host is not in the plugin's
+    /// `allow_hosts`, or its address is in a denied network. A grant to
+    /// fix, not a sign of the target's health: a health check that counts
+    /// network failures as unhealthy endpoints should return this one.
+    Denied(String),
 }
 
 impl std::fmt::Display for Error {
@@ -81,7 +87,7 @@ impl std::fmt::Display for Error {
         match self {
             Error::Config(m) => write!(f, "invalid plugin config: {m}"),
             Error::Secret(m) => write!(f, "secret: {m}"),
-            Error::Http(m) => write!(f, "http: {m}"),
+            Error::Http(m) | Error::Denied(m) => write!(f, "http: {m}"),
         }
     }
 }

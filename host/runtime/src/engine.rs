@@ -256,6 +256,8 @@ fn build_linker(engine: &Engine) -> wasmtime::Result<Linker<CallState>> {
                 Ok((Err::<Resource<ResolveAddressStream>, _>(NetErrorCode::AccessDenied),))
             },
         )?;
+    // The grant is checked when a request is handed over (see `net`).
+    crate::net::link_outgoing_handler(&mut linker)?;
     linker.allow_shadowing(false);
     Ok(linker)
 }

@@ -16,6 +16,13 @@
 //! being written (two chunks of [`BODY_CHUNK`]). Credentials in a URL's
 //! user-info become an `Authorization: Basic` header; the `Host` header is
 //! always the bare host.
+//!
+//! A plugin learns of a denial where it first can: the grant is checked
+//! when the request is handed over (`outgoing-handler.handle` fails with
+//! `http-request-denied` before any body is written), and a request that
+//! fails later (a refused connection) keeps accepting its body, discarding
+//! it, so that the plugin reads the reason from the response rather than
+//! from a closed stream, which language runtimes report badly.
 
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
@@ -30,10 +37,17 @@ use http_body_util::BodyExt;
 use hyper::body::{Body, Frame, SizeHint};
 use rollcage_core::{Grants, Limits, PluginId};
 use tokio::net::TcpStream;
+use wasmtime::StoreContextMut;
+use wasmtime::component::{Linker, Resource};
 use wasmtime_wasi_http::io::TokioIo;
-use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
+use wasmtime_wasi_http::p2::bindings::http::outgoing_handler::Host as _;
+use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme as WasiScheme};
+use wasmtime_wasi_http::p2::types::{HostFutureIncomingResponse, HostOutgoingRequest};
+use wasmtime_wasi_http::{
+    Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks, WasiHttpView,
+};
 
-use crate::state::Incidents;
+use crate::state::{CallState, Incidents};
 use crate::text::clip;
 
 /// The most bytes one write to an outgoing body may carry; the host holds
@@ -164,6 +178,9 @@ impl WasiHttpHooks for HttpPolicy {
         fut: Box<dyn Future<Output = Result<(), HttpError>> + Send>,
     ) -> SendFuture {
         drop(fut);
+        // However the request ends, a body the plugin is still writing is
+        // read to its end: its writes succeed and it reads the reason.
+        let request = request.map(|body| DiscardRest::new(body).boxed_unsync());
         match self.call.admit(request) {
             Ok((request, dest)) => {
                 let call = self.call.clone();
@@ -179,6 +196,226 @@ impl WasiHttpHooks for HttpPolicy {
 
     fn p2_outgoing_body_chunk_size(&mut self) -> usize {
         BODY_CHUNK
+    }
+
+    // The defaults log the error's `Debug` form (`Os { code: 111, .. }`);
+    // these log what happened in words, under the plugin's id.
+    fn p2_error_from_connect(&mut self, err: &std::io::Error) -> ErrorCode {
+        let code = match err.kind() {
+            std::io::ErrorKind::ConnectionRefused => ErrorCode::ConnectionRefused,
+            std::io::ErrorKind::TimedOut => ErrorCode::ConnectionTimeout,
+            std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::ConnectionAborted => {
+                ErrorCode::ConnectionTerminated
+            }
+            _ => ErrorCode::InternalError(Some(format!("connection failed: {err}"))),
+        };
+        tracing::info!(plugin = %self.call.plugin, "plugin request: connection failed: {err}");
+        code
+    }
+
+    fn p2_error_from_hyper(&mut self, err: &hyper::Error) -> ErrorCode {
+        tracing::info!(plugin = %self.call.plugin, "plugin request: {}", chain(err));
+        if err.is_timeout() {
+            ErrorCode::ConnectionReadTimeout
+        } else if err.is_incomplete_message() || err.is_closed() {
+            ErrorCode::ConnectionTerminated
+        } else {
+            ErrorCode::HttpProtocolError
+        }
+    }
+
+    fn p2_error_from_tls(&mut self, err: &std::io::Error) -> ErrorCode {
+        tracing::info!(plugin = %self.call.plugin, "plugin request: TLS failed: {}", chain(err));
+        ErrorCode::TlsProtocolError
+    }
+}
+
+/// An error and its causes, in words: `a: b: c`.
+fn chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let words = cause.to_string();
+        if !text.contains(&words) {
+            text.push_str(": ");
+            text.push_str(&words);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+impl HttpPolicy {
+    /// The checks a request can fail before it is sent, made when the
+    /// plugin hands it over: its host must be in `allow_hosts`, and an
+    /// address given as such must be one the plugin may connect to (a name
+    /// is checked once resolved, when sending). The denial is recorded.
+    /// `None`: the request goes on to [`WasiHttpHooks::send_request`].
+    fn refuse_early(&self, request: &HostOutgoingRequest) -> Option<ErrorCode> {
+        let https = match &request.scheme {
+            Some(WasiScheme::Https) | None => true,
+            Some(WasiScheme::Http) => false,
+            // Refused by wasmtime as a protocol error.
+            Some(WasiScheme::Other(_)) => return None,
+        };
+        let authority: http::uri::Authority = request.authority.as_deref()?.parse().ok()?;
+        let host = authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_ascii_lowercase();
+        let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
+        let call = &self.call;
+        let shown = clip(&host, 256);
+        if !call.grants.allows_host(&host, port) {
+            call.incidents.deny(
+                &call.plugin,
+                "http",
+                format!("request to {shown}:{port}, which is not in allow_hosts"),
+            );
+            return Some(ErrorCode::HttpRequestDenied);
+        }
+        if let Ok(ip) = host.parse::<IpAddr>()
+            && let Err(why) = call.grants.may_connect(ip, port)
+        {
+            call.incidents.deny(
+                &call.plugin,
+                "http",
+                format!("request to {shown}:{port}: {why}"),
+            );
+            return Some(ErrorCode::DestinationIpProhibited);
+        }
+        None
+    }
+}
+
+/// `wasi:http/outgoing-handler.handle`, with the grant checked first
+/// ([`HttpPolicy::refuse_early`]): a denied request fails here, where the
+/// plugin first looks for an error and before it writes a body, instead of
+/// when it reads the response. Everything else is wasmtime's `handle`.
+pub fn link_outgoing_handler(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
+    type Handled = (Result<Resource<HostFutureIncomingResponse>, ErrorCode>,);
+    linker
+        .instance("wasi:http/outgoing-handler@0.2.12")?
+        .func_wrap(
+            "handle",
+            |mut store: StoreContextMut<'_, CallState>,
+             (request, options): (
+                Resource<HostOutgoingRequest>,
+                Option<Resource<RequestOptions>>,
+            )|
+             -> wasmtime::Result<Handled> {
+                let state = store.data_mut();
+                if let Some(code) = state.refuse_early(&request)? {
+                    let view = state.http();
+                    let mut refused = view.table.delete(request)?;
+                    if let Some(options) = options {
+                        view.table.delete(options)?;
+                    }
+                    // A body the plugin writes anyway goes nowhere.
+                    if let Some(body) = refused.body.take() {
+                        DiscardRest::new(body).discard();
+                    }
+                    return Ok((Err(code),));
+                }
+                match state.http().handle(request, options) {
+                    Ok(pending) => Ok((Ok(pending),)),
+                    Err(e) => Ok((Err(e.downcast()?),)),
+                }
+            },
+        )?;
+    Ok(())
+}
+
+impl CallState {
+    /// [`HttpPolicy::refuse_early`] for a request in this call's table.
+    fn refuse_early(
+        &mut self,
+        request: &Resource<HostOutgoingRequest>,
+    ) -> wasmtime::Result<Option<ErrorCode>> {
+        let (table, hooks) = self.http_parts();
+        Ok(hooks.refuse_early(table.get(request)?))
+    }
+}
+
+/// A request body that, dropped before its end (the request refused, the
+/// connection failed), goes on being read in the background and thrown
+/// away until the plugin finishes or drops it: the plugin's writes succeed
+/// and it learns why the request failed from the response, as `wasi:http`
+/// intends, not from a closed stream.
+struct DiscardRest {
+    inner: Option<WasiBody>,
+    ended: bool,
+}
+
+impl DiscardRest {
+    fn new(body: WasiBody) -> Self {
+        DiscardRest {
+            inner: Some(body),
+            ended: false,
+        }
+    }
+
+    /// Read the rest of the body and drop it, in the background.
+    fn discard(mut self) {
+        let Some(mut body) = self.inner.take() else {
+            return;
+        };
+        if self.ended {
+            return;
+        }
+        // Outside a runtime (never, in the host) the body is just dropped.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                while let Some(frame) = body.frame().await {
+                    if frame.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    }
+}
+
+impl Body for DiscardRest {
+    type Data = Bytes;
+    type Error = HttpError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, HttpError>>> {
+        let Some(inner) = self.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let frame = ready!(Pin::new(inner).poll_frame(cx));
+        if frame.is_none() {
+            self.ended = true;
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.as_ref().is_none_or(|b| b.is_end_stream())
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner
+            .as_ref()
+            .map(|b| b.size_hint())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for DiscardRest {
+    fn drop(&mut self) {
+        if !self.ended && self.inner.is_some() {
+            let rest = DiscardRest {
+                inner: self.inner.take(),
+                ended: false,
+            };
+            rest.discard();
+        }
     }
 }
 
@@ -621,6 +858,48 @@ mod tests {
                 .len(),
             10
         );
+    }
+
+    #[tokio::test]
+    async fn a_request_body_dropped_early_goes_on_taking_writes() {
+        use wasmtime_wasi::p2::{Pollable, StreamError};
+        use wasmtime_wasi_http::p2::body::{HostOutgoingBody, StreamContext};
+        let chunk = Bytes::from_static(b"0123456789abcdef");
+
+        // Plain, the plugin's stream closes once the request is dropped:
+        // what a refused request used to look like to a plugin.
+        let (mut body, wire) = HostOutgoingBody::new(StreamContext::Request, None, 1, 16);
+        let mut stream = body.take_output_stream().unwrap();
+        drop(wire);
+        assert!(matches!(stream.check_write(), Err(StreamError::Closed)));
+
+        // Wrapped, it takes every write (far more than its buffer) and
+        // throws them away.
+        let (mut body, wire) = HostOutgoingBody::new(StreamContext::Request, None, 1, 16);
+        let mut stream = body.take_output_stream().unwrap();
+        drop(DiscardRest::new(wire));
+        for _ in 0..64 {
+            tokio::time::timeout(Duration::from_secs(5), stream.ready())
+                .await
+                .expect("the stream makes room");
+            assert!(stream.check_write().unwrap() > 0);
+            stream.write(chunk.clone()).unwrap();
+        }
+        body.finish(None).unwrap();
+
+        // Read to its end, it is not read again.
+        let (mut body, wire) = HostOutgoingBody::new(StreamContext::Request, None, 1, 16);
+        let mut stream = body.take_output_stream().unwrap();
+        let mut wire = DiscardRest::new(wire);
+        stream.write(chunk.clone()).unwrap();
+        drop(stream);
+        body.finish(None).unwrap();
+        assert_eq!(
+            wire.frame().await.unwrap().unwrap().into_data().unwrap(),
+            chunk
+        );
+        assert!(wire.frame().await.is_none());
+        assert!(wire.ended);
     }
 
     /// A request through the call's checks and sending, as `wasi:http`

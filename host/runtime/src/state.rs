@@ -161,6 +161,11 @@ impl CallState {
         }
     }
 
+    /// The resource table and the HTTP policy, borrowed together.
+    pub(crate) fn http_parts(&mut self) -> (&mut ResourceTable, &HttpPolicy) {
+        (&mut self.table, &self.hooks)
+    }
+
     /// Record a capability denied during this call.
     pub fn deny(&mut self, capability: &'static str, detail: String) {
         self.incidents.deny(&self.plugin.id, capability, detail);

@@ -9,7 +9,14 @@
 // * PluginError and returnsErrors: an error the run shows.
 //
 // HTTP is the standard fetch(), which the host lets through to the
-// plugin's `allow_hosts` only.
+// plugin's `allow_hosts` only. Importing this module makes fetch() say why
+// a request could not be made: a `FetchError` whose message starts with
+// `denied:` (the host refused it: a host not in allow_hosts) or
+// `connection refused or failed:` (nothing answered), and whose `reason`
+// is 'denied', 'connection' or 'url'.
+//
+// There is no `process` (no process.env, no files): read settings with
+// config(schema) and secrets with secret(name).
 
 import { config as hostConfig, log as hostLog, secret as hostSecret } from 'rollcage:plugin/host@0.1.0';
 
@@ -130,4 +137,70 @@ export function secret(name) {
  */
 export function log(level, message, fields = {}) {
   hostLog(level, message, Object.entries(fields).map(([k, v]) => [k, String(v)]));
+}
+
+/**
+ * Why fetch() could not make a request: `reason` is 'denied' (the host
+ * refused it before sending), 'connection' (nothing answered: a closed
+ * port, a name that does not resolve, a timeout) or 'url' (not http:// or
+ * https://; a plugin has no files).
+ */
+export class FetchError extends TypeError {
+  constructor(message, reason) {
+    super(message);
+    this.name = 'FetchError';
+    this.reason = reason;
+  }
+}
+
+// What the JavaScript runtime's fetch() rejects with, by where the request
+// failed: when the host refused it (`handle` failed: the host is not in
+// allow_hosts, or its address is in a denied network) and when it was sent
+// but nothing answered.
+const HOST_REFUSED = /An error occurred while using the host API/;
+const NETWORK_ERROR = /NetworkError when attempting to fetch resource/;
+
+function describeRequest(input, init) {
+  const url = typeof input === 'string' ? input : input instanceof URL ? input.href : String(input && input.url);
+  const method = ((init && init.method) || (input && typeof input === 'object' && input.method) || 'GET').toUpperCase();
+  return { url, method };
+}
+
+const runtimeFetch = globalThis.fetch;
+if (typeof runtimeFetch === 'function' && !runtimeFetch.rollcage) {
+  const fetchWithReasons = async function fetch(input, init) {
+    const { url, method } = describeRequest(input, init);
+    let scheme;
+    try {
+      scheme = new URL(url).protocol;
+    } catch {
+      throw new FetchError(`fetch ${method} ${url}: not a URL`, 'url');
+    }
+    if (scheme !== 'http:' && scheme !== 'https:') {
+      throw new FetchError(
+        `fetch ${method} ${url}: only http:// and https:// URLs; a plugin has no files (read its settings with config(schema))`,
+        'url',
+      );
+    }
+    try {
+      return await runtimeFetch(input, init);
+    } catch (e) {
+      const message = String(e && e.message ? e.message : e);
+      if (HOST_REFUSED.test(message)) {
+        throw new FetchError(
+          `fetch ${method} ${url}: denied: the host refused the request (its host is not in this plugin's allow_hosts, or its address is in a denied network; the host's log says which)`,
+          'denied',
+        );
+      }
+      if (NETWORK_ERROR.test(message)) {
+        throw new FetchError(
+          `fetch ${method} ${url}: connection refused or failed: nothing answered (no server at that address and port, a name that does not resolve, or a timeout)`,
+          'connection',
+        );
+      }
+      throw e;
+    }
+  };
+  fetchWithReasons.rollcage = true;
+  globalThis.fetch = fetchWithReasons;
 }

@@ -31,11 +31,13 @@ export const healthCheckApi = {
     const { path, min_ratio } = config(CONFIG);
     let healthy = 0;
     for (const endpoint of target.endpoints) {
-      // A refused connection is an unhealthy endpoint, not an error.
+      // A refused connection is an unhealthy endpoint, not an error; a
+      // denied request is a grant to fix, not a measurement.
       try {
         const response = await fetch(`http://${endpoint}${path}`);
         if (response.ok) healthy += 1;
       } catch (e) {
+        if (e && e.reason === 'denied') throw e;
         log('debug', `${endpoint}: ${e && e.message ? e.message : e}`);
       }
     }

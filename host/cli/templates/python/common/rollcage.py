@@ -11,6 +11,8 @@
 
 import functools
 import json
+import os
+import sys
 from typing import Any, Dict, List
 
 from componentize_py_types import Err
@@ -32,6 +34,27 @@ class ConfigError(PluginError):
         self.problems = problems
 
 
+class NoEnvironmentVariable(KeyError):
+    """A read of `os.environ[NAME]` in a plugin, which sees no environment
+    variables: the error says what to use instead."""
+
+    def __str__(self) -> str:
+        return (f"environment variable `{self.args[0]}`: plugins see no environment variables; "
+                "read settings with rollcage.config(schema) and secrets with rollcage.secret(name)")
+
+
+class _NoEnvironment(dict):
+    """`os.environ` in a plugin: empty, and a missing key says why."""
+
+    def __missing__(self, key):
+        raise NoEnvironmentVariable(key)
+
+
+if sys.platform == "wasi":
+    # Only inside the component: tests under CPython keep their environment.
+    os.environ = _NoEnvironment()
+
+
 def returns_errors(method):
     """Decorate every exported method with this: an exception becomes the
     `err` the host shows. Uncaught, it would trap: the host reports a crash
@@ -41,8 +64,12 @@ def returns_errors(method):
     def call(*args, **kwargs):
         try:
             return method(*args, **kwargs)
-        except Err:
-            raise
+        except Err as e:
+            # Only text is a plugin's error; any other `Err` (a stream or
+            # HTTP error code from a wasi call) would crash the call.
+            if isinstance(e.value, str):
+                raise
+            raise Err(f"{type(e.value).__name__}: {getattr(e.value, 'value', '')}".rstrip(": ")) from None
         except PluginError as e:
             raise Err(str(e)) from None
         except Exception as e:

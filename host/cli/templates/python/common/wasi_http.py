@@ -1,9 +1,12 @@
 """A small blocking HTTP client over `wasi:http/outgoing-handler`.
 
 One request at a time, whole bodies in memory. The host lets requests
-through only to the plugin's `allow_hosts`; anything else fails with an
-`HttpError` saying so. (Strategies are built with `--stub-wasi` and get no
-HTTP at all: this module is for the other kinds.)
+through only to the plugin's `allow_hosts`; anything else fails with
+`HttpDenied` (an `HttpError`) saying so (`request to `example.com` denied:
+...`), before any body is sent. A network failure is an `HttpError` of
+its own (`request to `127.0.0.1:9` failed: connection refused: ...`).
+(Strategies are built with `--stub-wasi` and get no HTTP at all: this
+module is for the other kinds.)
 
     response = wasi_http.request("GET", "http://127.0.0.1:8080/healthz")
     if not response.ok:
@@ -21,6 +24,7 @@ from rollcage import PluginError
 from wit_world.imports import outgoing_handler
 from wit_world.imports.streams import StreamError_Closed
 from wit_world.imports.wasi_http_types import (
+    ErrorCode_ConnectionRefused,
     ErrorCode_DestinationIpProhibited,
     ErrorCode_HttpRequestDenied,
     Fields,
@@ -51,8 +55,14 @@ _READ_CHUNK = 64 * 1024
 
 
 class HttpError(PluginError):
-    """The request could not be made (refused, denied, timed out) or its
+    """The request could not be made (denied, refused, timed out) or its
     response could not be read."""
+
+
+class HttpDenied(HttpError):
+    """The host denied the request: its host is not in the plugin's
+    `allow_hosts`, or its address is in a denied network. A grant to fix,
+    not a sign of the target's health."""
 
 
 class Response:
@@ -78,16 +88,40 @@ class Response:
             raise HttpError(f"the response body is not JSON: {e}") from None
 
 
+def _error(authority: str, code) -> HttpError:
+    """The error for a `wasi:http` error code: `HttpDenied` for a denial."""
+    denied = isinstance(code, (ErrorCode_HttpRequestDenied, ErrorCode_DestinationIpProhibited))
+    return (HttpDenied if denied else HttpError)(_describe(authority, code))
+
+
 def _describe(authority: str, code) -> str:
     if isinstance(code, ErrorCode_HttpRequestDenied):
         return f"request to `{authority}` denied: the host is not in this plugin's allow_hosts"
     if isinstance(code, ErrorCode_DestinationIpProhibited):
         return f"request to `{authority}` denied: its address is in a denied network"
-    # `ErrorCode_ConnectionRefused()` -> `connection refused`
+    if isinstance(code, ErrorCode_ConnectionRefused):
+        return f"request to `{authority}` failed: connection refused: nothing listens at that address and port"
+    # `ErrorCode_ConnectionTimeout()` -> `connection timeout`
     name = type(code).__name__.removeprefix("ErrorCode_")
     words = " ".join(w.lower() for w in re.findall(r"[A-Z][a-z0-9]*", name))
     value = getattr(code, "value", None)
     return f"request to `{authority}` failed: {words}" + (f" ({value})" if value is not None else "")
+
+
+def _write_body(out_body: OutgoingBody, data: bytes) -> Optional[str]:
+    """Write and finish a request body; what went wrong, in words, or None.
+    Never raises: a stream error is an `Err` whose value is not text, which
+    would crash the plugin if it escaped."""
+    try:
+        with out_body.write() as stream:
+            for i in range(0, len(data), _WRITE_CHUNK):
+                stream.blocking_write_and_flush(data[i : i + _WRITE_CHUNK])
+        OutgoingBody.finish(out_body, None)
+    except Err as e:
+        if isinstance(e.value, StreamError_Closed):
+            return "the host closed the body stream"
+        return type(e.value).__name__.removeprefix("StreamError_").removeprefix("ErrorCode_")
+    return None
 
 
 def request(
@@ -133,13 +167,12 @@ def request(
     try:
         future = outgoing_handler.handle(req, options)
     except Err as e:
-        raise HttpError(_describe(parts.netloc, e.value)) from None
-    # The body is written after the request is handed over, then finished.
-    with out_body.write() as stream:
-        data = body or b""
-        for i in range(0, len(data), _WRITE_CHUNK):
-            stream.blocking_write_and_flush(data[i : i + _WRITE_CHUNK])
-    OutgoingBody.finish(out_body, None)
+        raise _error(parts.netloc, e.value) from None
+    # The body is written after the request is handed over (a denied
+    # request failed above, before any of it), then finished. A request
+    # that fails meanwhile (a refused connection) says why in its response,
+    # read below; a failed write only matters when the response does not.
+    write_failed = _write_body(out_body, body or b"")
 
     with future:
         with future.subscribe() as ready:
@@ -150,8 +183,11 @@ def request(
         raise HttpError(f"request to `{parts.netloc}`: the response was lost")
     inner = got.value
     if isinstance(inner, Err):
-        raise HttpError(_describe(parts.netloc, inner.value))
+        raise _error(parts.netloc, inner.value)
     response = inner.value if isinstance(inner, Ok) else inner
+    if write_failed is not None:
+        response.__exit__(None, None, None)
+        raise HttpError(f"request to `{parts.netloc}` failed: writing the request body: {write_failed}")
 
     with response:
         status = response.status()

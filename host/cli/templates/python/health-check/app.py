@@ -36,10 +36,13 @@ class HealthCheckApi(exports.HealthCheckApi):
         config = rollcage.config(CONFIG)
         healthy = 0
         for endpoint in target.endpoints:
-            # A refused connection is an unhealthy endpoint, not an error.
+            # A refused connection is an unhealthy endpoint, not an error;
+            # a denied request (HttpDenied) is a grant to fix: it is raised.
             try:
                 if wasi_http.request("GET", f"http://{endpoint}{config['path']}").ok:
                     healthy += 1
+            except wasi_http.HttpDenied:
+                raise
             except wasi_http.HttpError as e:
                 rollcage.log("debug", f"{endpoint}: {e}")
         return measure(healthy, len(target.endpoints), config["min_ratio"])

@@ -50,10 +50,13 @@ impl HealthCheck for Plugin {
         let config: Config = rollcage_sdk::config()?;
         let mut healthy = 0;
         for endpoint in &target.endpoints {
-            // A refused connection is an unhealthy endpoint, not an error.
+            // A refused connection is an unhealthy endpoint, not an error;
+            // a denied request is a grant to fix, not a measurement.
             let url = format!("http://{endpoint}{}", config.path);
-            if Request::get(&url).send().is_ok_and(|r| r.is_success()) {
-                healthy += 1;
+            match Request::get(&url).send() {
+                Ok(r) if r.is_success() => healthy += 1,
+                Err(e @ rollcage_sdk::Error::Denied(_)) => return Err(e.to_string()),
+                _ => {}
             }
         }
         Ok(measure(healthy, target.endpoints.len(), config.min_ratio))
