@@ -34,6 +34,12 @@ pub enum Condition {
 
 impl Condition {
     /// Parse `< 0.05`, `>= 0.99`, `== 1`, `!= 0`, `between 0.1 0.5`.
+    ///
+    /// ```
+    /// use rollcage_sdk::condition::Condition;
+    /// assert_eq!(Condition::parse("between 0.1 0.5"), Ok(Condition::Between(0.1, 0.5)));
+    /// assert!(Condition::parse("about 3").unwrap_err().contains("`between LOW HIGH`"));
+    /// ```
     pub fn parse(text: &str) -> Result<Condition, String> {
         let bad = || {
             format!(
@@ -72,6 +78,12 @@ impl Condition {
     }
 
     /// Whether `v` passes. NaN never passes.
+    ///
+    /// ```
+    /// use rollcage_sdk::condition::Condition;
+    /// assert!(Condition::Between(0.1, 0.5).holds(0.5));
+    /// assert!(!Condition::Ne(0.0).holds(f64::NAN));
+    /// ```
     pub fn holds(self, v: f64) -> bool {
         match self {
             Condition::Lt(n) => v < n,

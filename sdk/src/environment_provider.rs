@@ -16,7 +16,7 @@ pub mod bindings {
 /// method states what should be, not what should change, so the host may
 /// repeat the call that was in flight when it crashed.
 ///
-/// ```ignore
+/// ```
 /// use rollcage_sdk::{EnvironmentProvider, types::*};
 ///
 /// struct Nowhere;
@@ -31,6 +31,13 @@ pub mod bindings {
 /// }
 ///
 /// rollcage_sdk::export_environment_provider!(Nowhere);
+///
+/// // Natively, in a test:
+/// let target = Target { environment: "staging".into(), service: "web".into(), service_spec: "{}".into() };
+/// assert!(Nowhere::status(target.clone()).unwrap().slots.is_empty());
+/// assert!(Nowhere::run_job(target, Job {
+///     name: "migrate".into(), command: vec![], env: vec![], timeout_ms: 1000,
+/// }).unwrap_err().contains("cannot run jobs"));
 /// ```
 pub trait EnvironmentProvider {
     /// Make the environment ready to receive slots. The default does nothing.

@@ -16,7 +16,7 @@ pub mod bindings {
 /// measurement could be taken (the metrics server is down): an error is not a
 /// failure, and the host counts the two apart.
 ///
-/// ```ignore
+/// ```
 /// use rollcage_sdk::{HealthCheck, types::{CheckTarget, Measurement, Verdict}};
 ///
 /// struct AlwaysHealthy;
@@ -28,6 +28,15 @@ pub mod bindings {
 /// }
 ///
 /// rollcage_sdk::export_health_check!(AlwaysHealthy);
+///
+/// // Natively, in a test:
+/// let target = CheckTarget {
+///     environment: "staging".into(),
+///     slot: "1.4.0".into(),
+///     release: "1.4.0".into(),
+///     endpoints: vec!["127.0.0.1:8080".into()],
+/// };
+/// assert!(matches!(AlwaysHealthy::check(target), Ok(Measurement { verdict: Verdict::Pass, .. })));
 /// ```
 pub trait HealthCheck {
     /// Take one measurement of `target`.

@@ -38,11 +38,12 @@
 //! [`Strategy`] / [`export_strategy!`], [`HealthCheck`] / [`export_health_check!`]
 //! and [`EnvironmentProvider`] / [`export_environment_provider!`]; see each trait.
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 pub mod condition;
 pub mod duration;
 pub mod http;
 pub mod log;
-#[cfg(feature = "testing")]
 pub mod testing;
 
 #[doc(hidden)]
@@ -101,43 +102,75 @@ impl From<Error> for String {
 }
 
 /// The plugin's `config` table as JSON text.
+///
+/// ```no_run
+/// let raw: serde_json::Value = serde_json::from_str(&rollcage_sdk::config_json()).unwrap();
+/// let _prefix = raw.get("prefix").and_then(|p| p.as_str()).unwrap_or("deploys");
+/// ```
 pub fn config_json() -> String {
     bindings::rollcage::plugin::host::config()
 }
 
 /// The plugin's `config` table, deserialized into the plugin's own type.
 /// Use `#[serde(deny_unknown_fields)]` on it so that a typo is an error.
+///
+/// ```no_run
+/// #[derive(serde::Deserialize)]
+/// #[serde(deny_unknown_fields)]
+/// struct Config {
+///     url: String,
+///     #[serde(default)]
+///     retries: u32,
+/// }
+///
+/// fn url() -> Result<String, String> {
+///     let config: Config = rollcage_sdk::config()?; // `Error` converts to `String`
+///     Ok(config.url)
+/// }
+/// # let _ = url;
+/// ```
 pub fn config<T: DeserializeOwned>() -> Result<T, Error> {
     serde_json::from_str(&config_json()).map_err(|e| Error::Config(e.to_string()))
 }
 
-/// The value of a secret granted to this plugin.
+/// The value of a secret granted to this plugin (`secrets = [...]` in its
+/// configuration); an error for one that is not granted or not set.
+///
+/// ```no_run
+/// fn token() -> Result<String, String> {
+///     Ok(rollcage_sdk::secret("JIRA_TOKEN")?)
+/// }
+/// # let _ = token;
+/// ```
 pub fn secret(name: &str) -> Result<String, Error> {
     bindings::rollcage::plugin::host::secret(name).map_err(Error::Secret)
 }
 
-#[cfg(feature = "strategy")]
-#[doc(hidden)]
+// Always there: its `plan` helpers serve any crate, and show in the docs
+// of a project that enables another kind.
 pub mod strategy;
 #[cfg(feature = "strategy")]
+#[cfg_attr(docsrs, doc(cfg(feature = "strategy")))]
 pub use strategy::Strategy;
 
 #[cfg(feature = "health-check")]
 #[doc(hidden)]
 pub mod health_check;
 #[cfg(feature = "health-check")]
+#[cfg_attr(docsrs, doc(cfg(feature = "health-check")))]
 pub use health_check::HealthCheck;
 
-#[cfg(feature = "notifier")]
-#[doc(hidden)]
+// Always there: its `events` helpers, like `strategy::plan`.
 pub mod notifier;
 #[cfg(feature = "notifier")]
+#[cfg_attr(docsrs, doc(cfg(feature = "notifier")))]
 pub use notifier::Notifier;
 
 #[cfg(feature = "environment-provider")]
 #[doc(hidden)]
 pub mod environment_provider;
 #[cfg(feature = "environment-provider")]
+#[cfg_attr(docsrs, doc(cfg(feature = "environment-provider")))]
 pub use environment_provider::EnvironmentProvider;
 
 /// The `with` mappings every kind world shares: the kind modules reuse the

@@ -4,6 +4,11 @@
 use crate::bindings::rollcage::plugin::host::{self, Level};
 
 /// Log `message` at `level` with key/value `fields`.
+///
+/// ```no_run
+/// use rollcage_sdk::log::{LogLevel, log};
+/// log(LogLevel::Warn, "slow answer", &[("endpoint", "10.0.0.7:8080"), ("ms", "1200")]);
+/// ```
 pub fn log(level: Level, message: &str, fields: &[(&str, &str)]) {
     let fields: Vec<(String, String)> = fields
         .iter()
@@ -13,23 +18,44 @@ pub fn log(level: Level, message: &str, fields: &[(&str, &str)]) {
 }
 
 /// Log at debug level.
+///
+/// ```no_run
+/// rollcage_sdk::log::debug("checked 3 endpoints");
+/// ```
 pub fn debug(message: &str) {
     log(Level::Debug, message, &[]);
 }
 
 /// Log at info level.
+///
+/// ```no_run
+/// rollcage_sdk::log::info("checked 3 endpoints");
+/// ```
 pub fn info(message: &str) {
     log(Level::Info, message, &[]);
 }
 
 /// Log at warn level.
+///
+/// ```no_run
+/// rollcage_sdk::log::warn("checked 3 endpoints");
+/// ```
 pub fn warn(message: &str) {
     log(Level::Warn, message, &[]);
 }
 
 /// Log at error level.
+///
+/// ```no_run
+/// rollcage_sdk::log::error("checked 3 endpoints");
+/// ```
 pub fn error(message: &str) {
     log(Level::Error, message, &[]);
 }
 
+/// A log line's level: `Debug`, `Info`, `Warn` or `Error`.
+///
+/// ```no_run
+/// rollcage_sdk::log::log(rollcage_sdk::log::LogLevel::Info, "ready", &[]);
+/// ```
 pub use crate::bindings::rollcage::plugin::host::Level as LogLevel;

@@ -1,8 +1,12 @@
-//! The notifier kind: [`Notifier`] and [`export_notifier!`](crate::export_notifier).
+//! The notifier kind: [`events`], helpers for event kinds and filters
+//! (always available), and, with the `notifier` feature, the `Notifier`
+//! trait and the [`export_notifier!`](crate::export_notifier) macro.
 
+#[cfg(feature = "notifier")]
 #[allow(unused_imports)]
 use crate::types::*;
 
+#[cfg(feature = "notifier")]
 #[doc(hidden)]
 pub mod bindings {
     crate::kind_world!(
@@ -15,7 +19,7 @@ pub mod bindings {
 /// A notifier. Errors are logged and retried by the host with backoff; they
 /// never fail a deployment.
 ///
-/// ```ignore
+/// ```
 /// use rollcage_sdk::{Notifier, types::Event};
 ///
 /// struct Shout;
@@ -29,15 +33,21 @@ pub mod bindings {
 ///
 /// rollcage_sdk::export_notifier!(Shout);
 /// ```
+#[cfg(feature = "notifier")]
+#[cfg_attr(docsrs, doc(cfg(feature = "notifier")))]
 pub trait Notifier {
     /// Deliver one event.
     fn notify(event: Event) -> Result<(), String>;
 }
 
+#[cfg(feature = "notifier")]
 #[doc(hidden)]
 pub use bindings::exports::rollcage::plugin::notifier_api::Guest as __Guest;
 
-/// Export a type implementing [`Notifier`] as this component's notifier.
+/// Export a type implementing [`Notifier`] as this component's notifier
+/// (feature `notifier`).
+#[cfg(feature = "notifier")]
+#[cfg_attr(docsrs, doc(cfg(feature = "notifier")))]
 #[macro_export]
 macro_rules! export_notifier {
     ($t:ident) => {
@@ -50,11 +60,27 @@ macro_rules! export_notifier {
     };
 }
 
-/// Helpers shared by notifiers.
+/// Helpers shared by notifiers: event kinds by their WIT names, and the
+/// `events = [...]` filter operators write in a notifier's config.
+///
+/// ```
+/// use rollcage_sdk::notifier::events;
+/// use rollcage_sdk::testing::sample_event;
+/// use rollcage_sdk::types::EventKind;
+///
+/// let only = vec!["rolled-back".to_string(), "failed".to_string()];
+/// assert_eq!(events::wanted(Some(&only), &sample_event(EventKind::RolledBack)), Ok(true));
+/// assert_eq!(events::wanted(Some(&only), &sample_event(EventKind::Step)), Ok(false));
+/// ```
 pub mod events {
     use crate::types::{Event, EventKind};
 
     /// The kebab-case name of an event kind, as in the WIT and in `events = [...]`.
+    ///
+    /// ```
+    /// use rollcage_sdk::{notifier::events::kind_name, types::EventKind};
+    /// assert_eq!(kind_name(EventKind::RolledBack), "rolled-back");
+    /// ```
     pub fn kind_name(kind: EventKind) -> &'static str {
         match kind {
             EventKind::RunStarted => "run-started",
@@ -69,6 +95,11 @@ pub mod events {
     }
 
     /// Every kind name, for validating `events = [...]`.
+    ///
+    /// ```
+    /// use rollcage_sdk::notifier::events::KIND_NAMES;
+    /// assert!(KIND_NAMES.contains(&"awaiting-approval"));
+    /// ```
     pub const KIND_NAMES: [&str; 8] = [
         "run-started",
         "stage-started",
@@ -82,6 +113,14 @@ pub mod events {
 
     /// Whether an `events = [...]` filter (all events when `None`) lets
     /// `event` through; an unknown name in the filter is an error.
+    ///
+    /// ```
+    /// use rollcage_sdk::{notifier::events::wanted, testing::sample_event, types::EventKind};
+    /// let event = sample_event(EventKind::Succeeded);
+    /// assert_eq!(wanted(None, &event), Ok(true));
+    /// let typo = vec!["rolled_back".to_string()];
+    /// assert!(wanted(Some(&typo), &event).unwrap_err().contains("unknown event `rolled_back`"));
+    /// ```
     pub fn wanted(filter: Option<&[String]>, event: &Event) -> Result<bool, String> {
         let Some(filter) = filter else {
             return Ok(true);

@@ -1,4 +1,8 @@
-//! Test helpers for strategy authors (feature `testing`).
+//! Test helpers for plugin authors: sample inputs ([`state`],
+//! [`sample_event`], [`release`]) and, for strategies, a simulator.
+//! Plain functions of the contract's types, run natively by `cargo test`;
+//! always available (the `testing` feature, which templates name in their
+//! dev-dependencies, is kept and adds nothing).
 //!
 //! [`simulate`] replays a list of actions against an imaginary environment
 //! whose slots become ready as soon as they are applied (the engine waits
@@ -12,10 +16,35 @@ use std::collections::BTreeMap;
 use crate::types::Action;
 
 /// Slot name to instance count.
+///
+/// ```
+/// use rollcage_sdk::testing::Slots;
+/// let running = Slots::from([("1.3.2".to_string(), 3)]);
+/// assert_eq!(running["1.3.2"], 3);
+/// ```
 pub type Slots = BTreeMap<String, u32>;
 
 /// Replay `actions` from `initial` slots; the slots at the end, or the first
 /// broken invariant with the step it broke at.
+///
+/// ```
+/// use rollcage_sdk::strategy::plan;
+/// use rollcage_sdk::testing::{release, simulate, Slots};
+/// use rollcage_sdk::types::Action;
+///
+/// let running = Slots::from([("1.0.0".to_string(), 2)]);
+/// let good = [
+///     plan::apply("2.0.0", &release("2.0.0"), 2),
+///     plan::route(&[("2.0.0", 100)]),
+///     Action::RemoveSlot("1.0.0".into()),
+/// ];
+/// assert_eq!(simulate(&running, &good).unwrap(), Slots::from([("2.0.0".to_string(), 2)]));
+///
+/// // Traffic to a slot that does not exist yet breaks an invariant.
+/// let bad = [plan::route(&[("2.0.0", 100)])];
+/// let e = simulate(&running, &bad).unwrap_err();
+/// assert!(e.starts_with("step 0: 100% of traffic routed to slot `2.0.0`"), "{e}");
+/// ```
 pub fn simulate(initial: &Slots, actions: &[Action]) -> Result<Slots, String> {
     let mut slots = initial.clone();
     // Before any route, traffic goes to the initial slots.
@@ -69,6 +98,11 @@ use crate::types::{
 };
 
 /// A release with only a version.
+///
+/// ```
+/// let r = rollcage_sdk::testing::release("1.4.0");
+/// assert_eq!((r.version.as_str(), r.notes, r.params.len()), ("1.4.0", None, 0));
+/// ```
 pub fn release(version: &str) -> Release {
     Release {
         version: version.into(),
@@ -77,9 +111,35 @@ pub fn release(version: &str) -> Release {
     }
 }
 
-/// The state a strategy sees in `production` when moving from `stable`
-/// (running in `stable_slot` with `replicas` instances, if any) to
-/// `release`, after `history` succeeded.
+/// The state a strategy sees in `production` when moving to a new release,
+/// after the actions of `history` all succeeded:
+///
+/// * `params`: the strategy's parameters as JSON text, as the host passes
+///   them (the environment's `strategy = { ... }` without `plugin`), for
+///   example `r#"{"first_weight": 10}"#`;
+/// * `stable`: `Some((version, slot))` when a release already runs: its
+///   version and the slot it runs in, with `replicas` ready instances
+///   taking all traffic; `None` for a first deployment;
+/// * `release_version`: the version being deployed;
+/// * `replicas`: the instances the service runs once fully promoted;
+/// * `history`: the actions already executed, oldest first, each recorded
+///   with the outcome `ok` (what the strategy sees on its next `decide`).
+///
+/// The environment status is the one before the run: the stable slot only.
+///
+/// ```
+/// use rollcage_sdk::strategy::plan;
+/// use rollcage_sdk::testing::state;
+///
+/// let first = plan::apply("2.0.0", &rollcage_sdk::testing::release("2.0.0"), 1);
+/// let s = state(r#"{"first_weight": 10}"#, Some(("1.0.0", "1.0.0")), "2.0.0", 3, &[first]);
+/// assert_eq!(s.stable.unwrap().version, "1.0.0");
+/// assert_eq!(s.status.slots[0].ready, 3);
+/// assert_eq!(s.history.len(), 1);
+///
+/// let fresh = state("{}", None, "1.0.0", 2, &[]);
+/// assert!(fresh.stable.is_none() && fresh.status.slots.is_empty());
+/// ```
 pub fn state(
     params: &str,
     stable: Option<(&str, &str)>,
@@ -118,6 +178,14 @@ pub fn state(
 
 /// A sample event of `kind`: pipeline `api`, release 1.2.0 in production,
 /// with analysis fields, a run link and an `issue_key` parameter.
+///
+/// ```
+/// use rollcage_sdk::testing::sample_event;
+/// use rollcage_sdk::types::EventKind;
+/// let e = sample_event(EventKind::RolledBack);
+/// assert_eq!((e.pipeline.as_str(), e.release.version.as_str()), ("api", "1.2.0"));
+/// assert!(matches!(e.kind, EventKind::RolledBack));
+/// ```
 pub fn sample_event(kind: EventKind) -> Event {
     Event {
         kind,

@@ -274,20 +274,44 @@ pub enum LangArg {
 
 #[derive(Debug, clap::Args)]
 pub struct PluginTestArgs {
-    /// The .wasm component.
-    pub file: PathBuf,
+    /// The .wasm component, or `builtin:NAME` for a builtin plugin.
+    #[arg(required_unless_present = "print_input")]
+    pub file: Option<PathBuf>,
     /// The kind expected (default: the world the component fits).
     #[arg(long, value_enum)]
     pub kind: Option<KindArg>,
-    /// The call's input as JSON (default: a built-in sample of the kind):
-    /// an event (notifier), a check target (health check), a deploy state
-    /// (strategy: validate, decide and rollback) or a target (provider:
-    /// status).
+    /// The call's input as JSON in the WIT's spelling (default: a built-in
+    /// sample of the kind; `--print-input` prints it): an event (notifier),
+    /// a check target (health check), a deploy state (strategy: validate,
+    /// decide and rollback) or a target (provider: status).
     #[arg(long)]
     pub input: Option<PathBuf>,
+    /// Print the input the call would get, as JSON for `--input`, and stop
+    /// (with FILE or --kind).
+    #[arg(long)]
+    pub print_input: bool,
     /// A key of the plugin's config (repeatable); JSON values are parsed.
     #[arg(long = "config", value_name = "KEY=VALUE")]
     pub config: Vec<String>,
+    /// Strategy: a parameter (repeatable), as KEY=VALUE (JSON values are
+    /// parsed) or a JSON object; what an environment's `strategy = { ... }`
+    /// gives besides `plugin`. Validated before anything is decided.
+    #[arg(long = "params", value_name = "KEY=VALUE|JSON")]
+    pub params: Vec<String>,
+    /// Strategy: drive `decide` to `done` over a simulated environment
+    /// (every step succeeds, every analysis passes) and print the plan and
+    /// the rollback plan, as `run --dry-run` does.
+    #[arg(long)]
+    pub plan: bool,
+    /// Health check: an endpoint (HOST:PORT) of the slot measured
+    /// (repeatable).
+    #[arg(long = "endpoint", value_name = "HOST:PORT")]
+    pub endpoints: Vec<String>,
+    /// Notifier: the event's kind, as the WIT names it: run-started,
+    /// stage-started, awaiting-approval, step, analysis-failed,
+    /// rolled-back, succeeded, failed (default succeeded).
+    #[arg(long, value_name = "KIND")]
+    pub event: Option<String>,
     /// A host the plugin may reach (repeatable): host, host:port, host:*.
     #[arg(long = "allow-host", value_name = "HOST")]
     pub allow_hosts: Vec<String>,

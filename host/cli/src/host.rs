@@ -141,10 +141,11 @@ impl Host {
         });
         let set = load_all(&runtime, &config, grant.as_ref());
         let breakers = breakers(&config, &set);
-        let assembled = if set.errors.is_empty() {
+        let problems = set.problems();
+        let assembled = if problems.is_empty() {
             assemble(&config, &set, &breakers, store)
         } else {
-            Err(anyhow::anyhow!("{}", set.errors.join("\n")))
+            Err(anyhow::anyhow!("{}", problems.join("\n")))
         };
         let assembled = match assembled {
             Ok((engine, queue)) if !opts.leave_queued_notifications => {

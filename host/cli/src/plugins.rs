@@ -9,7 +9,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use rollcage_config::interpolate::fill_secrets;
-use rollcage_config::{ComponentRef, Config, Context, KnownBuiltin, PluginConfig, PluginRef};
+use rollcage_config::{
+    ComponentRef, Config, ConfigError, Context, KnownBuiltin, PluginConfig, PluginRef,
+};
 use rollcage_core::{Grants, PluginId, PluginKind};
 use rollcage_runtime::{LoadedPlugin, PluginSpec, Runtime};
 
@@ -43,9 +45,18 @@ fn config_vars() -> BTreeMap<String, String> {
 pub struct PluginSet {
     pub loaded: BTreeMap<String, Arc<LoadedPlugin>>,
     pub errors: Vec<String>,
+    /// Uses of a component file of undeclared kind whose component turned
+    /// out to be another kind: configuration errors, at the reference.
+    pub misused: Vec<ConfigError>,
 }
 
 impl PluginSet {
+    /// Every problem, as lines: load failures, then misused plugins.
+    pub fn problems(&self) -> Vec<String> {
+        let misused = self.misused.iter().map(|e| e.to_string());
+        self.errors.iter().cloned().chain(misused).collect()
+    }
+
     /// The plugin a reference points at.
     pub fn get(&self, r: &PluginRef) -> Option<&Arc<LoadedPlugin>> {
         self.loaded.get(r.name())
@@ -93,6 +104,7 @@ pub fn load_all(runtime: &Runtime, config: &Config, local: Option<&LocalGrant>) 
     let mut set = PluginSet {
         loaded: BTreeMap::new(),
         errors: Vec::new(),
+        misused: Vec::new(),
     };
     let add =
         |set: &mut PluginSet, name: String, result: anyhow::Result<Arc<LoadedPlugin>>| match result
@@ -130,6 +142,15 @@ pub fn load_all(runtime: &Runtime, config: &Config, local: Option<&LocalGrant>) 
         {
             let p = builtin_instance(name);
             add(&mut set, name.clone(), load(&p, &p.id, &p.config));
+        }
+    }
+    // A component file of undeclared kind is known only now: each place
+    // that names it must need what it is.
+    for u in &config.plugin_uses {
+        if let Some(p) = set.loaded.get(u.plugin.as_str())
+            && let Some(e) = u.mismatch(p.kind(), &p.spec().source_name)
+        {
+            set.misused.push(e);
         }
     }
     set

@@ -302,6 +302,61 @@ fn config_check_has_the_strategy_validate_its_parameters() {
 }
 
 #[test]
+fn config_check_loads_each_plugin_as_the_kind_its_use_needs() {
+    // A health check's component, as a file whose kind is not declared:
+    // only loading it tells what it is.
+    let dir = tempfile::tempdir().unwrap();
+    let check = dir.path().join("check.wasm");
+    std::fs::write(&check, rollcage_builtins::get("http").unwrap().wasm).unwrap();
+    let path = dir.path().join("rollcage.toml");
+    std::fs::write(
+        &path,
+        r#"[plugins.ramp]
+component = "check.wasm"
+
+[plugins.pager]
+component = "check.wasm"
+
+[environments.production]
+provider = "local"
+strategy = { plugin = "ramp", steps = [10, 100] }
+notify = ["pager"]
+
+[pipelines.api]
+stages = ["production"]
+"#,
+    )
+    .unwrap();
+    let out = rollcage(&["config", "check", path.to_str().unwrap()], dir.path());
+    assert_eq!(out.status.code(), Some(2), "{}", stdout(&out));
+    let err = stderr(&out);
+    let (shown, source) = (path.display(), check.display());
+    for expected in [
+        format!(
+            "{shown}:9:12: error: environment `production`: strategy: plugin `ramp` ({source}) is a health-check, not a strategy\n  hint: its component exports the health-check world; a health-check plugin goes in a `[checks.<id>]` section's `plugin`"
+        ),
+        format!(
+            "{shown}:10:11: error: environment `production`: notify: plugin `pager` ({source}) is a health-check, not a notifier"
+        ),
+        format!("2 problem(s) in {shown}"),
+    ] {
+        assert!(err.contains(&expected), "{expected}\n---\n{err}");
+    }
+    // `run` refuses it the same way, before touching anything.
+    let out = rollcage(
+        &["run", "api", "-c", path.to_str().unwrap(), "-r", "1.0.0"],
+        dir.path(),
+    );
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        stderr(&out).contains("plugin `ramp` (")
+            && stderr(&out).contains("is a health-check, not a strategy"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
 fn started_by_is_the_operating_systems_user_name_when_user_is_unset() {
     // As in containers, cron jobs and CI runners: no USER, no LOGNAME.
     let dir = tempfile::tempdir().unwrap();

@@ -116,11 +116,11 @@ fn check_and_call(wasm: &Path, lang: &str, kind: &str, cache: &Path) {
         ),
         "strategy" => {
             assert!(
-                stdout.contains("\"decide\":{") && stdout.contains("\"type\":\"apply_slot\""),
+                stdout.contains("\"decide\":{\"apply-slot\":{"),
                 "{lang}: {stdout}"
             );
             assert!(
-                stdout.contains("{\"slot\":\"1.4.0\",\"type\":\"remove_slot\"}"),
+                stdout.contains("{\"remove-slot\":\"1.4.0\"}"),
                 "{lang}: {stdout}"
             );
         }

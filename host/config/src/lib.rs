@@ -27,7 +27,7 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 pub use alerts::{AlertMatcher, AlertsConfig, Place};
 pub use error::{ConfigError, ConfigErrors, Location};
 pub use plugins::{BreakerSettings, ComponentRef, LimitsConfig, PluginConfig};
-pub use refs::PluginRef;
+pub use refs::{PluginRef, PluginUse};
 pub use sections::{
     AnalysisConfig, Approval, CheckConfig, Concurrency, EnvironmentConfig, JobConfig,
     PipelineConfig, WindowPolicy,
@@ -357,6 +357,9 @@ pub struct Config {
     pub pipelines: BTreeMap<String, PipelineConfig>,
     /// `[alerts]`: what Alertmanager's alerts act on.
     pub alerts: AlertsConfig,
+    /// Every reference to a component file of undeclared kind, to be
+    /// checked against the kind found when it is loaded.
+    pub plugin_uses: Vec<PluginUse>,
 }
 
 const SECTIONS: &[&str] = &[
@@ -492,6 +495,7 @@ impl Config {
             plugins: &plugins,
             cx,
             vars: &vars,
+            uses: Default::default(),
         };
         let mut checks = BTreeMap::new();
         for (file, value) in section("checks") {
@@ -548,6 +552,7 @@ impl Config {
             hasher.update(t.as_bytes());
         }
         let hash = hex::encode(&hasher.finalize()[..8]);
+        let plugin_uses = refs.uses.take();
         let config = Config {
             path: path.to_path_buf(),
             hash,
@@ -557,6 +562,7 @@ impl Config {
             environments,
             pipelines,
             alerts,
+            plugin_uses,
         };
         sort_errors(path, &mut errors);
         (Some(config), ConfigErrors(errors))

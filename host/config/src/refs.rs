@@ -3,13 +3,14 @@
 //! `notify = ["slack"]`): a `[plugins.<id>]` instance, or else a builtin by
 //! name, which is then used with no grants. Either way its kind must fit.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::ops::Range;
 
 use rollcage_core::{PluginId, PluginKind};
 
 use crate::Context;
-use crate::error::ConfigError;
+use crate::error::{ConfigError, Location};
 use crate::plugins::PluginConfig;
 use crate::source::Source;
 
@@ -32,11 +33,57 @@ impl PluginRef {
     }
 }
 
+/// A reference to a `[plugins.<id>]` instance whose component file declares
+/// no `kind`: this crate cannot open the file, so whoever loads it checks
+/// the kind it finds against the kind this use needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginUse {
+    /// The instance referred to.
+    pub plugin: PluginId,
+    /// The kind the place of the reference needs.
+    pub kind: PluginKind,
+    /// The place, as messages name it: ``environment `production`: strategy``.
+    pub what: String,
+    /// Where the reference is written.
+    pub at: Location,
+}
+
+impl PluginUse {
+    /// The error when the component loaded from `source` turned out to be
+    /// a `found`; `None` when it fits.
+    pub fn mismatch(&self, found: PluginKind, source: &str) -> Option<ConfigError> {
+        (found != self.kind).then(|| {
+            self.at.error(
+                format!(
+                    "{}: plugin `{}` ({source}) is a {found}, not a {}",
+                    self.what, self.plugin, self.kind
+                ),
+                Some(format!(
+                    "its component exports the {found} world; a {found} plugin goes {}",
+                    where_it_goes(found)
+                )),
+            )
+        })
+    }
+}
+
+/// Where a plugin of `kind` is named in a configuration.
+fn where_it_goes(kind: PluginKind) -> &'static str {
+    match kind {
+        PluginKind::EnvironmentProvider => "in an environment's `provider`",
+        PluginKind::Strategy => "in an environment's `strategy = { plugin = ... }`",
+        PluginKind::HealthCheck => "in a `[checks.<id>]` section's `plugin`",
+        PluginKind::Notifier => "in a `notify = [...]` list",
+    }
+}
+
 /// Everything references resolve against.
 pub(crate) struct Refs<'a> {
     pub plugins: &'a BTreeMap<PluginId, PluginConfig>,
     pub cx: &'a Context,
     pub vars: &'a dyn Fn(&str) -> Option<String>,
+    /// References to instances of undeclared kind, met while resolving.
+    pub uses: RefCell<Vec<PluginUse>>,
 }
 
 impl Refs<'_> {
@@ -93,8 +140,17 @@ fn resolve(
                 ));
                 None
             }
+            Some(_) => Some(PluginRef::Instance(id)),
             // A file of undeclared kind is checked when it is loaded.
-            _ => Some(PluginRef::Instance(id)),
+            None => {
+                refs.uses.borrow_mut().push(PluginUse {
+                    plugin: id.clone(),
+                    kind,
+                    what: what.to_string(),
+                    at: src.location(span.start),
+                });
+                Some(PluginRef::Instance(id))
+            }
         };
     }
     match cx.builtins.iter().find(|b| b.name == name) {

@@ -295,3 +295,71 @@ service_label = "job"
     let c = Config::parse(Path::new("rollcage.toml"), "", &cx()).unwrap();
     assert_eq!(c.alerts, AlertsConfig::default());
 }
+
+#[test]
+fn uses_of_a_file_of_undeclared_kind_are_kept_for_the_loader() {
+    let dir = std::env::temp_dir().join(format!("rollcage-uses-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("mine.wasm"), b"\0asm").unwrap();
+    let text = r#"[plugins.mine]
+component = "mine.wasm"
+
+[plugins.declared]
+component = "mine.wasm"
+kind = "strategy"
+
+[checks.up]
+plugin = "mine"
+
+[environments.production]
+provider = "local"
+strategy = { plugin = "mine" }
+notify = ["mine", "console"]
+
+[environments.staging]
+provider = "local"
+strategy = { plugin = "declared" }
+"#;
+    let file = dir.join("rollcage.toml");
+    let c = Config::parse(&file, text, &cx()).unwrap();
+    let uses: Vec<(String, PluginKind, usize, usize)> = c
+        .plugin_uses
+        .iter()
+        .map(|u| (u.what.clone(), u.kind, u.at.line, u.at.column))
+        .collect();
+    // The declared instance and the builtin are checked here already.
+    assert_eq!(
+        uses,
+        [
+            ("check `up`".to_string(), PluginKind::HealthCheck, 9, 10),
+            (
+                "environment `production`: strategy".to_string(),
+                PluginKind::Strategy,
+                13,
+                12
+            ),
+            (
+                "environment `production`: notify".to_string(),
+                PluginKind::Notifier,
+                14,
+                11
+            ),
+        ]
+    );
+    let strategy = &c.plugin_uses[1];
+    assert!(
+        strategy
+            .mismatch(PluginKind::Strategy, "mine.wasm")
+            .is_none()
+    );
+    let e = strategy
+        .mismatch(PluginKind::HealthCheck, "mine.wasm")
+        .unwrap();
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "{}:13:12: error: environment `production`: strategy: plugin `mine` (mine.wasm) is a health-check, not a strategy\n  hint: its component exports the health-check world; a health-check plugin goes in a `[checks.<id>]` section's `plugin`",
+            file.display()
+        )
+    );
+}

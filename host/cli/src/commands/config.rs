@@ -1,5 +1,6 @@
 //! `rollcage config check`: validate a configuration and load every plugin
-//! it uses against its world, without starting anything. Strategy parameters
+//! it uses as the kind its use needs (a component file of undeclared kind
+//! named as a strategy must be a strategy), without starting anything. Strategy parameters
 //! are checked by the strategy plugins themselves (`validate`), for every
 //! environment that could be read even when others could not: their
 //! complaints are reported with the configuration's own errors, each at the
@@ -25,6 +26,9 @@ pub async fn check(path: &Path, cache_dir: Option<PathBuf>) -> anyhow::Result<Ex
     let runtime = super::runtime_for(&config, cache_dir)?;
     let set = load_all(&runtime, &config, None);
     let mut problems = set.errors.clone();
+    // A component of another kind than its use needs is the configuration's
+    // mistake: reported at the reference, with the others.
+    config_errors.extend(set.misused.iter().cloned());
     for env in config.environments.values() {
         let Some(strategy) = set.get(&env.strategy).and_then(|p| p.strategy()) else {
             continue;

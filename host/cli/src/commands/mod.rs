@@ -12,6 +12,7 @@ mod run;
 mod runs;
 mod serve;
 mod token;
+mod wit_json;
 
 use std::process::ExitCode;
 

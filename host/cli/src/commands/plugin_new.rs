@@ -32,12 +32,12 @@ fn about(kind: PluginKind, name: &str) -> (&'static str, String, String) {
         ),
         PluginKind::HealthCheck => (
             "It GETs `path` on every endpoint of the slot under analysis and passes when the healthy fraction is at least `min_ratio`.",
-            format!("rollcage plugins test {wasm} --allow-host '127.0.0.1:*'"),
+            format!("rollcage plugins test {wasm} --allow-host '127.0.0.1:*' --endpoint 127.0.0.1:8080   # a service you run"),
             "allow_hosts = [\"127.0.0.1:*\"]\nconfig = { path = \"/healthz\", min_ratio = 1.0 }\n# then: [checks.healthy] plugin = \"NAME\"".replace("NAME", name),
         ),
         PluginKind::Strategy => (
             "It starts the new release beside the stable one, sends it `first_weight` percent of traffic, has it analysed, then moves all traffic and removes the old slot.",
-            format!("rollcage plugins test {wasm}"),
+            format!("rollcage plugins test {wasm} --params first_weight=20 --plan"),
             "# then, in an environment: strategy = { plugin = \"NAME\", first_weight = 10 }".replace("NAME", name),
         ),
         PluginKind::EnvironmentProvider => (
@@ -45,6 +45,105 @@ fn about(kind: PluginKind, name: &str) -> (&'static str, String, String) {
             format!("rollcage plugins test {wasm} --config api_url=http://127.0.0.1:8080 --allow-host 127.0.0.1:8080"),
             "allow_hosts = [\"127.0.0.1:8080\"]\nconfig = { api_url = \"http://127.0.0.1:8080\" }\n# then, in an environment: provider = \"NAME\"".replace("NAME", name),
         ),
+    }
+}
+
+/// How a language's plugin reads its config, logs, calls HTTP and fails.
+struct Idioms {
+    config: &'static str,
+    log: &'static str,
+    http: &'static str,
+    fail: &'static str,
+}
+
+fn idioms(lang: LangArg) -> Idioms {
+    match lang {
+        LangArg::Rust => Idioms {
+            config: "`rollcage_sdk::config()`",
+            log: "`rollcage_sdk::log::log`",
+            http: "`rollcage_sdk::http::Request`",
+            fail: "return `Err(message)`",
+        },
+        LangArg::Python => Idioms {
+            config: "`rollcage.config(...)`",
+            log: "`rollcage.log(...)`",
+            http: "`wasi_http.request(...)`",
+            fail: "raise `rollcage.PluginError(message)`",
+        },
+        LangArg::Js => Idioms {
+            config: "`config(...)`",
+            log: "`log(...)`",
+            http: "`fetch()`",
+            fail: "throw `new PluginError(message)`",
+        },
+    }
+}
+
+/// The README's last section: what a plugin of this kind is granted, and
+/// how it reads its settings, logs and fails. Each kind speaks of itself
+/// only: a strategy is pure and granted nothing, so its README says so and
+/// says nothing of hosts, secrets or HTTP.
+fn grants(kind: PluginKind, lang: LangArg) -> String {
+    let i = idioms(lang);
+    let (reach, fails) = match kind {
+        PluginKind::Strategy => {
+            let params = match lang {
+                LangArg::Rust => {
+                    "check them in `validate`, read them from `state.params` in `decide` and `rollback`"
+                }
+                LangArg::Python | LangArg::Js => {
+                    "check them in `validate`, read them from `state.params` in `decide` and `rollback` (the `params` helper does both)"
+                }
+            };
+            return format!(
+                "A strategy is pure: it decides from the deploy state it is given and \
+                 nothing else, so that a run can be previewed (`rollcage run --dry-run`), \
+                 replayed and resumed. It is granted nothing: no hosts, no secrets (the \
+                 host refuses a strategy configured with any), and it makes no calls of \
+                 its own. Its parameters are the rest of the environment's \
+                 `strategy = {{ ... }}` table: {params}. Log with {log}; {fail} for a \
+                 problem the run should show, and the engine executes `rollback`.\n",
+                log = i.log,
+                fail = i.fail,
+            );
+        }
+        PluginKind::HealthCheck => (
+            "list the hosts it measures in `allow_hosts`, and the secrets it reads (a metrics API's token) in `secrets`",
+            "Return a measurement whose verdict is `fail` for an unhealthy release, and fail the call only when it could not measure: an error counts towards the analysis's limit of errors in a row, not its failure limit.",
+        ),
+        PluginKind::Notifier => (
+            "list the hosts it posts to in `allow_hosts`, and the secrets it reads (a webhook URL, a token) in `secrets`",
+            "A notification that fails is retried from the host's queue; it never holds the run.",
+        ),
+        PluginKind::EnvironmentProvider => (
+            "list the hosts of the platform API it drives in `allow_hosts`, and the secrets it reads (an API token) in `secrets`",
+            "Its actions are desired state, not deltas: the engine may repeat one after a crash.",
+        ),
+    };
+    format!(
+        "A plugin is granted nothing by default: {reach}. Read your config with \
+         {config}, log with {log}, call HTTP with {http}; {fail} for a failure \
+         the run should show. {fails}\n",
+        config = i.config,
+        log = i.log,
+        http = i.http,
+        fail = i.fail,
+    )
+}
+
+/// Python's HTTP client module, for every kind but a strategy's.
+const PYTHON_HTTP_ROW: &str =
+    "| `wasi_http.py` | a small blocking HTTP client over `wasi:http` |\n";
+
+/// What goes into a JavaScript component, by kind.
+fn js_runtime(kind: PluginKind) -> &'static str {
+    match kind {
+        PluginKind::Strategy => {
+            "`app.js` and the modules it imports go into the component. A strategy\nuses only the state passed in: no `fetch()`, no `Date.now()`, no\n`Math.random()`."
+        }
+        _ => {
+            "`app.js` and the modules it imports go into the component; `fetch()` is\nthere too, over `wasi:http`."
+        }
     }
 }
 
@@ -57,8 +156,17 @@ pub fn files(name: &str, kind: PluginKind, lang: LangArg, sdk: &Path) -> Vec<(St
     };
     let kind_name = kind.to_string();
     let (text, try_it, use_it) = about(kind, name);
+    let grants = grants(kind, lang);
+    let http_row = if kind == PluginKind::Strategy {
+        ""
+    } else {
+        PYTHON_HTTP_ROW
+    };
     let fill = |t: &str| {
-        t.replace("__NAME__", name)
+        t.replace("__GRANTS__\n", &grants)
+            .replace("__HTTP_FILE__\n", http_row)
+            .replace("__RUNTIME__", js_runtime(kind))
+            .replace("__NAME__", name)
             .replace("__CRATE__", &name.replace('-', "_"))
             .replace("__SDK__", &sdk.display().to_string())
             .replace("__KIND__", &kind_name)
@@ -74,6 +182,10 @@ pub fn files(name: &str, kind: PluginKind, lang: LangArg, sdk: &Path) -> Vec<(St
     ] {
         for (path, text) in TEMPLATES {
             if let Some(rel) = path.strip_prefix(&prefix) {
+                // A strategy makes no HTTP calls: no client to tempt it.
+                if kind == PluginKind::Strategy && rel == "wasi_http.py" {
+                    continue;
+                }
                 // Stored without the dot, so that it does not act on this tree.
                 let rel = if rel == "gitignore" {
                     ".gitignore"
@@ -189,5 +301,67 @@ mod tests {
         }
         assert!(valid_name("my-plugin2"));
         assert!(!valid_name("My_Plugin") && !valid_name("2x") && !valid_name(""));
+    }
+
+    #[test]
+    fn each_kinds_readme_speaks_of_its_kind_only() {
+        // What a README of another kind would say: a strategy is pure, so
+        // nothing in its README may tell the author to reach out.
+        let of_kind = |k: PluginKind| -> &'static [&'static str] {
+            match k {
+                PluginKind::Strategy => &["strateg", "`state.params`"],
+                PluginKind::HealthCheck => &["health check", "health-check", "measure"],
+                PluginKind::Notifier => &["notifier", "notification"],
+                PluginKind::EnvironmentProvider => &["provider", "platform API"],
+            }
+        };
+        let reaching_out = [
+            "allow_hosts",
+            "`secrets`",
+            "call HTTP",
+            "wasi_http",
+            "http::Request",
+            "over `wasi:http`",
+        ];
+        let sdk = Path::new("/sdk");
+        for kind in PluginKind::ALL {
+            for lang in [LangArg::Rust, LangArg::Python, LangArg::Js] {
+                let files = files("my-plugin", kind, lang, sdk);
+                let readme = &files.iter().find(|(p, _)| p == "README.md").unwrap().1;
+                let at = format!("{kind} {lang:?} README.md");
+                assert!(
+                    !readme.contains("__"),
+                    "{at}: a placeholder is left\n{readme}"
+                );
+                for other in PluginKind::ALL.into_iter().filter(|k| *k != kind) {
+                    for word in of_kind(other) {
+                        assert!(
+                            !readme.to_lowercase().contains(&word.to_lowercase()),
+                            "{at} speaks of a {other} (`{word}`):\n{readme}"
+                        );
+                    }
+                }
+                let names: Vec<&str> = files.iter().map(|(p, _)| p.as_str()).collect();
+                if kind == PluginKind::Strategy {
+                    assert!(
+                        readme.contains("A strategy is pure")
+                            && readme.contains("It is granted nothing"),
+                        "{at}:\n{readme}"
+                    );
+                    for word in reaching_out {
+                        assert!(!readme.contains(word), "{at} says `{word}`:\n{readme}");
+                    }
+                    assert!(!names.contains(&"wasi_http.py"), "{at}: {names:?}");
+                } else {
+                    assert!(readme.contains("allow_hosts"), "{at}:\n{readme}");
+                    let http = idioms(lang).http;
+                    assert!(readme.contains(http), "{at}: {http}\n{readme}");
+                    if lang == LangArg::Python {
+                        assert!(names.contains(&"wasi_http.py"), "{at}: {names:?}");
+                        assert!(readme.contains("| `wasi_http.py` |"), "{at}");
+                    }
+                }
+            }
+        }
     }
 }

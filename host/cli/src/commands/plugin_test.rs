@@ -1,9 +1,19 @@
-//! `rollcage plugins test FILE.wasm`: load one component with the grants
-//! given on the command line and call it once with a sample input (a
-//! built-in sample per kind, or `--input FILE.json`), printing the result,
-//! the plugin's log lines and how long loading and the call took. The loop
-//! a plugin author lives in, without writing a configuration.
+//! `rollcage plugins test FILE.wasm|builtin:NAME`: load one component with
+//! the grants given on the command line and call it once with a sample
+//! input (a built-in sample per kind, or `--input FILE.json`), printing the
+//! result, the plugin's log lines and how long loading and the call took.
+//! The loop a plugin author lives in, without writing a configuration.
+//!
+//! Every kind can be driven end to end from the command line: a strategy's
+//! parameters (`--params`, validated before anything is decided) and its
+//! whole plan with the rollback plan over a simulated environment
+//! (`--plan`, as `run --dry-run` computes it); a health check's endpoints
+//! (`--endpoint`); a notifier's event (`--event`). A flag the kind ignores
+//! is warned about, never silently dropped. Inputs and results are JSON in
+//! the WIT's own spelling ([`super::wit_json`]); `--print-input` prints the
+//! input a call would get, as a starting point for `--input`.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -16,60 +26,277 @@ use rollcage_runtime::{
 use serde_json::{Value, json};
 
 use super::bad_input;
+use super::wit_json::{self, to_value};
 use crate::cli::PluginTestArgs;
 use crate::plugins::kind_of;
 
+/// One call's input.
+#[derive(Debug, Clone)]
+pub enum Input {
+    Event(Event),
+    Check(CheckTarget),
+    State(DeployState),
+    Target(Target),
+}
+
+impl Input {
+    /// `value`, in WIT spelling, read as the input of a `kind` plugin.
+    fn parse(kind: PluginKind, value: Value) -> Result<Input, serde_json::Error> {
+        Ok(match kind {
+            PluginKind::Notifier => {
+                Input::Event(serde_json::from_value::<wit_json::Event>(value)?.into())
+            }
+            PluginKind::HealthCheck => {
+                Input::Check(serde_json::from_value::<wit_json::CheckTarget>(value)?.into())
+            }
+            PluginKind::Strategy => {
+                Input::State(serde_json::from_value::<wit_json::DeployState>(value)?.into())
+            }
+            PluginKind::EnvironmentProvider => {
+                Input::Target(serde_json::from_value::<wit_json::Target>(value)?.into())
+            }
+        })
+    }
+
+    /// As JSON in WIT spelling.
+    fn to_wit(&self) -> Value {
+        match self.clone() {
+            Input::Event(e) => to_value(wit_json::Event::from(e)),
+            Input::Check(t) => to_value(wit_json::CheckTarget::from(t)),
+            Input::State(s) => to_value(wit_json::DeployState::from(s)),
+            Input::Target(t) => to_value(wit_json::Target::from(t)),
+        }
+    }
+}
+
+/// What the command line says of the input, over the sample or `--input`.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// A health check's endpoints (`--endpoint`).
+    pub endpoints: Vec<String>,
+    /// A notifier's event kind (`--event`).
+    pub event: Option<EventKind>,
+    /// A strategy's parameters as JSON text (`--params`).
+    pub params: Option<String>,
+}
+
+impl Overrides {
+    fn apply(&self, input: &mut Input) {
+        match input {
+            Input::Check(t) if !self.endpoints.is_empty() => t.endpoints = self.endpoints.clone(),
+            Input::Event(e) => {
+                if let Some(kind) = self.event {
+                    e.kind = kind;
+                }
+            }
+            Input::State(s) => {
+                if let Some(p) = &self.params {
+                    s.params = p.clone();
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// A sample event of `kind`, as a run of pipeline `web` taking 1.4.0 to
+/// production over 1.3.2 would send it.
+fn sample_event(kind: EventKind) -> Event {
+    let (message, fields): (&str, &[(&str, &str)]) = match kind {
+        EventKind::RunStarted => ("run r0123456789ab takes 1.4.0 through web", &[]),
+        EventKind::StageStarted => ("1.4.0 is going to production", &[]),
+        EventKind::AwaitingApproval => ("1.4.0 waits for a person to approve production", &[]),
+        EventKind::Step => (
+            "production: route 1.4.0=10% 1.3.2=90%",
+            &[("traffic", "1.4.0=10% 1.3.2=90%")],
+        ),
+        EventKind::AnalysisFailed => (
+            "analysis of 1.4.0 in production failed: error-rate 0.09 > 0.05",
+            &[("check", "error-rate"), ("value", "0.09")],
+        ),
+        EventKind::RolledBack => (
+            "1.4.0 was rolled back in production; 1.3.2 takes all traffic",
+            &[("traffic", "1.3.2=100%"), ("reason", "analysis failed")],
+        ),
+        EventKind::Succeeded => ("1.4.0 is live in production", &[("traffic", "1.4.0=100%")]),
+        EventKind::Failed => (
+            "the run failed in production: the provider could not start 1.4.0",
+            &[],
+        ),
+    };
+    Event {
+        kind,
+        run_id: "r0123456789ab".into(),
+        pipeline: "web".into(),
+        environment: (kind != EventKind::RunStarted).then(|| "production".to_string()),
+        release: sample_release(),
+        message: message.into(),
+        fields: fields
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        url: None,
+        timestamp_ms: 1_795_000_000_000,
+    }
+}
+
+fn sample_release() -> Release {
+    Release {
+        version: "1.4.0".into(),
+        notes: Some("Faster checkout".into()),
+        params: vec![("jira_issue".into(), "OPS-12".into())],
+    }
+}
+
 /// The input used when none is given, per kind: what a real run would pass.
-pub fn sample(kind: PluginKind, endpoint: Option<&str>) -> Value {
-    let release = json!({"version": "1.4.0", "notes": "Faster checkout", "params": [["jira_issue", "OPS-12"]]});
-    match kind {
-        PluginKind::Notifier => json!({
-            "kind": "succeeded",
-            "run_id": "r0123456789ab",
-            "pipeline": "web",
-            "environment": "production",
-            "release": release,
-            "message": "1.4.0 is live in production",
-            "fields": [["traffic", "1.4.0=100%"]],
-            "url": null,
-            "timestamp_ms": 1_795_000_000_000u64,
+pub fn sample(kind: PluginKind, overrides: &Overrides) -> Input {
+    let mut input = match kind {
+        PluginKind::Notifier => Input::Event(sample_event(
+            overrides.event.unwrap_or(EventKind::Succeeded),
+        )),
+        PluginKind::HealthCheck => Input::Check(CheckTarget {
+            environment: "staging".into(),
+            slot: "1.4.0".into(),
+            release: "1.4.0".into(),
+            endpoints: vec![],
         }),
-        PluginKind::HealthCheck => json!({
-            "environment": "staging",
-            "slot": "1.4.0",
-            "release": "1.4.0",
-            "endpoints": endpoint.map(|e| vec![e.to_string()]).unwrap_or_default(),
-        }),
-        PluginKind::Strategy => json!({
-            "environment": "production",
-            "release": release,
-            "stable": {"version": "1.3.2", "notes": null, "params": []},
-            "replicas": 3,
-            "params": "{}",
-            "history": [],
-            "status": {
-                "slots": [{"name": "1.3.2", "release": "1.3.2", "desired": 3, "ready": 3, "endpoints": ["127.0.0.1:8081", "127.0.0.1:8082", "127.0.0.1:8083"]}],
-                "weights": [{"slot": "1.3.2", "weight": 100}],
+        PluginKind::Strategy => Input::State(DeployState {
+            environment: "production".into(),
+            release: sample_release(),
+            stable: Some(Release::new("1.3.2")),
+            replicas: 3,
+            params: "{}".into(),
+            history: vec![],
+            status: EnvironmentStatus {
+                slots: vec![SlotStatus {
+                    name: "1.3.2".into(),
+                    release: "1.3.2".into(),
+                    desired: 3,
+                    ready: 3,
+                    endpoints: vec![
+                        "127.0.0.1:8081".into(),
+                        "127.0.0.1:8082".into(),
+                        "127.0.0.1:8083".into(),
+                    ],
+                }],
+                weights: vec![RouteWeight {
+                    slot: "1.3.2".into(),
+                    weight: 100,
+                }],
             },
         }),
-        PluginKind::EnvironmentProvider => json!({
-            "environment": "staging",
-            "service": "staging-web",
-            "service_spec": "{}",
+        PluginKind::EnvironmentProvider => Input::Target(Target {
+            environment: "staging".into(),
+            service: "staging-web".into(),
+            service_spec: "{}".into(),
         }),
+    };
+    overrides.apply(&mut input);
+    input
+}
+
+/// `--params`: each a JSON object, or KEY=VALUE (a value that parses as
+/// JSON is taken as such); merged in order into one object, as text.
+fn parse_params(given: &[String]) -> Result<Option<String>, String> {
+    if given.is_empty() {
+        return Ok(None);
     }
+    let mut map = serde_json::Map::new();
+    for p in given {
+        if p.trim_start().starts_with('{') {
+            match serde_json::from_str::<Value>(p) {
+                Ok(Value::Object(m)) => map.extend(m),
+                Ok(_) => unreachable!("text starting with `{{` is an object"),
+                Err(e) => return Err(format!("--params `{p}`: {e}")),
+            }
+        } else {
+            let Some((k, v)) = p.split_once('=') else {
+                return Err(format!(
+                    "--params `{p}`: expected KEY=VALUE or a JSON object"
+                ));
+            };
+            let value = serde_json::from_str(v).unwrap_or(Value::String(v.to_string()));
+            map.insert(k.to_string(), value);
+        }
+    }
+    Ok(Some(Value::Object(map).to_string()))
+}
+
+/// A flag given that a `kind` plugin does not use, and why.
+fn ignored_flags(kind: PluginKind, args: &PluginTestArgs) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut not_for = |given: bool, flag: &str, only: PluginKind| {
+        if given && kind != only {
+            out.push(format!(
+                "{flag} is for a {only}; a {kind} plugin ignores it"
+            ));
+        }
+    };
+    not_for(!args.params.is_empty(), "--params", PluginKind::Strategy);
+    not_for(args.plan, "--plan", PluginKind::Strategy);
+    not_for(
+        !args.endpoints.is_empty(),
+        "--endpoint",
+        PluginKind::HealthCheck,
+    );
+    not_for(args.event.is_some(), "--event", PluginKind::Notifier);
+    if kind == PluginKind::Strategy {
+        for (given, flag) in [
+            (!args.allow_hosts.is_empty(), "--allow-host"),
+            (!args.allow_private.is_empty(), "--allow-private"),
+            (!args.secrets.is_empty(), "--secret"),
+        ] {
+            if given {
+                out.push(format!(
+                    "{flag} is ignored: a strategy is granted nothing (it is a pure function of the deploy state)"
+                ));
+            }
+        }
+        if !args.config.is_empty() {
+            out.push(
+                "--config sets the plugin's own `config` table; a strategy's parameters (the keys of an environment's `strategy = { ... }`) are given with --params"
+                    .into(),
+            );
+        }
+    }
+    out
 }
 
 pub async fn test(args: PluginTestArgs) -> anyhow::Result<ExitCode> {
     crate::logging::init_plugin_test();
-    let bytes = match std::fs::read(&args.file) {
-        Ok(b) => b,
-        Err(e) => {
-            return Ok(bad_input(format!(
-                "cannot read {}: {e}",
-                args.file.display()
-            )));
-        }
+    let overrides = Overrides {
+        endpoints: args.endpoints.clone(),
+        event: match args.event.as_deref().map(wit_json::event_kind) {
+            None => None,
+            Some(Ok(kind)) => Some(kind),
+            Some(Err(e)) => return Ok(bad_input(format!("--event: {e}"))),
+        },
+        params: match parse_params(&args.params) {
+            Ok(p) => p,
+            Err(e) => return Ok(bad_input(e)),
+        },
+    };
+    let bytes: Option<Cow<'static, [u8]>> = match &args.file {
+        None => None,
+        Some(file) => match file.to_str().and_then(|f| f.strip_prefix("builtin:")) {
+            Some(name) => match rollcage_builtins::get(name) {
+                Some(b) => Some(Cow::Borrowed(b.wasm)),
+                None => {
+                    let names: Vec<&str> =
+                        rollcage_builtins::BUILTINS.iter().map(|b| b.name).collect();
+                    return Ok(bad_input(format!(
+                        "no builtin named `{name}`: expected one of {}",
+                        names.join(", ")
+                    )));
+                }
+            },
+            None => match std::fs::read(file) {
+                Ok(b) => Some(Cow::Owned(b)),
+                Err(e) => {
+                    return Ok(bad_input(format!("cannot read {}: {e}", file.display())));
+                }
+            },
+        },
     };
     let mut config = serde_json::Map::new();
     for kv in &args.config {
@@ -127,31 +354,89 @@ pub async fn test(args: PluginTestArgs) -> anyhow::Result<ExitCode> {
         secrets: Arc::new(MapSecrets(secrets.clone())),
         ..RuntimeOptions::default()
     })?;
-    let source = args.file.display().to_string();
+    let source = args
+        .file
+        .as_ref()
+        .map(|f| f.display().to_string())
+        .unwrap_or_default();
     let started = Instant::now();
-    let found = match kind_of(&runtime, "test", &source, &bytes) {
-        Ok(k) => k,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            return Ok(ExitCode::from(1));
+    let found = match &bytes {
+        None => None,
+        Some(bytes) => match kind_of(&runtime, "test", &source, bytes) {
+            Ok(k) => Some(k),
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                return Ok(ExitCode::from(1));
+            }
+        },
+    };
+    let kind = match (args.kind.map(PluginKind::from), found) {
+        (Some(kind), Some(found)) if kind != found => {
+            return Ok(bad_input(format!(
+                "{source} is a {found} plugin, not a {kind}"
+            )));
+        }
+        (Some(kind), _) | (None, Some(kind)) => kind,
+        (None, None) => {
+            return Ok(bad_input(
+                "give the plugin (FILE.wasm or builtin:NAME), or --kind for --print-input".into(),
+            ));
         }
     };
-    let kind = args.kind.map(PluginKind::from).unwrap_or(found);
-    if kind != found {
-        return Ok(bad_input(format!(
-            "{source} is a {found} plugin, not a {kind}"
-        )));
+    for w in ignored_flags(kind, &args) {
+        eprintln!("warning: {w}");
     }
-    let spec = PluginSpec {
-        id: "test".parse().expect("a valid id"),
-        kind,
-        source_name: source.clone(),
-        grants: Grants {
+    let mut input = match &args.input {
+        Some(path) => match std::fs::read_to_string(path)
+            .map_err(|e| e.to_string())
+            .and_then(|t| serde_json::from_str::<Value>(&t).map_err(|e| e.to_string()))
+        {
+            Ok(v) => match Input::parse(kind, v) {
+                Ok(input) => input,
+                Err(e) => {
+                    return Ok(bad_input(format!(
+                        "--input {}: the input is not a {kind} input: {e}\n  hint: `rollcage plugins test --print-input --kind {kind}` prints one",
+                        path.display()
+                    )));
+                }
+            },
+            Err(e) => return Ok(bad_input(format!("--input {}: {e}", path.display()))),
+        },
+        None => sample(kind, &overrides),
+    };
+    overrides.apply(&mut input);
+    if let Input::Check(t) = &input
+        && t.endpoints.is_empty()
+    {
+        eprintln!(
+            "warning: the check target has no endpoints: a check of the slot's instances can only be inconclusive; give --endpoint HOST:PORT of a service you run (and --allow-host for it)"
+        );
+    }
+    if args.print_input {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&input.to_wit()).expect("JSON")
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let bytes = bytes.expect("a plugin is given unless --print-input");
+    // A strategy is granted nothing, whatever the command line says (the
+    // configuration refuses grants to one likewise).
+    let grants = if kind == PluginKind::Strategy {
+        Grants::default()
+    } else {
+        Grants {
             allow_hosts,
             allow_private,
             secrets: secrets.keys().cloned().collect(),
             tls_ca: None,
-        },
+        }
+    };
+    let spec = PluginSpec {
+        id: "test".parse().expect("a valid id"),
+        kind,
+        source_name: source.clone(),
+        grants,
         limits,
         config_json: config.to_string(),
     };
@@ -163,82 +448,130 @@ pub async fn test(args: PluginTestArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let loaded = started.elapsed();
-    let input = match &args.input {
-        Some(path) => match std::fs::read_to_string(path)
-            .map_err(|e| e.to_string())
-            .and_then(|t| serde_json::from_str::<Value>(&t).map_err(|e| e.to_string()))
-        {
-            Ok(v) => v,
-            Err(e) => return Ok(bad_input(format!("--input {}: {e}", path.display()))),
-        },
-        None => sample(kind, None),
-    };
     println!("plugin:  {source} ({kind}, {} KiB)", bytes.len() / 1024);
     println!(
         "loaded:  {:.1} ms (compile, or the compiled-component cache)",
         ms(loaded)
     );
-    println!("input:   {input}");
-    let bad = |e: serde_json::Error| format!("the input is not a {kind} input: {e}");
+    println!("input:   {}", input.to_wit());
     let call_started = Instant::now();
-    let result: Result<Result<Value, PluginError>, String> = match kind {
-        PluginKind::Notifier => match serde_json::from_value::<Event>(input) {
-            Ok(e) => Ok(plugin
-                .notifier()
-                .expect("a notifier")
-                .notify(&e)
-                .await
-                .map(|()| json!(null))),
-            Err(e) => Err(bad(e)),
-        },
-        PluginKind::HealthCheck => match serde_json::from_value::<CheckTarget>(input) {
-            Ok(t) => Ok(plugin
-                .health_check()
-                .expect("a health check")
-                .check(&t)
-                .await
-                .map(|m| json!(m))),
-            Err(e) => Err(bad(e)),
-        },
-        PluginKind::Strategy => match serde_json::from_value::<DeployState>(input) {
-            Ok(s) => {
-                let strategy = plugin.strategy().expect("a strategy");
-                match strategy.validate(&s.params).await {
-                    Err(e) => Ok(Err(e)),
-                    Ok(()) => {
-                        let decide = strategy.decide(&s).await;
-                        let rollback = strategy.rollback(&s).await;
-                        Ok(decide
-                            .and_then(|d| rollback.map(|r| json!({"decide": d, "rollback": r}))))
-                    }
+    let result: Result<Value, PluginError> = match input {
+        Input::Event(e) => plugin
+            .notifier()
+            .expect("a notifier")
+            .notify(&e)
+            .await
+            .map(|()| json!(null)),
+        Input::Check(t) => plugin
+            .health_check()
+            .expect("a health check")
+            .check(&t)
+            .await
+            .map(|m| to_value(wit_json::Measurement::from(m))),
+        Input::State(s) => {
+            let strategy = plugin.strategy().expect("a strategy");
+            // The parameters first, as `config check` and a run do: a
+            // strategy decides only with parameters it accepted.
+            if let Err(e) = strategy.validate(&s.params).await {
+                println!("error:   {e}");
+                if let PluginError::InvalidParams { .. } = e {
+                    println!("params:  {} (give them with --params KEY=VALUE)", s.params);
                 }
+                return Ok(ExitCode::from(1));
             }
-            Err(e) => Err(bad(e)),
-        },
-        PluginKind::EnvironmentProvider => match serde_json::from_value::<Target>(input) {
-            Ok(t) => Ok(plugin
-                .environment_provider()
-                .expect("a provider")
-                .status(&t)
-                .await
-                .map(|s| json!(s))),
-            Err(e) => Err(bad(e)),
-        },
+            if args.plan {
+                let done = plan(&*strategy, &s).await;
+                println!("call:    {:.2} ms", ms(call_started.elapsed()));
+                return Ok(done);
+            }
+            let decide = strategy.decide(&s).await;
+            let rollback = strategy.rollback(&s).await;
+            decide.and_then(|d| {
+                rollback.map(|r| {
+                    json!({
+                        "decide": to_value(wit_json::Action::from(d)),
+                        "rollback": r.into_iter().map(|a| to_value(wit_json::Action::from(a))).collect::<Vec<_>>(),
+                    })
+                })
+            })
+        }
+        Input::Target(t) => plugin
+            .environment_provider()
+            .expect("a provider")
+            .status(&t)
+            .await
+            .map(|s| to_value(wit_json::EnvironmentStatus::from(s))),
     };
     let took = call_started.elapsed();
     match result {
-        Err(e) => Ok(bad_input(e)),
-        Ok(Ok(v)) => {
+        Ok(v) => {
             println!("result:  {v}");
             println!("call:    {:.2} ms", ms(took));
+            if kind == PluginKind::Strategy {
+                println!("hint:    --plan drives `decide` to `done` and shows the rollback plan");
+            }
             Ok(ExitCode::SUCCESS)
         }
-        Ok(Err(e)) => {
+        Err(e) => {
             println!("error:   {e}");
             println!("call:    {:.2} ms", ms(took));
             Ok(ExitCode::from(1))
         }
     }
+}
+
+/// `--plan`: the strategy's whole plan from the state's stable release to
+/// its release over a simulated environment where every step succeeds and
+/// every analysis passes, and the rollback plan if the first analysis
+/// failed, printed as `run --dry-run` prints them.
+async fn plan(strategy: &dyn Strategy, s: &DeployState) -> ExitCode {
+    let preview = rollcage_engine::preview::preview(
+        strategy,
+        &s.environment,
+        s.release.clone(),
+        s.stable.clone(),
+        s.replicas,
+        &s.params,
+    )
+    .await;
+    let preview = match preview {
+        Ok(p) => p,
+        Err(e) => {
+            println!("error:   {e}");
+            return ExitCode::from(1);
+        }
+    };
+    println!(
+        "plan:    {}, {} replica(s), parameters {}",
+        match &s.stable {
+            Some(stable) => format!("{} -> {}", stable.version, s.release.version),
+            None => format!("first deployment of {}", s.release.version),
+        },
+        s.replicas,
+        s.params
+    );
+    for (i, a) in preview.plan.iter().enumerate() {
+        println!("  {:>2}. {a}", i + 1);
+    }
+    println!("  {:>2}. {}", preview.plan.len() + 1, Action::Done);
+    println!(
+        "rollback, if the check after step {} failed:",
+        preview.rollback_after
+    );
+    for a in &preview.rollback {
+        println!("      {a}");
+    }
+    println!(
+        "steps:   {}, {} of timed pauses{}",
+        preview.plan.len(),
+        rollcage_core::duration::format(preview.paused_ms),
+        if preview.approvals > 0 {
+            format!(", {} approval pause(s)", preview.approvals)
+        } else {
+            String::new()
+        }
+    );
+    ExitCode::SUCCESS
 }
 
 fn ms(d: std::time::Duration) -> f64 {

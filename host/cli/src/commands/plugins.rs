@@ -100,7 +100,10 @@ pub async fn list(config: Option<&Path>, cache_dir: Option<PathBuf>) -> anyhow::
     for e in &set.errors {
         eprintln!("error: {}", crate::logging::redact(e));
     }
-    let failed = !set.errors.is_empty();
+    for e in &set.misused {
+        eprintln!("{}", crate::logging::redact(&e.to_string()));
+    }
+    let failed = !set.errors.is_empty() || !set.misused.is_empty();
     let rows: Vec<Row> = set
         .loaded
         .iter()
