@@ -226,7 +226,15 @@ impl WasiHttpHooks for HttpPolicy {
 
     fn p2_error_from_tls(&mut self, err: &std::io::Error) -> ErrorCode {
         tracing::info!(plugin = %self.call.plugin, "plugin request: TLS failed: {}", chain(err));
-        ErrorCode::TlsProtocolError
+        // A certificate nobody granted trust in is the usual case (a
+        // private CA without `tls_ca`): say so rather than "protocol".
+        let rustls_error = err
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>());
+        match rustls_error {
+            Some(rustls::Error::InvalidCertificate(_)) => ErrorCode::TlsCertificateError,
+            _ => ErrorCode::TlsProtocolError,
+        }
     }
 }
 

@@ -85,7 +85,10 @@ async fn a_private_ca_is_trusted_only_when_granted() {
     let plugin = http_check(&rt, port, None).unwrap();
     let (verdict, detail) = probe(&plugin, port).await;
     assert_eq!(verdict, Verdict::Fail, "{detail}");
-    assert!(detail.contains("Tls"), "{detail}");
+    assert!(
+        detail.contains("TLS failed: the certificate is not trusted"),
+        "{detail}"
+    );
 
     // Granted as a file, then as a secret: the same server is trusted.
     for ca in [
