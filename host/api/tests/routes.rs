@@ -11,7 +11,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
-use common::token;
+use common::{Answer, send, token};
 use http_body_util::BodyExt;
 use rollcage_api::{Api, ApiOptions, Auth, RateSettings, Role};
 use rollcage_core::HealthCheck;
@@ -89,12 +89,6 @@ fn generous() -> RateSettings {
     }
 }
 
-struct Answer {
-    status: StatusCode,
-    headers: axum::http::HeaderMap,
-    text: String,
-}
-
 impl Answer {
     fn json(&self) -> Value {
         serde_json::from_str(&self.text).unwrap_or_else(|e| panic!("{e}: {}", self.text))
@@ -123,15 +117,7 @@ async fn call(
         None => req.body(Body::empty()),
     }
     .unwrap();
-    let r = router.clone().oneshot(req).await.unwrap();
-    let status = r.status();
-    let headers = r.headers().clone();
-    let bytes = r.into_body().collect().await.unwrap().to_bytes();
-    Answer {
-        status,
-        headers,
-        text: String::from_utf8_lossy(&bytes).into_owned(),
-    }
+    send(router, req).await
 }
 
 /// Poll a run until its status is one of `want`.

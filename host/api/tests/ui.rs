@@ -13,14 +13,12 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
-use common::token;
-use http_body_util::BodyExt;
+use common::{Answer, send, token};
 use rollcage_api::{Api, ApiOptions, Auth, RateSettings, Role};
 use rollcage_core::HealthCheck;
 use rollcage_engine::fakes::scripted_against;
 use rollcage_engine::run::Engine;
 use rollcage_store::AuditFilter;
-use tower::ServiceExt;
 
 struct World {
     router: Router,
@@ -63,12 +61,6 @@ fn options() -> ApiOptions {
     }
 }
 
-struct Answer {
-    status: StatusCode,
-    headers: axum::http::HeaderMap,
-    text: String,
-}
-
 impl Answer {
     fn location(&self) -> &str {
         self.headers
@@ -80,18 +72,6 @@ impl Answer {
     fn csrf(&self) -> String {
         let at = self.text.find("name=\"csrf\" value=\"").expect(&self.text) + 19;
         self.text[at..at + 64].to_string()
-    }
-}
-
-async fn send(router: &Router, req: Request<Body>) -> Answer {
-    let r = router.clone().oneshot(req).await.unwrap();
-    let status = r.status();
-    let headers = r.headers().clone();
-    let bytes = r.into_body().collect().await.unwrap().to_bytes();
-    Answer {
-        status,
-        headers,
-        text: String::from_utf8_lossy(&bytes).into_owned(),
     }
 }
 

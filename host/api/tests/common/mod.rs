@@ -10,6 +10,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::Router;
+use axum::body::Body;
+use axum::http::{HeaderMap, Request, StatusCode};
+use http_body_util::BodyExt;
 use rollcage_api::{PluginEntry, Role, TokenEntry, hash_token};
 use rollcage_core::{Action, AnalysisRequest, HealthCheck, Verdict};
 use rollcage_engine::analysis::AnalysisSpec;
@@ -18,6 +22,7 @@ use rollcage_engine::fakes::{FakeProvider, PlanStrategy, apply, route};
 use rollcage_engine::run::{Engine, EnvironmentPlan, PipelinePlan};
 use rollcage_notify::Dispatcher;
 use rollcage_store::{SqliteStore, Store};
+use tower::ServiceExt;
 
 /// A canary from 1.0.0 to 2.0.0: half, an analysis, all; back to 1.0.0
 /// on a rollback.
@@ -128,4 +133,24 @@ pub fn plugins(breaker: Arc<Breaker>) -> Vec<PluginEntry> {
         timeout_ms: 5000,
         breaker,
     }]
+}
+
+/// What the router answered, its body as text.
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub text: String,
+}
+
+/// `req` through `router`, without a socket.
+pub async fn send(router: &Router, req: Request<Body>) -> Answer {
+    let r = router.clone().oneshot(req).await.unwrap();
+    let status = r.status();
+    let headers = r.headers().clone();
+    let bytes = r.into_body().collect().await.unwrap().to_bytes();
+    Answer {
+        status,
+        headers,
+        text: String::from_utf8_lossy(&bytes).into_owned(),
+    }
 }
