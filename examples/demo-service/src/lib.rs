@@ -4,7 +4,8 @@
 //!
 //! * `GET /` → 200 `{"release": "1.2.0", "instance": <pid>}`, or, with
 //!   probability `ERROR_RATE`, 500 `{"error": "injected failure", "release": "1.2.0"}`;
-//!   either after `EXTRA_LATENCY_MS`. With `ERRORS_AFTER_MS`, the failures
+//!   either after `EXTRA_LATENCY_MS` (`RELEASE_EXTRA_LATENCY_MS` for one
+//!   release). With `ERRORS_AFTER_MS`, the failures
 //!   begin only that long after the instance started (a release that goes
 //!   bad once it is promoted).
 //! * `GET /healthz` → 200 `{"status": "ok", "release": "1.2.0"}`, always and at once.
@@ -39,7 +40,9 @@ pub struct Settings {
     /// Share of `/` requests answered 500, 0.0 to 1.0 (`ERROR_RATE`, default
     /// 0; `RELEASE_ERROR_RATES="1.2.0=0.3"` sets it for one release).
     pub error_rate: f64,
-    /// Delay before answering `/`, in milliseconds (`EXTRA_LATENCY_MS`, default 0).
+    /// Delay before answering `/`, in milliseconds (`EXTRA_LATENCY_MS`,
+    /// default 0; `RELEASE_EXTRA_LATENCY_MS="1.2.0=400"` sets it for one
+    /// release).
     pub extra_latency_ms: u64,
     /// Failures begin this many milliseconds after start (`ERRORS_AFTER_MS`,
     /// default 0: at once).
@@ -144,6 +147,24 @@ impl Settings {
                 format!("EXTRA_LATENCY_MS must be a whole number of milliseconds, not `{value}`")
             })?,
         };
+
+        // Per-release latency, as the rates above: a slow release beside a
+        // fast one, `RELEASE_EXTRA_LATENCY_MS="1.2.0=400"`.
+        let mut extra_latency_ms = extra_latency_ms;
+        if let Some(list) = var("RELEASE_EXTRA_LATENCY_MS") {
+            for entry in list.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+                let bad = || {
+                    format!(
+                        "RELEASE_EXTRA_LATENCY_MS must be `RELEASE=MILLISECONDS` pairs separated by commas, not `{entry}`"
+                    )
+                };
+                let (r, ms) = entry.split_once('=').ok_or_else(bad)?;
+                let ms = ms.trim().parse::<u64>().map_err(|_| bad())?;
+                if r.trim() == release {
+                    extra_latency_ms = ms;
+                }
+            }
+        }
 
         let errors_after_ms = match var("ERRORS_AFTER_MS") {
             None => 0,
@@ -361,6 +382,24 @@ mod tests {
             parse(&[("RELEASE_ERROR_RATES", "1.2.0")], &["--port", "1"])
                 .unwrap_err()
                 .starts_with("RELEASE_ERROR_RATES must be")
+        );
+        // So does a per-release latency.
+        let slow = ("RELEASE_EXTRA_LATENCY_MS", "1.2.0=400");
+        let s = parse(&[("VERSION", "1.2.0"), slow], &["--port", "1"]).unwrap();
+        assert_eq!(s.extra_latency_ms, 400);
+        let s = parse(
+            &[("VERSION", "1.1.0"), ("EXTRA_LATENCY_MS", "5"), slow],
+            &["--port", "1"],
+        )
+        .unwrap();
+        assert_eq!(s.extra_latency_ms, 5);
+        assert_eq!(
+            parse(
+                &[("RELEASE_EXTRA_LATENCY_MS", "1.2.0=0.4s")],
+                &["--port", "1"]
+            )
+            .unwrap_err(),
+            "RELEASE_EXTRA_LATENCY_MS must be `RELEASE=MILLISECONDS` pairs separated by commas, not `1.2.0=0.4s`"
         );
         assert_eq!(
             parse(&[("PORT", "7000")], &["--port", "7001"])
