@@ -16,7 +16,8 @@ from typing import Callable, Dict, List, Optional, Tuple
 from urllib.parse import quote
 
 # Everything is imported at build time (the component is pre-initialized):
-# the sandbox has no files to import from later.
+# the sandbox has no files to import from later. `wasi_http` is the project
+# template's helper, which build.sh puts beside this module (target/helpers).
 import wasi_http
 from componentize_py_types import Err
 from wit_world import exports
@@ -353,6 +354,14 @@ def _host_log(level: str, message: str, fields: List[Tuple[str, str]]) -> None:
     host.log(getattr(host.Level, level.upper()), message, fields)
 
 
+def _host_send(method: str, url: str, headers: List[Tuple[str, str]], body: Optional[bytes]):
+    """`Send` over `wasi:http`, with the template's helper. Its errors (a
+    denial, `wasi_http.HttpDenied`, apart from a network failure) name the
+    host and say why; `GitHub.call` adds the request."""
+    response = wasi_http.request(method, url, headers, body)
+    return response.status, response.headers, response.body
+
+
 def _host_secret(name: str) -> str:
     try:
         return host.secret(name)
@@ -363,7 +372,7 @@ def _host_secret(name: str) -> str:
 class NotifierApi(exports.NotifierApi):
     def notify(self, event: Event) -> None:
         try:
-            deliver(event, host.config(), _host_secret, wasi_http.request, _host_log)
+            deliver(event, host.config(), _host_secret, _host_send, _host_log)
         except PluginError as e:
             raise Err(str(e))
         except Exception as e:  # never trap: the host retries errors, not traps

@@ -26,9 +26,16 @@ fi
 
 cd "$here"
 mkdir -p target
+# The HTTP helper (and the `rollcage` module it raises errors from) are the
+# project template's, taken from it at each build rather than copied into
+# this folder, so that the two cannot drift apart.
+helpers="$here/target/helpers"
+rm -rf "$helpers"
+mkdir -p "$helpers"
+cp "$root/host/cli/templates/python/common/wasi_http.py" "$root/host/cli/templates/python/common/rollcage.py" "$helpers/"
 # Bindings (stubs for editors and for test_local.py; the build makes its own).
 rm -rf bindings
 "$cpy" -q -d "$wit" -w notifier bindings bindings
-# `-p .` alone: only this folder's modules and the standard library go in.
-"$cpy" -q -d "$wit" -w notifier componentize -p . app -o target/github-deployments.wasm
+# Only this folder's modules, the helpers and the standard library go in.
+"$cpy" -q -d "$wit" -w notifier componentize -p . -p "$helpers" app -o target/github-deployments.wasm
 echo "built $here/target/github-deployments.wasm ($(du -h target/github-deployments.wasm | cut -f1))"

@@ -4,8 +4,8 @@
     ./build.sh            # once: writes the binding stubs to bindings/
     python3 test_local.py
 
-`wasi_http.request` is replaced by a urllib version; everything else is the
-code that goes into the component.
+The transport (`wasi_http.request` in the component) is replaced by a
+urllib version; everything else is the code that goes into the component.
 """
 
 import json
@@ -21,7 +21,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 BINDINGS = os.path.join(HERE, "bindings")
 if not os.path.isdir(os.path.join(BINDINGS, "wit_world")):
     sys.exit("test_local.py: no bindings/ yet: run ./build.sh first")
-sys.path[:0] = [HERE, BINDINGS]
+# The template's HTTP helper, which build.sh puts in target/helpers.
+sys.path[:0] = [HERE, BINDINGS, os.path.join(HERE, "target", "helpers")]
 
 import app  # noqa: E402
 from wit_world.imports.rollcage_plugin_types import Event, EventKind, Release  # noqa: E402
@@ -163,6 +164,23 @@ class Test(unittest.TestCase):
         with self.assertRaises(app.PluginError) as e:
             self.send(event(EventKind.STAGE_STARTED, env="production"), repo="other")
         self.assertIn("answered 404: Not Found (no such repository", str(e.exception))
+
+    def test_a_denied_request_reads_apart_from_a_network_failure(self):
+        # The errors of the template's helper (target/helpers/wasi_http.py),
+        # as the component raises them: each names the request and says why.
+        import wasi_http
+        for error in [
+            wasi_http.HttpDenied("request to `api.github.com:443` denied: the host is not in this plugin's allow_hosts"),
+            wasi_http.HttpError("request to `127.0.0.1:9` failed: connection refused: nothing listens at that address and port"),
+        ]:
+            def send(method, url, headers, body, error=error):
+                raise error
+            with self.assertRaises(app.PluginError) as e:
+                app.deliver(event(EventKind.STAGE_STARTED, env="production"), json.dumps(self.config),
+                            lambda name: TOKEN, send, lambda level, msg, fields: None)
+            self.assertTrue(str(e.exception).startswith("GitHub GET /deployments?ref=v1.2.0"), str(e.exception))
+            self.assertTrue(str(e.exception).endswith(f": {error}"), str(e.exception))
+        self.assertTrue(issubclass(wasi_http.HttpDenied, wasi_http.HttpError))
 
     def test_bad_config_is_reported_at_once(self):
         with self.assertRaises(app.PluginError) as e:
