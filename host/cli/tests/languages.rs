@@ -1,11 +1,18 @@
-//! Plugins in Python and JavaScript in a real deployment: the examples of
-//! `examples/plugins/` built with their own build scripts (componentize-py,
-//! componentize-js), then a pipeline that deploys the demo service with the
-//! Python `exponential-ramp` strategy, analyses it with the JavaScript
-//! `json-status-check`, and reports to a stand-in GitHub (the example's
-//! `fake_github.py`, strict about the Deployments API) through the Python
-//! `github-deployments` notifier. Where the tools are missing the test says
-//! so and skips, except in CI (`CI=true`), where that is a failure.
+//! Plugins in Python, JavaScript and Rust in a real deployment: the
+//! examples of `examples/plugins/` built with their own build scripts
+//! (componentize-py, componentize-js, cargo), then pipelines that deploy the
+//! demo service.
+//!
+//! * The Python `exponential-ramp` strategy, analysed by the JavaScript
+//!   `json-status-check`, reported to a stand-in GitHub (the example's
+//!   `fake_github.py`, strict about the Deployments API) through the Python
+//!   `github-deployments` notifier.
+//! * The Rust `latency-probe` health check (written from the guide, not a
+//!   template) gating a canary: a fast release promoted, a slow one rolled
+//!   back; its unit tests run too.
+//!
+//! Where the Python or JavaScript tools are missing the test says so and
+//! skips, except in CI (`CI=true`), where that is a failure.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
@@ -22,12 +29,20 @@ fn examples() -> PathBuf {
         .unwrap()
 }
 
+/// The target folder the Rust examples and templates share.
+fn shared_target() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/plugin-new")
+}
+
 /// Build example `name` with its build script; its component, or `None`
 /// (having said why) when a tool is missing outside CI.
 fn build(name: &str) -> Option<PathBuf> {
     let dir = examples().join(name);
     let out = Command::new("bash")
         .arg(dir.join("build.sh"))
+        // A Rust example builds where the project templates' tests build
+        // (plugin_new.rs), so they share the SDK's compiled dependencies.
+        .env("CARGO_TARGET_DIR", shared_target())
         .output()
         .unwrap();
     if !out.status.success() {
@@ -280,4 +295,122 @@ service = {{ command = ["${{ROLLCAGE_EXE}}", "demo-service", "--port", "{{port}}
     };
     assert_eq!(last_state("v1.1.0"), "success");
     assert_eq!(last_state("v1.2.0"), "failure");
+}
+
+/// Whether `stdout` (a run's output) has a line of check `check` with
+/// verdict `verdict` (`pass`, `fail`).
+fn has_verdict(stdout: &str, check: &str, verdict: &str) -> bool {
+    stdout
+        .lines()
+        .any(|l| l.contains(&format!("{check}: ")) && l.contains(&format!("({verdict})")))
+}
+
+#[test]
+fn a_rust_plugin_written_from_the_guide_gates_a_real_deployment() {
+    // Its unit tests, natively, as the guide says to run them.
+    let project = examples().join("latency-probe");
+    let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["test", "--locked", "--quiet", "--manifest-path"])
+        .arg(project.join("Cargo.toml"))
+        .env("CARGO_TARGET_DIR", shared_target())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "latency-probe's unit tests:\n{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    let probe = build("latency-probe").expect("cargo is there wherever this test runs");
+
+    let dir = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("rollcage.toml");
+    // Release 1.2.0 of the demo service answers `/` 500 ms late; the
+    // others at once. The probe's budget is 200 ms at the 95th percentile
+    // (of 20 requests, one slow answer is tolerated: a busy machine's hiccup).
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"
+[server]
+database = "sqlite://runs.db"
+
+[plugins.probe]
+component = "{probe}"
+allow_hosts = ["127.0.0.1:*"]
+config = {{ path = "/", requests = 20, timeout_ms = 2000 }}
+
+[checks.latency]
+plugin = "probe"
+config = {{ max_p95_ms = 200 }}
+
+[environments.staging]
+provider = "local"
+strategy = {{ plugin = "canary", steps = [50, 100] }}
+analysis = {{ checks = ["latency"], interval = "200ms", count = 1 }}
+replicas = 1
+progress_deadline = "30s"
+
+[pipelines.web]
+stages = ["staging"]
+service = {{ command = ["${{ROLLCAGE_EXE}}", "demo-service", "--port", "{{port}}"], env = {{ VERSION = "{{release}}", RELEASE_EXTRA_LATENCY_MS = "1.2.0=500" }} }}
+"#,
+            probe = probe.display(),
+        ),
+    )
+    .unwrap();
+    let cfg = cfg.to_str().unwrap();
+    let out = rollcage(&["config", "check", cfg], cache.path());
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    let run = |release: &str| {
+        rollcage(
+            &["run", "web", "-c", cfg, "--release", release],
+            cache.path(),
+        )
+    };
+    let first = run("1.0.0");
+    assert_eq!(
+        first.status.code(),
+        Some(0),
+        "{}{}",
+        text(&first.stdout),
+        text(&first.stderr)
+    );
+
+    // A fast release: measured at 50% and promoted.
+    let good = run("1.1.0");
+    let stdout = text(&good.stdout);
+    assert_eq!(
+        good.status.code(),
+        Some(0),
+        "{stdout}{}",
+        text(&good.stderr)
+    );
+    assert!(stdout.contains("route 1.1.0=50% 1.0.0=50%"), "{stdout}");
+    assert!(stdout.contains("route 1.1.0=100%"), "{stdout}");
+    assert!(has_verdict(&stdout, "latency", "pass"), "{stdout}");
+    assert!(!has_verdict(&stdout, "latency", "fail"), "{stdout}");
+
+    // A slow one: its p95 (0.5 s and more) over the budget at the first
+    // analysis, so it never takes all of the traffic and 1.1.0 stays.
+    let bad = run("1.2.0");
+    let stdout = text(&bad.stdout);
+    assert_eq!(bad.status.code(), Some(1), "{stdout}{}", text(&bad.stderr));
+    assert!(has_verdict(&stdout, "latency", "fail"), "{stdout}");
+    let value: f64 = stdout
+        .lines()
+        .find(|l| l.contains("latency: ") && l.contains("(fail)"))
+        .and_then(|l| l.split("latency: ").nth(1))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no latency value: {stdout}"));
+    assert!(value >= 0.5, "{value}: {stdout}");
+    assert!(stdout.contains("rolled back"), "{stdout}");
+    assert!(!stdout.contains("route 1.2.0=100%"), "{stdout}");
 }
