@@ -312,11 +312,26 @@ impl OciClient {
 
     /// A blob's bytes, if they have `digest`.
     async fn blob(&self, r: &OciReference, digest: &Digest) -> Result<Vec<u8>, OciError> {
+        let origin = self.repo_url(r);
+        let origin = origin[..origin.find("/v2/").unwrap_or(origin.len())].to_string();
         let mut url = format!("{}/blobs/{digest}", self.repo_url(r));
         for _ in 0..5 {
-            let response = self
-                .request(http::Method::GET, &url, &[], Bytes::new())
-                .await?;
+            // Credentials go to the registry only: a redirect elsewhere (a
+            // storage bucket's signed URL) is followed without them.
+            let response = if url.starts_with(&format!("{origin}/")) {
+                self.request(http::Method::GET, &url, &[], Bytes::new())
+                    .await?
+            } else {
+                let request =
+                    http::Request::get(&url)
+                        .body(Bytes::new())
+                        .map_err(|e| OciError::Status {
+                            url: url.clone(),
+                            status: 0,
+                            detail: e.to_string(),
+                        })?;
+                self.transport.send(request).await?
+            };
             if response.status().is_redirection()
                 && let Some(next) = response
                     .headers()
