@@ -98,6 +98,8 @@ pub struct EventView {
     /// `run-started`, `stage-started`, `intent`, `step`, `analysis`,
     /// `awaiting-approval`, `decision`, `approved`, `rolling-back`,
     /// `rollback-step`, `notification`, `stage-finished`, `run-finished`...
+    /// A `run-started` entry's `data.plugins` maps each plugin the run
+    /// loaded to the `sha256:` digest of its component.
     pub kind: String,
     pub stage: Option<String>,
     #[schema(value_type = Object)]

@@ -232,11 +232,55 @@ pub enum PluginsCommand {
         #[arg(long)]
         cache_dir: Option<PathBuf>,
     },
-    /// Check a component file: which world it fits, what it imports, and
-    /// whether the host can run it.
+    /// Check a component file or OCI reference: which world it fits, what
+    /// it imports, and whether the host can run it.
     Check {
+        /// The .wasm component, or oci://REGISTRY/REPOSITORY:TAG (or @sha256:...).
+        file: PathBuf,
+        #[command(flatten)]
+        registry: crate::commands::RegistryArgs,
+        /// Compiled-component cache folder (default: the user cache folder).
+        #[arg(long)]
+        cache_dir: Option<PathBuf>,
+    },
+    /// Resolve every oci:// and https:// component of a configuration to a
+    /// digest, cache it, and write rollcage.lock beside the configuration.
+    Lock {
+        /// The rollcage.toml.
+        #[arg(long, short = 'c', default_value = "rollcage.toml")]
+        config: PathBuf,
+        /// Write nothing; fail if the lock file is missing or out of date
+        /// (a tag moved, a component changed).
+        #[arg(long)]
+        check: bool,
+        /// Compiled-component cache folder (default: the user cache folder).
+        #[arg(long)]
+        cache_dir: Option<PathBuf>,
+    },
+    /// Push a component to an OCI registry, in the Wasm OCI artifact layout
+    /// (annotated with its plugin kind and WIT version).
+    Push {
         /// The .wasm component.
         file: PathBuf,
+        /// oci://REGISTRY/REPOSITORY:TAG
+        reference: String,
+        #[command(flatten)]
+        registry: crate::commands::RegistryArgs,
+        /// Compiled-component cache folder (default: the user cache folder).
+        #[arg(long)]
+        cache_dir: Option<PathBuf>,
+    },
+    /// Pull a component into the local cache: one reference, or with
+    /// --config every locked component the cache lacks.
+    Pull {
+        /// oci://REGISTRY/REPOSITORY:TAG (or @sha256:...).
+        #[arg(required_unless_present = "config")]
+        reference: Option<String>,
+        /// A rollcage.toml whose locked components to fetch.
+        #[arg(long, short = 'c', conflicts_with = "reference")]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        registry: crate::commands::RegistryArgs,
         /// Compiled-component cache folder (default: the user cache folder).
         #[arg(long)]
         cache_dir: Option<PathBuf>,

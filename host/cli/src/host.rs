@@ -139,9 +139,18 @@ impl Host {
             admin_host: l.admin_addr().to_string(),
             token: l.token().to_string(),
         });
+        // Locked components the download cache lacks are fetched first;
+        // cached ones are used without the network.
+        let fetch_problems = match crate::sources::blob_store(&runtime) {
+            Some(store) => crate::sources::fetch_missing(&config, &runtime, &store).await,
+            None => vec![],
+        };
         let set = load_all(&runtime, &config, grant.as_ref());
         let breakers = breakers(&config, &set);
-        let problems = set.problems();
+        let mut problems = fetch_problems;
+        if problems.is_empty() {
+            problems = set.problems();
+        }
         let assembled = if problems.is_empty() {
             assemble(&config, &set, &breakers, store)
         } else {
@@ -162,7 +171,14 @@ impl Host {
             Ok((engine, notifications)) => Ok(Host {
                 takeover: (!opts.leave_queued_notifications)
                     .then(|| take_over_notifications(&notifications, &engine)),
-                engine: Arc::new(engine.with_redactor(redactor)),
+                engine: Arc::new(
+                    engine.with_redactor(redactor).with_plugin_digests(
+                        set.digests
+                            .iter()
+                            .map(|(name, d)| (name.clone(), d.to_string()))
+                            .collect(),
+                    ),
+                ),
                 database,
                 local,
                 plugins: entries(&set, &breakers),

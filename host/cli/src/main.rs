@@ -9,6 +9,7 @@ mod host;
 mod logging;
 mod plugins;
 mod signals;
+mod sources;
 
 use std::process::ExitCode;
 

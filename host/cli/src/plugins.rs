@@ -12,7 +12,7 @@ use rollcage_config::interpolate::fill_secrets;
 use rollcage_config::{
     ComponentRef, Config, ConfigError, Context, KnownBuiltin, PluginConfig, PluginRef,
 };
-use rollcage_core::{Grants, PluginId, PluginKind};
+use rollcage_core::{Digest, Grants, PluginId, PluginKind};
 use rollcage_runtime::{LoadedPlugin, PluginSpec, Runtime};
 
 /// What the configuration may name as `builtin:<name>`.
@@ -48,6 +48,9 @@ pub struct PluginSet {
     /// Uses of a component file of undeclared kind whose component turned
     /// out to be another kind: configuration errors, at the reference.
     pub misused: Vec<ConfigError>,
+    /// The SHA-256 of every loaded component (builtins and files too), by
+    /// the same names as `loaded`: what a run records it used.
+    pub digests: crate::sources::Digests,
 }
 
 impl PluginSet {
@@ -105,21 +108,24 @@ pub fn load_all(runtime: &Runtime, config: &Config, local: Option<&LocalGrant>) 
         loaded: BTreeMap::new(),
         errors: Vec::new(),
         misused: Vec::new(),
+        digests: Default::default(),
     };
-    let add =
-        |set: &mut PluginSet, name: String, result: anyhow::Result<Arc<LoadedPlugin>>| match result
-        {
-            Ok(p) => {
-                set.loaded.insert(name, p);
-            }
-            Err(e) => set.errors.push(format!("{e:#}")),
-        };
+    let locked = crate::sources::Locked::read(config, runtime);
+    let add = |set: &mut PluginSet,
+               name: String,
+               result: anyhow::Result<(Arc<LoadedPlugin>, Digest)>| match result {
+        Ok((p, digest)) => {
+            set.loaded.insert(name.clone(), p);
+            set.digests.insert(name, digest);
+        }
+        Err(e) => set.errors.push(format!("{e:#}")),
+    };
     let load = |p: &PluginConfig, id: &PluginId, config: &serde_json::Value| match local {
         Some(grant) => {
             let (p, config) = grant.apply(p, config);
-            load(runtime, &p, id, &config)
+            load(runtime, &locked, &p, id, &config)
         }
-        None => load(runtime, p, id, config),
+        None => load(runtime, &locked, p, id, config),
     };
     for p in config.plugins.values() {
         add(&mut set, p.id.to_string(), load(p, &p.id, &p.config));
@@ -172,24 +178,47 @@ fn builtin_instance(name: &str) -> PluginConfig {
     }
 }
 
-/// Load `p`'s component as instance `id` with `config`.
+/// Load `p`'s component as instance `id` with `config`; and the digest of
+/// the component (for a remote one, the locked digest: its cached bytes
+/// were checked when they were stored and are not hashed again).
 fn load(
+    runtime: &Runtime,
+    locked: &crate::sources::Locked,
+    p: &PluginConfig,
+    id: &PluginId,
+    config: &serde_json::Value,
+) -> anyhow::Result<(Arc<LoadedPlugin>, Digest)> {
+    let (bytes, digest): (Cow<'static, [u8]>, Digest) = match &p.component {
+        ComponentRef::Builtin(name) => rollcage_builtins::get(name)
+            .map(|b| (Cow::Borrowed(b.wasm), rollcage_registry::digest_of(b.wasm)))
+            .ok_or_else(|| anyhow::anyhow!("plugin `{id}`: no builtin named `{name}`"))?,
+        ComponentRef::File(path) => std::fs::read(path)
+            .map(|b| {
+                let d = rollcage_registry::digest_of(&b);
+                (Cow::Owned(b), d)
+            })
+            .map_err(|e| anyhow::anyhow!("plugin `{id}`: cannot read {}: {e}", path.display()))?,
+        remote @ (ComponentRef::Oci { .. } | ComponentRef::Url { .. }) => {
+            let (bytes, digest) = locked.bytes(id, remote)?;
+            (Cow::Owned(bytes), digest)
+        }
+    };
+    rollcage_runtime::with_known_digest(&bytes, digest.hex(), || {
+        load_bytes(runtime, p, id, config, &bytes)
+    })
+    .map(|loaded| (loaded, digest))
+}
+
+fn load_bytes(
     runtime: &Runtime,
     p: &PluginConfig,
     id: &PluginId,
     config: &serde_json::Value,
+    bytes: &[u8],
 ) -> anyhow::Result<Arc<LoadedPlugin>> {
-    let bytes: Cow<'static, [u8]> = match &p.component {
-        ComponentRef::Builtin(name) => rollcage_builtins::get(name)
-            .map(|b| Cow::Borrowed(b.wasm))
-            .ok_or_else(|| anyhow::anyhow!("plugin `{id}`: no builtin named `{name}`"))?,
-        ComponentRef::File(path) => std::fs::read(path)
-            .map(Cow::Owned)
-            .map_err(|e| anyhow::anyhow!("plugin `{id}`: cannot read {}: {e}", path.display()))?,
-    };
     let kind = match p.kind {
         Some(kind) => kind,
-        None => kind_of(runtime, id.as_str(), &p.component.to_string(), &bytes)?,
+        None => kind_of(runtime, id.as_str(), &p.component.to_string(), bytes)?,
     };
     let secrets = runtime.secrets();
     let config = fill_secrets(config, &|name| secrets.get(name))
@@ -207,7 +236,7 @@ fn load(
         limits: p.limits,
         config_json: config.to_string(),
     };
-    Ok(runtime.load(spec, &bytes)?)
+    Ok(runtime.load(spec, bytes)?)
 }
 
 /// The one kind a component's exports fit, or an error saying why not.

@@ -3,7 +3,9 @@
 //!
 //! ```toml
 //! [plugins.slack]
-//! component = "builtin:console"          # or a path to a .wasm component
+//! component = "builtin:console"          # or a path to a .wasm component,
+//!                                        # "oci://registry/repo:tag" (or @sha256:...),
+//!                                        # or "https://..." with sha256 = "<64 hex>"
 //! kind = "notifier"                      # optional: builtins know theirs, files are inspected
 //! allow_hosts = ["hooks.slack.com"]      # host, host:port, host:*, *.domain, *
 //! secrets = ["SLACK_WEBHOOK_URL"]
@@ -15,7 +17,9 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use rollcage_core::{HostPattern, IpNet, Limits, PluginId, PluginKind, TlsCa};
+use rollcage_core::{
+    Digest, HostPattern, IpNet, Limits, OciReference, PluginId, PluginKind, TlsCa,
+};
 use serde::Deserialize;
 use toml::Spanned;
 use toml::de::DeValue;
@@ -31,6 +35,26 @@ pub enum ComponentRef {
     Builtin(String),
     /// A `.wasm` file, resolved against the configuration file's folder.
     File(PathBuf),
+    /// An OCI artifact in a registry, run by the digest `rollcage.lock`
+    /// pins it to.
+    Oci {
+        reference: OciReference,
+        /// Plain HTTP to the registry: allowed only for a loopback host.
+        insecure: bool,
+        /// The host's secret holding `user:password` or a token for the
+        /// registry; never granted to the plugin.
+        auth_secret: Option<String>,
+    },
+    /// An `https://` URL whose bytes must have `sha256`.
+    Url { url: String, sha256: Digest },
+}
+
+impl ComponentRef {
+    /// Whether the bytes come from the network (and so through the lock
+    /// file and the download cache).
+    pub fn is_remote(&self) -> bool {
+        matches!(self, ComponentRef::Oci { .. } | ComponentRef::Url { .. })
+    }
 }
 
 impl std::fmt::Display for ComponentRef {
@@ -38,6 +62,8 @@ impl std::fmt::Display for ComponentRef {
         match self {
             ComponentRef::Builtin(name) => write!(f, "builtin:{name}"),
             ComponentRef::File(path) => write!(f, "{}", path.display()),
+            ComponentRef::Oci { reference, .. } => write!(f, "{reference}"),
+            ComponentRef::Url { url, .. } => write!(f, "{url}"),
         }
     }
 }
@@ -151,6 +177,15 @@ pub struct PluginConfig {
 #[serde(deny_unknown_fields)]
 struct RawPlugin {
     component: Spanned<String>,
+    /// The SHA-256 an `https://` component's bytes must have.
+    #[serde(default)]
+    sha256: Option<Spanned<String>>,
+    /// Plain HTTP to a loopback OCI registry.
+    #[serde(default)]
+    insecure: Option<Spanned<bool>>,
+    /// The host secret with the OCI registry's credentials.
+    #[serde(default)]
+    registry_auth_secret: Option<Spanned<String>>,
     #[serde(default)]
     kind: Option<Spanned<String>>,
     #[serde(default)]
@@ -304,6 +339,8 @@ fn validate(
                 ComponentRef::Builtin(name.to_string())
             }
         }
+    } else if let Some(remote) = remote_source(&raw, &mut err) {
+        remote
     } else {
         let base = src
             .path
@@ -468,6 +505,131 @@ fn validate(
         limits,
         breaker,
         config,
+    })
+}
+
+/// An `oci://` or `https://` component with its `sha256`, `insecure` and
+/// `registry_auth_secret`; `None` for any other component. Keys that belong
+/// to another kind of source are errors, so a digest written beside an
+/// `oci://` reference is not silently ignored.
+fn remote_source(
+    raw: &RawPlugin,
+    err: &mut impl FnMut(std::ops::Range<usize>, String, Option<String>),
+) -> Option<ComponentRef> {
+    let text = raw.component.get_ref();
+    let span = raw.component.span();
+    let is_oci = text.starts_with("oci://");
+    let is_url = text.starts_with("https://");
+    if text.starts_with("http://") {
+        err(
+            span.clone(),
+            format!("component `{text}`: plain http is not allowed for a download"),
+            Some("use https:// with sha256 = \"<64 hex>\"".into()),
+        );
+        return Some(ComponentRef::File(PathBuf::new()));
+    }
+    if let Some(sha) = &raw.sha256
+        && !is_url
+    {
+        err(
+            sha.span(),
+            "`sha256` is for an https:// component".into(),
+            Some(
+                "pin an OCI reference with @sha256:<64 hex>, or by `rollcage plugins lock`".into(),
+            ),
+        );
+    }
+    for (key, span) in [
+        ("insecure", raw.insecure.as_ref().map(|i| i.span())),
+        (
+            "registry_auth_secret",
+            raw.registry_auth_secret.as_ref().map(|s| s.span()),
+        ),
+    ] {
+        if let Some(span) = span
+            && !is_oci
+        {
+            err(span, format!("`{key}` is for an oci:// component"), None);
+        }
+    }
+    if is_url {
+        let url = text.clone();
+        let host = url["https://".len()..]
+            .split(['/', '?', '#'])
+            .next()
+            .unwrap_or("");
+        if host.is_empty() || url.chars().any(char::is_whitespace) {
+            err(
+                span.clone(),
+                format!("component `{url}` is not a URL"),
+                None,
+            );
+        }
+        let sha256 = match &raw.sha256 {
+            None => {
+                err(
+                    span,
+                    format!(
+                        "component `{url}` needs `sha256` beside it: a download runs only if its bytes are the ones expected"
+                    ),
+                    Some("add sha256 = \"<64 hex>\" (`sha256sum FILE.wasm` prints it)".into()),
+                );
+                None
+            }
+            Some(sha) => match Digest::parse_loose(sha.get_ref()) {
+                Ok(d) => Some(d),
+                Err(e) => {
+                    err(sha.span(), format!("sha256 of `{url}`: {e}"), None);
+                    None
+                }
+            },
+        };
+        return Some(ComponentRef::Url {
+            url,
+            sha256: sha256.unwrap_or_else(|| Digest::from_bytes(&[0; 32])),
+        });
+    }
+    if !is_oci {
+        return None;
+    }
+    let reference = match text.parse::<OciReference>() {
+        Ok(r) => r,
+        Err(e) => {
+            err(span, e.to_string(), None);
+            return Some(ComponentRef::File(PathBuf::new()));
+        }
+    };
+    let insecure = raw.insecure.as_ref().is_some_and(|i| *i.get_ref());
+    if insecure && !reference.is_loopback() {
+        err(
+            raw.insecure.as_ref().unwrap().span(),
+            format!(
+                "`insecure = true` (plain HTTP) is allowed only for a loopback registry, not `{}`",
+                reference.registry
+            ),
+            Some(
+                "serve the registry over HTTPS; grant a private CA with `tls_ca` if it has one"
+                    .into(),
+            ),
+        );
+    }
+    let auth_secret = raw.registry_auth_secret.as_ref().and_then(|s| {
+        let name = s.get_ref();
+        if valid_secret_name(name) {
+            Some(name.clone())
+        } else {
+            err(
+                s.span(),
+                format!("registry_auth_secret: invalid secret name `{name}`: use letters, digits and `_`"),
+                None,
+            );
+            None
+        }
+    });
+    Some(ComponentRef::Oci {
+        reference,
+        insecure,
+        auth_secret,
     })
 }
 

@@ -10,6 +10,7 @@ pub mod grants;
 pub mod limits;
 pub mod plugin;
 pub mod redact;
+pub mod source;
 pub mod threshold;
 pub mod types;
 pub mod version;
@@ -24,6 +25,7 @@ pub use plugin::{
     PluginKind, Strategy,
 };
 pub use redact::Redactor;
+pub use source::{Digest, OciReference, SourceError};
 pub use threshold::Threshold;
 pub use types::*;
 pub use version::Version;

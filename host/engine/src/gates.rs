@@ -170,7 +170,12 @@ impl RunDriver<'_> {
             self.append(
                 "run-started",
                 None,
-                json!({"by": run.started_by, "config_hash": run.config_hash, "stages": run.stages}),
+                json!({
+                    "by": run.started_by,
+                    "config_hash": run.config_hash,
+                    "stages": run.stages,
+                    "plugins": self.engine.plugin_digests(),
+                }),
             )
             .await?;
             let event = self.ctx.event(

@@ -139,6 +139,9 @@ pub struct Engine {
     /// The leases of the runs this engine drives.
     leases: Arc<Leases>,
     config_hash: String,
+    /// The digest of every plugin component the engine's plugins were
+    /// loaded from, by name: recorded in each run's `run-started` entry.
+    plugin_digests: BTreeMap<String, String>,
     /// Secret values kept out of notifications (the store and the log
     /// have their own).
     redactor: Arc<Redactor>,
@@ -169,6 +172,7 @@ impl Engine {
                 .collect(),
             pipelines: pipelines.into_iter().map(|p| (p.name.clone(), p)).collect(),
             config_hash,
+            plugin_digests: BTreeMap::new(),
             redactor: Arc::default(),
             clock: unix_now,
         }
@@ -178,6 +182,17 @@ impl Engine {
     pub fn with_redactor(mut self, redactor: Arc<Redactor>) -> Engine {
         self.redactor = redactor;
         self
+    }
+
+    /// Record `digests` (plugin name to `sha256:...`) in every run started.
+    pub fn with_plugin_digests(mut self, digests: BTreeMap<String, String>) -> Engine {
+        self.plugin_digests = digests;
+        self
+    }
+
+    /// The digests of the plugin components, by plugin name.
+    pub fn plugin_digests(&self) -> &BTreeMap<String, String> {
+        &self.plugin_digests
     }
 
     /// An environment's plan.

@@ -7,6 +7,7 @@ mod plugin_new;
 mod plugin_test;
 mod plugins;
 mod progress;
+mod registry;
 mod remote;
 mod run;
 mod runs;
@@ -21,6 +22,7 @@ use std::path::PathBuf;
 use rollcage_runtime::{ComponentCache, Runtime, RuntimeOptions};
 
 use crate::cli::{Command, ConfigCommand, PluginsCommand};
+pub use registry::RegistryArgs;
 
 /// Exit code for bad input (an invalid configuration, a missing file).
 pub const BAD_INPUT: u8 = 2;
@@ -42,8 +44,35 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Plugins(PluginsCommand::List { config, cache_dir }) => {
             plugins::list(config.as_deref(), cache_dir).await
         }
-        Command::Plugins(PluginsCommand::Check { file, cache_dir }) => {
-            plugins::check(&file, cache_dir).await
+        Command::Plugins(PluginsCommand::Check {
+            file,
+            registry,
+            cache_dir,
+        }) => plugins::check(&file, &registry, cache_dir).await,
+        Command::Plugins(PluginsCommand::Lock {
+            config,
+            check,
+            cache_dir,
+        }) => registry::lock(&config, cache_dir, check).await,
+        Command::Plugins(PluginsCommand::Push {
+            file,
+            reference,
+            registry,
+            cache_dir,
+        }) => registry::push(&file, &reference, &registry, cache_dir).await,
+        Command::Plugins(PluginsCommand::Pull {
+            reference,
+            config,
+            registry,
+            cache_dir,
+        }) => {
+            registry::pull(
+                reference.as_deref(),
+                config.as_deref(),
+                &registry,
+                cache_dir,
+            )
+            .await
         }
         Command::Plugins(PluginsCommand::Test(args)) => plugin_test::test(args).await,
         Command::Plugins(PluginsCommand::New(args)) => plugin_new::new(args),

@@ -123,15 +123,28 @@ pub async fn list(config: Option<&Path>, cache_dir: Option<PathBuf>) -> anyhow::
     })
 }
 
-pub async fn check(file: &Path, cache_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
-    let bytes = match std::fs::read(file) {
-        Ok(b) => b,
-        Err(e) => {
-            eprintln!("error: cannot read {}: {e}", file.display());
-            return Ok(ExitCode::from(BAD_INPUT));
+pub async fn check(
+    file: &Path,
+    registry: &super::registry::RegistryArgs,
+    cache_dir: Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    let runtime = super::runtime(cache_dir)?;
+    let text = file.to_string_lossy();
+    let bytes = if text.starts_with("oci://") {
+        let store = crate::sources::blob_store(&runtime);
+        match super::registry::fetch_for_check(&text, registry, store.as_ref()).await {
+            Ok(b) => b,
+            Err(code) => return Ok(code),
+        }
+    } else {
+        match std::fs::read(file) {
+            Ok(b) => b,
+            Err(e) => {
+                eprintln!("error: cannot read {}: {e}", file.display());
+                return Ok(ExitCode::from(BAD_INPUT));
+            }
         }
     };
-    let runtime = super::runtime(cache_dir)?;
     let source = file.display().to_string();
     let id: PluginId = "checked".parse().expect("valid id");
     println!("component: {source} ({})", human_size(bytes.len()));

@@ -182,6 +182,16 @@ pub fn print_show(
         for (k, v) in &r.params {
             println!("  param {k} = {v}");
         }
+        // The components the run's plugins were loaded from, as recorded
+        // when it started.
+        let plugins = log
+            .iter()
+            .find(|e| e.kind == "run-started")
+            .and_then(|e| e.data.get("plugins"))
+            .and_then(|p| p.as_object());
+        for (name, digest) in plugins.into_iter().flatten() {
+            println!("  plugin {name} {}", digest.as_str().unwrap_or("?"));
+        }
     }
     for e in log {
         match output {
