@@ -173,6 +173,14 @@ fn provider_wasm() -> (PathBuf, Vec<u8>) {
     (path, bytes)
 }
 
+/// `rollcage runs show` of the newest run of `config`.
+fn show_latest_run(config: &str, cache: &Path) -> Output {
+    let out = run(&["runs", "list", "-c", config, "--output", "json"], cache);
+    let runs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = runs[0]["id"].as_str().unwrap().to_string();
+    run(&["runs", "show", &id, "-c", config], cache)
+}
+
 fn push(file: &Path, reference: &str, extra: &[&str], cache: &Path) -> Output {
     let mut args = vec!["plugins", "push", file.to_str().unwrap(), reference];
     args.extend_from_slice(extra);
@@ -232,10 +240,7 @@ fn a_pushed_plugin_is_locked_and_runs_from_the_registry_even_when_it_is_down() {
 
     let out = run(&["run", "api", "-c", cfg, "--release", "1.0.0"], &cache);
     assert!(out.status.success(), "{}", all(&out));
-    let out = run(&["runs", "list", "-c", cfg, "--output", "json"], &cache);
-    let runs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let id = runs[0]["id"].as_str().unwrap().to_string();
-    let out = run(&["runs", "show", &id, "-c", cfg], &cache);
+    let out = show_latest_run(cfg, &cache);
     assert!(
         text(&out.stdout).contains(&format!("plugin platform sha256:{}", sha256_hex(&bytes))),
         "{}",
@@ -626,6 +631,113 @@ fn a_url_source_runs_only_with_the_sha256_its_configuration_gives() {
     assert_eq!(out.status.code(), Some(1), "{}", all(&out));
     assert!(
         all(&out).contains("TLS handshake with localhost"),
+        "{}",
+        all(&out)
+    );
+}
+
+/// The operator's whole path, as the README tells it: a plugin made with
+/// `rollcage plugins new` and built with its own `build.sh` is pushed,
+/// locked and run from the registry, and the run records its digest.
+#[test]
+fn a_plugin_made_by_plugins_new_is_pushed_locked_and_run_from_the_registry() {
+    let Some(registry) = Registry::start(None) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let project = dir.path().join("deploy-log");
+    let out = run(
+        &[
+            "plugins",
+            "new",
+            "deploy-log",
+            "--kind",
+            "notifier",
+            "--lang",
+            "rust",
+            "--dir",
+            project.to_str().unwrap(),
+        ],
+        &cache,
+    );
+    assert!(out.status.success(), "{}", all(&out));
+    // The template tests' target folder, so the SDK's dependencies are
+    // compiled once for every generated Rust project.
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let out = Command::new("bash")
+        .arg(project.join("build.sh"))
+        .env("CARGO_TARGET_DIR", workspace.join("target/plugin-new"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "build.sh: {}", all(&out));
+    let wasm = project.join("target/deploy-log.wasm");
+    let bytes = std::fs::read(&wasm).unwrap();
+
+    let reference = registry.reference("team/deploy-log:0.1.0");
+    let out = push(&wasm, &reference, &["--insecure"], &cache);
+    assert!(out.status.success(), "{}", all(&out));
+    assert!(
+        text(&out.stdout).contains("(notifier, rollcage:plugin@"),
+        "{}",
+        all(&out)
+    );
+
+    let (provider, _) = provider_wasm();
+    let config = dir.path().join("rollcage.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[server]
+database = "sqlite://runs.db"
+
+[plugins.platform]
+component = "{provider}"
+config = {{ slot = "1.0.0", release = "1.0.0", endpoint = "127.0.0.1:1" }}
+
+[plugins.deploy-log]
+component = "{reference}"
+insecure = true
+config = {{ prefix = "from-the-registry" }}
+
+[environments.staging]
+provider = "platform"
+replicas = 1
+strategy = {{ plugin = "canary", steps = [50, 100] }}
+
+[pipelines.api]
+stages = ["staging"]
+notify = ["deploy-log"]
+"#,
+            provider = provider.display()
+        ),
+    )
+    .unwrap();
+    let cfg = config.to_str().unwrap();
+    let out = run(&["plugins", "lock", "-c", cfg], &cache);
+    assert!(out.status.success(), "{}", all(&out));
+    let lock = std::fs::read_to_string(dir.path().join("rollcage.lock")).unwrap();
+    assert!(
+        lock.contains(&format!("digest = \"sha256:{}\"", sha256_hex(&bytes))),
+        "{lock}"
+    );
+
+    // `-v`: the plugin's log lines (info) are shown.
+    let out = run(
+        &["-v", "run", "api", "-c", cfg, "--release", "1.0.0"],
+        &cache,
+    );
+    assert!(out.status.success(), "{}", all(&out));
+    // The plugin from the registry told of the run, in its own words.
+    assert!(
+        all(&out).contains("from-the-registry: api 1.0.0 in staging"),
+        "{}",
+        all(&out)
+    );
+    let out = show_latest_run(cfg, &cache);
+    assert!(
+        text(&out.stdout).contains(&format!("plugin deploy-log sha256:{}", sha256_hex(&bytes))),
         "{}",
         all(&out)
     );
