@@ -316,13 +316,19 @@ impl RunDriver<'_> {
     }
 
     /// The flags the stage changed, with their exposure before, as its
-    /// log recorded them.
-    fn exposed_before(&self, name: &str) -> Vec<FlagBefore> {
-        self.log
+    /// log in the store has them now (a rollback after promotion needs
+    /// those the strategy recorded in this very drive, which the log read
+    /// at its start does not have).
+    async fn exposed_before(&self, name: &str) -> Result<Vec<FlagBefore>, EngineError> {
+        Ok(self
+            .engine
+            .store()
+            .events(&self.run.id, 0)
+            .await?
             .iter()
             .filter(|e| e.kind == "exposure-before" && e.stage.as_deref() == Some(name))
             .filter_map(|e| serde_json::from_value(e.data.clone()).ok())
-            .collect()
+            .collect())
     }
 
     /// The run's summary names the stage from the moment it begins
@@ -574,7 +580,7 @@ impl RunDriver<'_> {
             env_notify: &env.notify,
             restoring: false,
         };
-        let exposed_before = self.exposed_before(name);
+        let exposed_before = self.exposed_before(name).await?;
         let (result, _) = StageRun {
             stage: &plan,
             release: self.release.clone(),
@@ -841,7 +847,7 @@ impl RunDriver<'_> {
             env_notify: &stage.env.notify,
             restoring: true,
         };
-        let exposed_before = self.exposed_before(name);
+        let exposed_before = self.exposed_before(name).await?;
         let restored = StageRun {
             stage: &plan,
             release: previous.clone(),
