@@ -203,6 +203,7 @@ async fn a_health_check_is_called_through_its_trait() {
         slot: "canary".into(),
         release: "1.1.0".into(),
         endpoints,
+        exposure: None,
     };
     let m = http
         .check(&target(vec![healthy.to_string()]))
@@ -534,7 +535,7 @@ fn a_component_of_another_world_is_refused() {
     let err = load_err(builtin("console"), PluginKind::Strategy);
     assert_eq!(
         err.to_string(),
-        "plugin `suspect` (test:suspect) does not fit world `strategy`: it does not export `rollcage:plugin/strategy-api@0.1.0` (it exports: rollcage:plugin/notifier-api@0.1.0)"
+        "plugin `suspect` (test:suspect) does not fit world `strategy`: it does not export `rollcage:plugin/strategy-api@0.2.0` (it exports: rollcage:plugin/notifier-api@0.2.0)"
     );
 }
 

@@ -23,7 +23,7 @@ use tracing::Instrument;
 use crate::bake::{self, Mark};
 use crate::lease::Held;
 use crate::run::{Engine, EngineError, EnvironmentPlan, Notify, PipelinePlan, StoreSink, run_jobs};
-use crate::stage::{Decision, Stage, StageEvent, StageResult, StageRun, StageSink};
+use crate::stage::{Decision, FlagBefore, Stage, StageEvent, StageResult, StageRun, StageSink};
 
 /// How often a run waiting for an environment looks again when nothing
 /// woke it (another host's unlock is heard through the store; this is
@@ -314,7 +314,26 @@ impl RunDriver<'_> {
             readiness_poll: env.readiness_poll,
             params: env.strategy_params.clone(),
             replicas: env.replicas,
+            exposures: env.exposures.clone(),
+            exposure: env.exposure.clone(),
+            settle: env.settle,
         }
+    }
+
+    /// The flags the stage changed, with their exposure before, as its
+    /// log in the store has them now (a rollback after promotion needs
+    /// those the strategy recorded in this very drive, which the log read
+    /// at its start does not have).
+    async fn exposed_before(&self, name: &str) -> Result<Vec<FlagBefore>, EngineError> {
+        Ok(self
+            .engine
+            .store()
+            .events(&self.run.id, 0)
+            .await?
+            .iter()
+            .filter(|e| e.kind == "exposure-before" && e.stage.as_deref() == Some(name))
+            .filter_map(|e| serde_json::from_value(e.data.clone()).ok())
+            .collect())
     }
 
     /// The run's summary names the stage from the moment it begins
@@ -566,6 +585,7 @@ impl RunDriver<'_> {
             env_notify: &env.notify,
             restoring: false,
         };
+        let exposed_before = self.exposed_before(name).await?;
         let (result, _) = StageRun {
             stage: &plan,
             release: self.release.clone(),
@@ -575,6 +595,7 @@ impl RunDriver<'_> {
             decisions: self.decisions,
             in_flight_since_ms,
             early: None,
+            exposed_before,
         }
         .run()
         .instrument(tracing::info_span!("stage", stage = %name))
@@ -738,6 +759,7 @@ impl RunDriver<'_> {
             slot: slot.map(|s| s.name.clone()).unwrap_or_default(),
             release: self.release.version.clone(),
             endpoints: slot.map(|s| s.endpoints.clone()).unwrap_or_default(),
+            exposure: None,
         };
         let mut tasks = tokio::task::JoinSet::new();
         for (i, check) in checks.iter().enumerate() {
@@ -830,6 +852,7 @@ impl RunDriver<'_> {
             env_notify: &stage.env.notify,
             restoring: true,
         };
+        let exposed_before = self.exposed_before(name).await?;
         let restored = StageRun {
             stage: &plan,
             release: previous.clone(),
@@ -839,6 +862,7 @@ impl RunDriver<'_> {
             decisions: self.decisions,
             in_flight_since_ms: None,
             early: None,
+            exposed_before,
         }
         .restore()
         .instrument(tracing::info_span!("restore", stage = %name))

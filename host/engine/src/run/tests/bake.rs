@@ -328,3 +328,84 @@ async fn a_rollback_after_promotion_cut_short_resumes_from_its_log() {
         Some("bake: check `error-rate` failed")
     );
 }
+
+/// The canary of [`VersionStrategy`] with the flag `checkout-v2` moved to
+/// 30% once the release is promoted.
+struct Exposing(VersionStrategy);
+
+impl rollcage_core::Plugin for Exposing {
+    fn id(&self) -> &PluginId {
+        self.0.id()
+    }
+}
+
+#[async_trait]
+impl Strategy for Exposing {
+    async fn validate(&self, _p: &str) -> Result<(), PluginError> {
+        Ok(())
+    }
+    async fn decide(&self, state: &DeployState) -> Result<Action, PluginError> {
+        let mut plan = VersionStrategy::plan(state);
+        plan.push(Action::Expose(rollcage_core::ExposureChange {
+            control: String::new(),
+            flag: "checkout-v2".into(),
+            percent: 30,
+        }));
+        Ok(plan
+            .get(state.history.len())
+            .cloned()
+            .unwrap_or(Action::Done))
+    }
+    async fn rollback(&self, state: &DeployState) -> Result<Vec<Action>, PluginError> {
+        self.0.rollback(state).await
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_bake_restores_the_flags_the_stage_changed() {
+    let mut w = baking(
+        vec![Ok(Verdict::Pass), Ok(Verdict::Pass), Ok(Verdict::Fail)],
+        Some(spec()),
+        None,
+    );
+    let flags = Arc::new(crate::fakes::FakeExposure::with(
+        "flags",
+        &[("checkout-v2", 5)],
+    ));
+    let engine = Arc::get_mut(&mut w.engine).unwrap();
+    let env = engine.environments.remove("production").unwrap();
+    let mut env = Arc::try_unwrap(env).ok().unwrap();
+    env.strategy = Arc::new(Exposing(VersionStrategy {
+        id: "canary".parse().unwrap(),
+    }));
+    env.exposures = BTreeMap::from([(
+        "flags".to_string(),
+        flags.clone() as Arc<dyn rollcage_core::ExposureControl>,
+    )]);
+    env.exposure = Some("flags".into());
+    engine
+        .environments
+        .insert("production".into(), Arc::new(env));
+    let id = w.engine.create(request("2.0.0")).await.unwrap();
+    assert_eq!(w.engine.execute(&id).await.unwrap(), RunStatus::RolledBack);
+    // Moved to 30% by the run, back to 5% by the rollback after promotion;
+    // the previous release's plan did not move it again.
+    assert_eq!(
+        *flags.sets.lock().unwrap(),
+        [
+            ("checkout-v2".to_string(), 30),
+            ("checkout-v2".to_string(), 5)
+        ]
+    );
+    assert_eq!(w.providers["production"].snapshot(), only_1_0_0());
+    let log = w.engine.store().events(&id, 0).await.unwrap();
+    let before = log.iter().find(|e| e.kind == "exposure-before").unwrap();
+    assert_eq!(before.data["percent"], 5);
+    let restored = Action::Expose(rollcage_core::ExposureChange {
+        control: "flags".into(),
+        flag: "checkout-v2".into(),
+        percent: 5,
+    });
+    assert!(log.iter().any(|e| e.kind == "rollback-step"
+        && serde_json::from_value::<Action>(e.data.clone()).ok() == Some(restored.clone())));
+}
