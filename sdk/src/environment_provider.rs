@@ -33,6 +33,7 @@ pub mod bindings {
 /// rollcage_sdk::export_environment_provider!(Nowhere);
 ///
 /// // Natively, in a test:
+/// assert!(Nowhere::validate(r#"{"image": "web:1"}"#.into()).is_ok());
 /// let target = Target { environment: "staging".into(), service: "web".into(), service_spec: "{}".into() };
 /// assert!(Nowhere::status(target.clone()).unwrap().slots.is_empty());
 /// assert!(Nowhere::run_job(target, Job {
@@ -40,6 +41,15 @@ pub mod bindings {
 /// }).unwrap_err().contains("cannot run jobs"));
 /// ```
 pub trait EnvironmentProvider {
+    /// Check a service's provider-specific spec (the JSON `target.service_spec`
+    /// carries) before any run uses it: every problem found, each naming its
+    /// field as a dotted path (`image`, `labels.app`), so that `rollcage config
+    /// check` can point at the line of the operator's TOML. The default finds
+    /// nothing.
+    fn validate(service_spec: String) -> Result<(), Vec<Problem>> {
+        let _ = service_spec;
+        Ok(())
+    }
     /// Make the environment ready to receive slots. The default does nothing.
     fn prepare(target: Target) -> Result<(), String> {
         let _ = target;
@@ -72,6 +82,9 @@ pub use bindings::exports::rollcage::plugin::provider_api::Guest as __Guest;
 macro_rules! export_environment_provider {
     ($t:ident) => {
         impl $crate::environment_provider::__Guest for $t {
+            fn validate(service_spec: String) -> Result<(), Vec<$crate::types::Problem>> {
+                <$t as $crate::EnvironmentProvider>::validate(service_spec)
+            }
             fn prepare(target: $crate::types::Target) -> Result<(), String> {
                 <$t as $crate::EnvironmentProvider>::prepare(target)
             }

@@ -1,8 +1,8 @@
 //! `rollcage-sdk`: write Rollcage plugins in Rust.
 //!
 //! A plugin is a `cdylib` crate built for `wasm32-wasip2`. It enables the SDK
-//! feature of its kind (`strategy`, `health-check`, `notifier` or
-//! `environment-provider`), implements the matching trait and exports it with
+//! feature of its kind (`strategy`, `health-check`, `notifier`,
+//! `environment-provider` or `exposure`), implements the matching trait and exports it with
 //! the matching macro. Everything else it needs from the host is here:
 //!
 //! * [`config`]: its own `config` table from the operator's TOML, deserialized
@@ -34,9 +34,13 @@
 //! rollcage_sdk::export_notifier!(Console);
 //! ```
 //!
-//! A strategy, a health check and an environment provider look the same with
-//! [`Strategy`] / [`export_strategy!`], [`HealthCheck`] / [`export_health_check!`]
-//! and [`EnvironmentProvider`] / [`export_environment_provider!`]; see each trait.
+//! A strategy, a health check, an environment provider and an exposure
+//! plugin look the same with [`Strategy`] / [`export_strategy!`],
+//! [`HealthCheck`] / [`export_health_check!`], [`EnvironmentProvider`] /
+//! [`export_environment_provider!`] and [`Exposure`] / [`export_exposure!`];
+//! see each trait.
+//!
+//! The SDK targets the current contract, `rollcage:plugin@0.2.0` (`wit/`).
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
@@ -59,7 +63,7 @@ pub mod bindings {
 }
 
 /// The contract's shared types (`wit/types.wit`): releases, slots, actions,
-/// measurements, events.
+/// measurements, events, exposures and the problems `validate` reports.
 pub mod types {
     pub use crate::bindings::rollcage::plugin::types::*;
 }
@@ -166,6 +170,12 @@ pub mod notifier;
 #[cfg_attr(docsrs, doc(cfg(feature = "notifier")))]
 pub use notifier::Notifier;
 
+// Always there: its `percent` helper, like `strategy::plan`.
+pub mod exposure;
+#[cfg(feature = "exposure")]
+#[cfg_attr(docsrs, doc(cfg(feature = "exposure")))]
+pub use exposure::Exposure;
+
 #[cfg(feature = "environment-provider")]
 #[doc(hidden)]
 pub mod environment_provider;
@@ -183,8 +193,8 @@ macro_rules! kind_world {
             path: "../wit",
             world: $world,
             with: {
-                "rollcage:plugin/host@0.1.0": crate::bindings::rollcage::plugin::host,
-                "rollcage:plugin/types@0.1.0": crate::bindings::rollcage::plugin::types,
+                "rollcage:plugin/host@0.2.0": crate::bindings::rollcage::plugin::host,
+                "rollcage:plugin/types@0.2.0": crate::bindings::rollcage::plugin::types,
             },
             pub_export_macro: true,
             export_macro_name: $macro_name,
@@ -196,8 +206,8 @@ macro_rules! kind_world {
             path: "../wit",
             world: $world,
             with: {
-                "rollcage:plugin/host@0.1.0": crate::bindings::rollcage::plugin::host,
-                "rollcage:plugin/types@0.1.0": crate::bindings::rollcage::plugin::types,
+                "rollcage:plugin/host@0.2.0": crate::bindings::rollcage::plugin::host,
+                "rollcage:plugin/types@0.2.0": crate::bindings::rollcage::plugin::types,
                 "wasi:http/types@0.2.12": crate::bindings::wasi::http::types,
                 "wasi:http/outgoing-handler@0.2.12": crate::bindings::wasi::http::outgoing_handler,
                 "wasi:io/poll@0.2.12": crate::bindings::wasi::io::poll,

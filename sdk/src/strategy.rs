@@ -114,7 +114,7 @@ macro_rules! export_strategy {
 /// assert_eq!(plan::next(&steps, 99), Action::Done);
 /// ```
 pub mod plan {
-    use crate::types::{Action, Release, RouteWeight, SlotSpec};
+    use crate::types::{Action, ExposureChange, Release, RouteWeight, SlotSpec};
 
     /// The conventional slot of a release: named after its version, so two
     /// releases never share a slot and a slot's name says what it runs.
@@ -165,6 +165,22 @@ pub mod plan {
                 })
                 .collect(),
         )
+    }
+
+    /// `expose`: `flag` to `percent` of users through the environment's
+    /// exposure plugin (`exposure = "<id>"` in the environment).
+    ///
+    /// ```
+    /// use rollcage_sdk::{strategy::plan, types::Action};
+    /// let Action::Expose(change) = plan::expose("checkout-v2", 10) else { unreachable!() };
+    /// assert_eq!((change.flag.as_str(), change.percent, change.control.as_str()), ("checkout-v2", 10, ""));
+    /// ```
+    pub fn expose(flag: &str, percent: u32) -> Action {
+        Action::Expose(ExposureChange {
+            control: String::new(),
+            flag: flag.to_string(),
+            percent,
+        })
     }
 
     /// The step of `plan` after the `done` steps already recorded (`Done`

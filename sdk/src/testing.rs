@@ -9,7 +9,12 @@
 //! for readiness before asking the strategy again), and checks after every
 //! step the invariants every strategy must keep: a route's weights sum to
 //! 100, no weight goes to a slot without instances, and no slot that
-//! receives traffic is scaled to zero or removed.
+//! receives traffic is scaled to zero or removed, and an `expose` names a
+//! flag and a percent within 0-100.
+//!
+//! For exposure plugins: [`exposure_status`] and [`problem`] build the
+//! values `get_exposure` and `validate` answer, and [`FlagBook`] is an
+//! in-memory flag service to keep a plugin's logic testable natively.
 
 use std::collections::BTreeMap;
 
@@ -87,6 +92,17 @@ pub fn simulate(initial: &Slots, actions: &[Action]) -> Result<Slots, String> {
                     }
                 }
             }
+            Action::Expose(change) => {
+                if change.percent > 100 {
+                    return Err(format!(
+                        "step {i}: flag `{}` exposed to {}%, outside 0-100",
+                        change.flag, change.percent
+                    ));
+                }
+                if change.flag.is_empty() {
+                    return Err(format!("step {i}: expose names no flag"));
+                }
+            }
             Action::Pause(_) | Action::Analyze(_) | Action::Done => {}
         }
     }
@@ -94,7 +110,8 @@ pub fn simulate(initial: &Slots, actions: &[Action]) -> Result<Slots, String> {
 }
 
 use crate::types::{
-    DeployState, EnvironmentStatus, Event, EventKind, Outcome, Release, SlotStatus, StepRecord,
+    DeployState, EnvironmentStatus, Event, EventKind, ExposureStatus, Outcome, Problem, Release,
+    SlotStatus, StepRecord,
 };
 
 /// A release with only a version.
@@ -204,5 +221,83 @@ pub fn sample_event(kind: EventKind) -> Event {
         ],
         url: Some("http://127.0.0.1:7070/v1/runs/run-42".into()),
         timestamp_ms: 1_700_000_000_000,
+    }
+}
+
+/// An exposure status as `get_exposure` answers it; a disabled flag has
+/// percent 0.
+///
+/// ```
+/// use rollcage_sdk::testing::exposure_status;
+/// let s = exposure_status(25, true, "7");
+/// assert_eq!((s.percent, s.enabled, s.revision.as_str()), (25, true, "7"));
+/// assert_eq!(exposure_status(25, false, "").percent, 0);
+/// ```
+pub fn exposure_status(percent: u32, enabled: bool, revision: &str) -> ExposureStatus {
+    ExposureStatus {
+        percent: if enabled { percent } else { 0 },
+        enabled,
+        revision: revision.into(),
+    }
+}
+
+/// A problem about `field` (a dotted path, empty for the whole value).
+///
+/// ```
+/// use rollcage_sdk::testing::problem;
+/// let p = problem("url", "missing");
+/// assert_eq!((p.field.as_str(), p.message.as_str()), ("url", "missing"));
+/// ```
+pub fn problem(field: &str, message: &str) -> Problem {
+    Problem {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+/// An in-memory flag service: flag and environment to exposure, with a
+/// revision counted up on every change. For testing the logic of an
+/// exposure plugin natively (what it would send, what it reads back) the
+/// way the host uses it: set, read, set back.
+///
+/// ```
+/// use rollcage_sdk::testing::FlagBook;
+///
+/// let mut flags = FlagBook::default();
+/// assert!(!flags.get("checkout-v2", "production").enabled);
+/// flags.set("checkout-v2", "production", 10).unwrap();
+/// let now = flags.get("checkout-v2", "production");
+/// assert_eq!((now.percent, now.enabled, now.revision.as_str()), (10, true, "1"));
+/// // Setting the same exposure again is harmless (desired state).
+/// flags.set("checkout-v2", "production", 10).unwrap();
+/// assert_eq!(flags.get("checkout-v2", "production").percent, 10);
+/// assert!(flags.set("checkout-v2", "production", 150).is_err());
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct FlagBook {
+    flags: BTreeMap<(String, String), (u32, u64)>,
+    revision: u64,
+}
+
+impl FlagBook {
+    /// Expose `flag` in `environment` to `percent` of users (0 disables it).
+    pub fn set(&mut self, flag: &str, environment: &str, percent: u32) -> Result<(), String> {
+        crate::exposure::percent(percent)?;
+        let key = (flag.to_string(), environment.to_string());
+        if self.flags.get(&key).map(|(p, _)| *p) != Some(percent) {
+            self.revision += 1;
+            self.flags.insert(key, (percent, self.revision));
+        }
+        Ok(())
+    }
+
+    /// The flag's exposure: disabled (0%) when it was never set or set to 0.
+    pub fn get(&self, flag: &str, environment: &str) -> ExposureStatus {
+        match self.flags.get(&(flag.to_string(), environment.to_string())) {
+            Some((percent, revision)) => {
+                exposure_status(*percent, *percent > 0, &revision.to_string())
+            }
+            None => exposure_status(0, false, ""),
+        }
     }
 }

@@ -534,7 +534,7 @@ fn a_component_of_another_world_is_refused() {
     let err = load_err(builtin("console"), PluginKind::Strategy);
     assert_eq!(
         err.to_string(),
-        "plugin `suspect` (test:suspect) does not fit world `strategy`: it does not export `rollcage:plugin/strategy-api@0.1.0` (it exports: rollcage:plugin/notifier-api@0.1.0)"
+        "plugin `suspect` (test:suspect) does not fit world `strategy`: it does not export `rollcage:plugin/strategy-api@0.2.0` (it exports: rollcage:plugin/notifier-api@0.2.0)"
     );
 }
 

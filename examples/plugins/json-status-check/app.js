@@ -1,6 +1,6 @@
 // The component's entry: `rollcage:plugin/health-check-api` over check.js.
 
-import { config as hostConfig, log } from 'rollcage:plugin/host@0.1.0';
+import { config as hostConfig, log } from 'rollcage:plugin/host@0.2.0';
 import { check, PluginError } from './check.js';
 
 export const healthCheckApi = {

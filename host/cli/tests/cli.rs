@@ -147,10 +147,10 @@ fn plugins_check_names_the_world_and_imports() {
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
     assert!(
-        text.contains("world:     environment-provider (rollcage:plugin@0.1.0)"),
+        text.contains("world:     environment-provider (rollcage:plugin@0.2.0)"),
         "{text}"
     );
-    assert!(text.contains("  rollcage:plugin/host@0.1.0"), "{text}");
+    assert!(text.contains("  rollcage:plugin/host@0.2.0"), "{text}");
     assert!(
         text.contains("ok: the host can run this environment-provider plugin"),
         "{text}"

@@ -74,6 +74,7 @@ fn where_it_goes(kind: PluginKind) -> &'static str {
         PluginKind::Strategy => "in an environment's `strategy = { plugin = ... }`",
         PluginKind::HealthCheck => "in a `[checks.<id>]` section's `plugin`",
         PluginKind::Notifier => "in a `notify = [...]` list",
+        PluginKind::Exposure => "in an environment's `exposure`",
     }
 }
 

@@ -1,5 +1,5 @@
 //! Rollcage's core vocabulary: the domain types that travel between the
-//! engine and plugins, the four plugin traits, and their error type.
+//! engine and plugins, the five plugin traits, and their error type.
 //!
 //! Nothing here knows of WebAssembly. The plugin runtime implements the traits
 //! with wasm components; tests and benchmarks implement them with plain Rust
@@ -20,8 +20,8 @@ pub use grants::{
 };
 pub use limits::{LIMITS, LimitSpec, Limits};
 pub use plugin::{
-    EnvironmentProvider, HealthCheck, Notifier, Plugin, PluginError, PluginId, PluginIdError,
-    PluginKind, Strategy,
+    EnvironmentProvider, ExposureControl, HealthCheck, Notifier, Plugin, PluginError, PluginId,
+    PluginIdError, PluginKind, Strategy, WIT_CURRENT, WIT_SERVED,
 };
 pub use redact::Redactor;
 pub use threshold::Threshold;

@@ -1,4 +1,4 @@
-//! The four plugin traits the engine calls, the plugin identity types and the
+//! The five plugin traits the engine calls, the plugin identity types and the
 //! one error type every plugin call returns.
 
 use std::fmt;
@@ -7,8 +7,8 @@ use std::str::FromStr;
 use async_trait::async_trait;
 
 use crate::types::{
-    Action, CheckTarget, DeployState, EnvironmentStatus, Event, Job, JobResult, Measurement,
-    RouteWeight, SlotSpec, Target,
+    Action, CheckTarget, DeployState, EnvironmentStatus, Event, ExposureStatus, Job, JobResult,
+    Measurement, Problem, RouteWeight, SlotSpec, Target,
 };
 
 /// The id an operator gives a plugin instance (`[plugins.<id>]`).
@@ -54,22 +54,30 @@ impl fmt::Display for PluginId {
     }
 }
 
-/// The four kinds of plugin, one WIT world each.
+/// The five kinds of plugin, one WIT world each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum PluginKind {
     EnvironmentProvider,
     Strategy,
     HealthCheck,
     Notifier,
+    Exposure,
 }
+
+/// The version of the plugin contract (`wit/`) the host is built against.
+pub const WIT_CURRENT: &str = "0.2.0";
+
+/// Every contract version the host serves, newest first.
+pub const WIT_SERVED: [&str; 2] = ["0.2.0", "0.1.0"];
 
 impl PluginKind {
     /// Every kind, in a stable order.
-    pub const ALL: [PluginKind; 4] = [
+    pub const ALL: [PluginKind; 5] = [
         PluginKind::EnvironmentProvider,
         PluginKind::Strategy,
         PluginKind::HealthCheck,
         PluginKind::Notifier,
+        PluginKind::Exposure,
     ];
 
     /// The WIT world name (`environment-provider`, `strategy`, ...).
@@ -79,17 +87,41 @@ impl PluginKind {
             PluginKind::Strategy => "strategy",
             PluginKind::HealthCheck => "health-check",
             PluginKind::Notifier => "notifier",
+            PluginKind::Exposure => "exposure",
         }
     }
 
-    /// The interface the world exports (`rollcage:plugin/strategy-api@0.1.0`, ...).
-    pub fn export_interface(self) -> &'static str {
+    /// The interface the world exports, without its version
+    /// (`rollcage:plugin/strategy-api`, ...).
+    pub fn export_name(self) -> &'static str {
         match self {
-            PluginKind::EnvironmentProvider => "rollcage:plugin/provider-api@0.1.0",
-            PluginKind::Strategy => "rollcage:plugin/strategy-api@0.1.0",
-            PluginKind::HealthCheck => "rollcage:plugin/health-check-api@0.1.0",
-            PluginKind::Notifier => "rollcage:plugin/notifier-api@0.1.0",
+            PluginKind::EnvironmentProvider => "rollcage:plugin/provider-api",
+            PluginKind::Strategy => "rollcage:plugin/strategy-api",
+            PluginKind::HealthCheck => "rollcage:plugin/health-check-api",
+            PluginKind::Notifier => "rollcage:plugin/notifier-api",
+            PluginKind::Exposure => "rollcage:plugin/exposure-api",
         }
+    }
+
+    /// The interface the world exports in the current contract
+    /// (`rollcage:plugin/strategy-api@0.2.0`, ...).
+    pub fn export_interface(self) -> String {
+        format!("{}@{WIT_CURRENT}", self.export_name())
+    }
+
+    /// The contract versions that have this kind: exposure plugins came with 0.2.0.
+    pub fn versions(self) -> &'static [&'static str] {
+        match self {
+            PluginKind::Exposure => &["0.2.0"],
+            _ => &WIT_SERVED,
+        }
+    }
+
+    /// The contract version of an export name (`rollcage:plugin/strategy-api@0.1.0`
+    /// is this kind's export in 0.1.0), if it is this kind's export in a served version.
+    pub fn version_of_export(self, export: &str) -> Option<&'static str> {
+        let version = export.strip_prefix(self.export_name())?.strip_prefix('@')?;
+        self.versions().iter().copied().find(|v| *v == version)
     }
 }
 
@@ -107,7 +139,7 @@ impl FromStr for PluginKind {
             .find(|k| k.world() == s)
             .ok_or_else(|| {
                 format!(
-                    "unknown plugin kind `{s}`: expected one of environment-provider, strategy, health-check, notifier"
+                    "unknown plugin kind `{s}`: expected one of environment-provider, strategy, health-check, notifier, exposure"
                 )
             })
     }
@@ -180,6 +212,13 @@ pub trait Plugin: Send + Sync {
 /// Drives a platform to a desired state. Every method is idempotent.
 #[async_trait]
 pub trait EnvironmentProvider: Plugin {
+    /// Check one service's provider-specific spec (JSON) before any run
+    /// uses it: every problem found, each naming its field. A provider that
+    /// cannot check anything (one built for contract 0.1) finds nothing.
+    async fn validate(&self, service_spec: &str) -> Result<Vec<Problem>, PluginError> {
+        let _ = service_spec;
+        Ok(Vec::new())
+    }
     async fn prepare(&self, target: &Target) -> Result<(), PluginError>;
     async fn apply_slot(&self, target: &Target, spec: &SlotSpec) -> Result<(), PluginError>;
     async fn route(&self, target: &Target, weights: &[RouteWeight]) -> Result<(), PluginError>;
@@ -213,9 +252,52 @@ pub trait Notifier: Plugin {
     async fn notify(&self, event: &Event) -> Result<(), PluginError>;
 }
 
+/// Moves a feature flag's exposure in a flag service. Desired state:
+/// repeating a call is harmless, so a resumed run repeats the one in flight.
+#[async_trait]
+pub trait ExposureControl: Plugin {
+    /// Check the plugin's configuration (JSON): every problem found.
+    async fn validate(&self, params: &str) -> Result<Vec<Problem>, PluginError>;
+    /// Expose `flag` in `environment` to `percent` (0-100) of users.
+    async fn set_exposure(
+        &self,
+        flag: &str,
+        environment: &str,
+        percent: u32,
+    ) -> Result<(), PluginError>;
+    /// The flag's exposure in `environment` as the flag service reports it.
+    async fn get_exposure(
+        &self,
+        flag: &str,
+        environment: &str,
+    ) -> Result<ExposureStatus, PluginError>;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn exports_name_their_contract_version() {
+        let k = PluginKind::Strategy;
+        assert_eq!(k.export_interface(), "rollcage:plugin/strategy-api@0.2.0");
+        assert_eq!(
+            k.version_of_export("rollcage:plugin/strategy-api@0.1.0"),
+            Some("0.1.0")
+        );
+        assert_eq!(
+            k.version_of_export("rollcage:plugin/strategy-api@0.3.0"),
+            None
+        );
+        assert_eq!(
+            PluginKind::Exposure.version_of_export("rollcage:plugin/exposure-api@0.1.0"),
+            None
+        );
+        assert_eq!(
+            PluginKind::Exposure.version_of_export("rollcage:plugin/exposure-api@0.2.0"),
+            Some("0.2.0")
+        );
+    }
 
     #[test]
     fn plugin_ids_are_validated() {

@@ -99,6 +99,66 @@ pub struct AnalysisRequest {
     pub slot: String,
 }
 
+/// A problem a plugin's `validate` found, naming the field it is about.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Problem {
+    /// Dotted path of the field within the validated JSON (`image`,
+    /// `labels.app`); empty for the whole value.
+    pub field: String,
+    /// What is wrong and what is expected.
+    pub message: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.field.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.field, self.message)
+        }
+    }
+}
+
+/// A change of a feature flag's exposure, asked for by a strategy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExposureChange {
+    /// Id of the exposure plugin instance; empty means the environment's `exposure`.
+    pub control: String,
+    /// The flag's name in the flag service.
+    pub flag: String,
+    /// Share of users who get the flag, 0-100.
+    pub percent: u32,
+}
+
+/// The exposure a health check measures.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExposureTarget {
+    pub flag: String,
+    pub percent: u32,
+}
+
+/// A flag's exposure in one environment as the flag service reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct ExposureStatus {
+    /// Share of users who get the flag, 0-100 (0 when the flag is disabled).
+    pub percent: u32,
+    /// Whether the flag is enabled in the environment at all.
+    pub enabled: bool,
+    /// The flag service's revision of the flag, for the log; empty when none.
+    pub revision: String,
+}
+
+impl ExposureStatus {
+    /// The share of users who actually get the flag: 0 when it is disabled.
+    pub fn effective_percent(&self) -> u32 {
+        if self.enabled {
+            self.percent.min(100)
+        } else {
+            0
+        }
+    }
+}
+
 /// The next thing the engine should do.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "type")]
@@ -108,6 +168,7 @@ pub enum Action {
     RemoveSlot { slot: String },
     Pause { pause: Pause },
     Analyze(AnalysisRequest),
+    Expose(ExposureChange),
     Done,
 }
 
@@ -136,6 +197,10 @@ impl std::fmt::Display for Action {
             } => f.write_str("pause for approval"),
             Action::Analyze(r) if r.checks.is_empty() => write!(f, "analyze {}", r.slot),
             Action::Analyze(r) => write!(f, "analyze {} ({})", r.slot, r.checks.join(", ")),
+            Action::Expose(e) if e.control.is_empty() => {
+                write!(f, "expose {} {}%", e.flag, e.percent)
+            }
+            Action::Expose(e) => write!(f, "expose {} {}% (via {})", e.flag, e.percent, e.control),
             Action::Done => f.write_str("done"),
         }
     }
@@ -194,6 +259,9 @@ pub struct CheckTarget {
     pub slot: String,
     pub release: String,
     pub endpoints: Vec<String>,
+    /// The flag exposure in force when the last strategy step changed one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exposure: Option<ExposureTarget>,
 }
 
 /// Lifecycle events notifiers receive.
@@ -222,4 +290,46 @@ pub struct Event {
     pub fields: Vec<(String, String)>,
     pub url: Option<String>,
     pub timestamp_ms: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expose_reads_as_flag_and_percent() {
+        let mut change = ExposureChange {
+            control: String::new(),
+            flag: "checkout-v2".into(),
+            percent: 10,
+        };
+        assert_eq!(
+            Action::Expose(change.clone()).to_string(),
+            "expose checkout-v2 10%"
+        );
+        change.control = "flags".into();
+        assert_eq!(
+            Action::Expose(change).to_string(),
+            "expose checkout-v2 10% (via flags)"
+        );
+    }
+
+    #[test]
+    fn a_disabled_flag_exposes_nobody() {
+        let s = ExposureStatus {
+            percent: 40,
+            enabled: false,
+            revision: String::new(),
+        };
+        assert_eq!(s.effective_percent(), 0);
+    }
+
+    #[test]
+    fn check_targets_recorded_before_exposure_still_read() {
+        let t: CheckTarget = serde_json::from_str(
+            r#"{"environment":"production","slot":"canary","release":"1.0.0","endpoints":[]}"#,
+        )
+        .unwrap();
+        assert_eq!(t.exposure, None);
+    }
 }

@@ -733,6 +733,7 @@ impl RunDriver<'_> {
             slot: slot.map(|s| s.name.clone()).unwrap_or_default(),
             release: self.release.version.clone(),
             endpoints: slot.map(|s| s.endpoints.clone()).unwrap_or_default(),
+            exposure: None,
         };
         let mut tasks = tokio::task::JoinSet::new();
         for (i, check) in checks.iter().enumerate() {

@@ -74,7 +74,7 @@ impl SimulatedEnvironment {
             }
             Action::Route { weights } => status.weights = weights.clone(),
             Action::RemoveSlot { slot } => status.slots.retain(|s| &s.name != slot),
-            Action::Pause { .. } | Action::Analyze(_) | Action::Done => {}
+            Action::Pause { .. } | Action::Analyze(_) | Action::Expose(_) | Action::Done => {}
         }
     }
 }

@@ -93,12 +93,15 @@ impl LogBudget {
     }
 }
 
-/// Link `rollcage:plugin/host`.
+/// Link `rollcage:plugin/host` of every served contract version: the
+/// interface is the same in each, so one implementation serves them all.
 pub fn link(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
-    let mut host = linker.instance("rollcage:plugin/host@0.1.0")?;
-    host.func_wrap("log", log)?;
-    host.func_wrap("config", config)?;
-    host.func_wrap("secret", secret)?;
+    for version in rollcage_core::WIT_SERVED {
+        let mut host = linker.instance(&format!("rollcage:plugin/host@{version}"))?;
+        host.func_wrap("log", log)?;
+        host.func_wrap("config", config)?;
+        host.func_wrap("secret", secret)?;
+    }
     Ok(())
 }
 

@@ -17,12 +17,25 @@ pub struct ComponentInfo {
 }
 
 impl ComponentInfo {
-    /// The plugin kinds whose export interface the component has.
+    /// The plugin kinds whose export interface the component has, in any
+    /// served contract version.
     pub fn kinds(&self) -> Vec<PluginKind> {
         PluginKind::ALL
             .into_iter()
-            .filter(|k| self.exports.iter().any(|e| e == k.export_interface()))
+            .filter(|k| {
+                self.exports
+                    .iter()
+                    .any(|e| k.version_of_export(e).is_some())
+            })
             .collect()
+    }
+
+    /// The contract version (`0.2.0`, `0.1.0`) of the first kind export
+    /// found, if the component has one.
+    pub fn wit_version(&self) -> Option<&'static str> {
+        PluginKind::ALL
+            .into_iter()
+            .find_map(|k| self.exports.iter().find_map(|e| k.version_of_export(e)))
     }
 }
 

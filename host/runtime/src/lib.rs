@@ -8,7 +8,7 @@
 //! * [`Runtime::load`] checks a component against its world and returns a
 //!   [`LoadedPlugin`]: one `InstancePre`, and a fresh `Store` per call with the
 //!   plugin's memory and time limits and its capability grants.
-//! * [`LoadedPlugin`] hands out the four traits of `rollcage-core`, so the
+//! * [`LoadedPlugin`] hands out the five traits of `rollcage-core`, so the
 //!   rest of the host never sees wasmtime.
 //! * Every call is bounded by the plugin's [`Limits`]: memories and tables
 //!   together (`limiter`), host resources, HTTP requests and bodies (`net`),
@@ -36,5 +36,6 @@ pub use plugin::{Limits, LoadedPlugin, PluginSpec};
 pub use rollcage_core::grants::{Grants, HostPattern, HostPatternError, IpNet, TlsCa};
 pub use secrets::{EnvSecrets, MapSecrets, SecretSource};
 
-/// The WIT package version this runtime serves.
-pub const WIT_VERSION: &str = "rollcage:plugin@0.1.0";
+/// The WIT package version this runtime is built against; components built
+/// against an older served version (`rollcage_core::WIT_SERVED`) still load.
+pub const WIT_VERSION: &str = "rollcage:plugin@0.2.0";

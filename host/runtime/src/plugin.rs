@@ -1,4 +1,5 @@
-//! A loaded plugin: its checked component, one `InstancePre`, and the four
+//! A loaded plugin: its checked component, one `InstancePre` (of the
+//! bindings of the contract version the component targets), and the five
 //! `rollcage-core` traits implemented over a fresh `Store` per call.
 
 use std::sync::Arc;
@@ -6,12 +7,12 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use rollcage_core::{
-    Action, CheckTarget, DeployState, EnvironmentStatus, Event, Job, JobResult, Measurement,
-    Plugin, PluginError, PluginId, PluginKind, RouteWeight, SlotSpec, Target,
+    Action, CheckTarget, DeployState, EnvironmentStatus, Event, ExposureStatus, Job, JobResult,
+    Measurement, Plugin, PluginError, PluginId, PluginKind, Problem, RouteWeight, SlotSpec, Target,
 };
 use wasmtime::{Store, Trap, UpdateDeadline};
 
-use crate::bindings::{health_check, notifier, provider, strategy};
+use crate::bindings::{exposure, health_check, notifier, provider, strategy, v0_1};
 use crate::convert::*;
 use crate::engine::{EPOCH_TICK, Runtime};
 use crate::error::LoadError;
@@ -39,11 +40,17 @@ pub struct PluginSpec {
     pub config_json: String,
 }
 
+/// The prepared instance, by kind and contract version.
 enum WorldPre {
     Provider(provider::EnvironmentProviderPre<CallState>),
     Strategy(strategy::StrategyPre<CallState>),
     HealthCheck(health_check::HealthCheckPre<CallState>),
     Notifier(notifier::NotifierPre<CallState>),
+    Exposure(exposure::ExposurePre<CallState>),
+    ProviderV01(v0_1::provider::EnvironmentProviderPre<CallState>),
+    StrategyV01(v0_1::strategy::StrategyPre<CallState>),
+    HealthCheckV01(v0_1::health_check::HealthCheckPre<CallState>),
+    NotifierV01(v0_1::notifier::NotifierPre<CallState>),
 }
 
 /// A plugin ready to be called.
@@ -53,6 +60,7 @@ pub struct LoadedPlugin {
     spec: PluginSpec,
     pre: WorldPre,
     info: ComponentInfo,
+    wit_version: &'static str,
 }
 
 impl Runtime {
@@ -89,7 +97,11 @@ impl Runtime {
             })?;
         let info = component_info(engine, &component, wasm.len());
         let wanted = spec.kind.export_interface();
-        if !info.exports.iter().any(|e| e == wanted) {
+        let Some(version) = info
+            .exports
+            .iter()
+            .find_map(|e| spec.kind.version_of_export(e))
+        else {
             return Err(LoadError::WrongWorld {
                 plugin: spec.id.clone(),
                 source_name: spec.source_name.clone(),
@@ -101,7 +113,7 @@ impl Runtime {
                     info.exports.join(", ")
                 },
             });
-        }
+        };
         let instance_pre = self
             .inner
             .linker
@@ -112,23 +124,38 @@ impl Runtime {
             source_name: spec.source_name.clone(),
             world: spec.kind.world().to_string(),
             missing: format!(
-                "{wanted} with the functions and types of {}",
-                crate::WIT_VERSION
+                "{}@{version} with the functions and types of rollcage:plugin@{version}",
+                spec.kind.export_name()
             ),
             exports: e.to_string(),
         };
-        let pre = match spec.kind {
-            PluginKind::EnvironmentProvider => WorldPre::Provider(
+        let pre = match (spec.kind, version) {
+            (PluginKind::EnvironmentProvider, "0.1.0") => WorldPre::ProviderV01(
+                v0_1::provider::EnvironmentProviderPre::new(instance_pre).map_err(world_err)?,
+            ),
+            (PluginKind::EnvironmentProvider, _) => WorldPre::Provider(
                 provider::EnvironmentProviderPre::new(instance_pre).map_err(world_err)?,
             ),
-            PluginKind::Strategy => {
+            (PluginKind::Strategy, "0.1.0") => WorldPre::StrategyV01(
+                v0_1::strategy::StrategyPre::new(instance_pre).map_err(world_err)?,
+            ),
+            (PluginKind::Strategy, _) => {
                 WorldPre::Strategy(strategy::StrategyPre::new(instance_pre).map_err(world_err)?)
             }
-            PluginKind::HealthCheck => WorldPre::HealthCheck(
+            (PluginKind::HealthCheck, "0.1.0") => WorldPre::HealthCheckV01(
+                v0_1::health_check::HealthCheckPre::new(instance_pre).map_err(world_err)?,
+            ),
+            (PluginKind::HealthCheck, _) => WorldPre::HealthCheck(
                 health_check::HealthCheckPre::new(instance_pre).map_err(world_err)?,
             ),
-            PluginKind::Notifier => {
+            (PluginKind::Notifier, "0.1.0") => WorldPre::NotifierV01(
+                v0_1::notifier::NotifierPre::new(instance_pre).map_err(world_err)?,
+            ),
+            (PluginKind::Notifier, _) => {
                 WorldPre::Notifier(notifier::NotifierPre::new(instance_pre).map_err(world_err)?)
+            }
+            (PluginKind::Exposure, _) => {
+                WorldPre::Exposure(exposure::ExposurePre::new(instance_pre).map_err(world_err)?)
             }
         };
         let tls = match &spec.grants.tls_ca {
@@ -150,6 +177,7 @@ impl Runtime {
             spec,
             pre,
             info,
+            wit_version: version,
         }))
     }
 }
@@ -214,26 +242,43 @@ impl LoadedPlugin {
         &self.info
     }
 
+    /// The contract version the component targets (`0.2.0`, `0.1.0`).
+    pub fn wit_version(&self) -> &'static str {
+        self.wit_version
+    }
+
     /// This plugin as an environment provider, if it is one.
     pub fn environment_provider(
         self: &Arc<Self>,
     ) -> Option<Arc<dyn rollcage_core::EnvironmentProvider>> {
-        matches!(self.pre, WorldPre::Provider(_)).then(|| self.clone() as _)
+        matches!(self.pre, WorldPre::Provider(_) | WorldPre::ProviderV01(_))
+            .then(|| self.clone() as _)
     }
 
     /// This plugin as a strategy, if it is one.
     pub fn strategy(self: &Arc<Self>) -> Option<Arc<dyn rollcage_core::Strategy>> {
-        matches!(self.pre, WorldPre::Strategy(_)).then(|| self.clone() as _)
+        matches!(self.pre, WorldPre::Strategy(_) | WorldPre::StrategyV01(_))
+            .then(|| self.clone() as _)
     }
 
     /// This plugin as a health check, if it is one.
     pub fn health_check(self: &Arc<Self>) -> Option<Arc<dyn rollcage_core::HealthCheck>> {
-        matches!(self.pre, WorldPre::HealthCheck(_)).then(|| self.clone() as _)
+        matches!(
+            self.pre,
+            WorldPre::HealthCheck(_) | WorldPre::HealthCheckV01(_)
+        )
+        .then(|| self.clone() as _)
     }
 
     /// This plugin as a notifier, if it is one.
     pub fn notifier(self: &Arc<Self>) -> Option<Arc<dyn rollcage_core::Notifier>> {
-        matches!(self.pre, WorldPre::Notifier(_)).then(|| self.clone() as _)
+        matches!(self.pre, WorldPre::Notifier(_) | WorldPre::NotifierV01(_))
+            .then(|| self.clone() as _)
+    }
+
+    /// This plugin as an exposure control, if it is one.
+    pub fn exposure(self: &Arc<Self>) -> Option<Arc<dyn rollcage_core::ExposureControl>> {
+        matches!(self.pre, WorldPre::Exposure(_)).then(|| self.clone() as _)
     }
 
     fn timeout(&self) -> Duration {
@@ -274,6 +319,11 @@ impl LoadedPlugin {
             WorldPre::Strategy(pre) => pre.instantiate_async(&mut store).await.map(drop),
             WorldPre::HealthCheck(pre) => pre.instantiate_async(&mut store).await.map(drop),
             WorldPre::Notifier(pre) => pre.instantiate_async(&mut store).await.map(drop),
+            WorldPre::Exposure(pre) => pre.instantiate_async(&mut store).await.map(drop),
+            WorldPre::ProviderV01(pre) => pre.instantiate_async(&mut store).await.map(drop),
+            WorldPre::StrategyV01(pre) => pre.instantiate_async(&mut store).await.map(drop),
+            WorldPre::HealthCheckV01(pre) => pre.instantiate_async(&mut store).await.map(drop),
+            WorldPre::NotifierV01(pre) => pre.instantiate_async(&mut store).await.map(drop),
         };
         instantiated.map_err(|e| PluginError::Host {
             plugin: self.shared.id.clone(),
@@ -467,6 +517,14 @@ macro_rules! call {
         let WorldPre::$variant(pre) = &$self.pre else {
             return Err($self.wrong_kind($kind));
         };
+        call_on!($self, pre, |$inst, $store| $body)
+    }};
+}
+
+/// [`call!`] on a prepared instance already matched out of `WorldPre`.
+macro_rules! call_on {
+    ($self:ident, $pre:expr, |$inst:ident, $store:ident| $body:expr) => {{
+        let pre = $pre;
         let mut store = $self.store();
         let outcome = tokio::time::timeout($self.timeout() + EPOCH_TICK, async {
             let $store = &mut store;
@@ -484,50 +542,127 @@ impl Plugin for LoadedPlugin {
     }
 }
 
+/// One call to a kind both contract versions have: `$c` names the
+/// conversions of the instance's version, in `$body` (which converts the
+/// arguments and makes the call) and in `$then` (which converts the answer
+/// to core types).
+macro_rules! versioned {
+    ($self:ident, $kind:expr, $cur:ident, $old:ident,
+     |$inst:ident, $store:ident, $c:ident| $body:expr, then $then:expr) => {
+        match &$self.pre {
+            WorldPre::$cur(pre) => {
+                #[allow(unused_imports)]
+                use crate::convert::current as $c;
+                call_on!($self, pre, |$inst, $store| $body).map($then)
+            }
+            WorldPre::$old(pre) => {
+                #[allow(unused_imports)]
+                use crate::convert::v0_1 as $c;
+                call_on!($self, pre, |$inst, $store| $body).map($then)
+            }
+            _ => Err($self.wrong_kind($kind)),
+        }
+    };
+}
+
 #[async_trait]
 impl rollcage_core::EnvironmentProvider for LoadedPlugin {
+    async fn validate(&self, service_spec: &str) -> Result<Vec<Problem>, PluginError> {
+        // A 0.1 provider cannot check a spec: it finds nothing.
+        if matches!(self.pre, WorldPre::ProviderV01(_)) {
+            return Ok(Vec::new());
+        }
+        let result: Result<Result<(), Vec<crate::bindings::wit::Problem>>, PluginError> = call!(
+            self,
+            Provider,
+            PluginKind::EnvironmentProvider,
+            |i, s| async {
+                let r = i
+                    .rollcage_plugin_provider_api()
+                    .call_validate(&mut *s, service_spec)
+                    .await?;
+                wasmtime::Result::Ok(Ok::<_, String>(r))
+            }
+        );
+        Ok(match result? {
+            Ok(()) => Vec::new(),
+            Err(problems) => bound_problems(problems, &self.spec.limits),
+        })
+    }
+
     async fn prepare(&self, target: &Target) -> Result<(), PluginError> {
-        let t = target_to_wit(target);
-        call!(self, Provider, PluginKind::EnvironmentProvider, |i, s| i
-            .rollcage_plugin_provider_api()
-            .call_prepare(s, &t))
+        versioned!(
+            self,
+            PluginKind::EnvironmentProvider,
+            Provider,
+            ProviderV01,
+            |i, s, c| i
+                .rollcage_plugin_provider_api()
+                .call_prepare(s, &c::target_to_wit(target)),
+            then | () | ()
+        )
     }
 
     async fn apply_slot(&self, target: &Target, spec: &SlotSpec) -> Result<(), PluginError> {
-        let (t, sp) = (target_to_wit(target), slot_spec_to_wit(spec));
-        call!(self, Provider, PluginKind::EnvironmentProvider, |i, s| i
-            .rollcage_plugin_provider_api()
-            .call_apply_slot(s, &t, &sp))
+        versioned!(
+            self,
+            PluginKind::EnvironmentProvider,
+            Provider,
+            ProviderV01,
+            |i, s, c| i.rollcage_plugin_provider_api().call_apply_slot(
+                s,
+                &c::target_to_wit(target),
+                &c::slot_spec_to_wit(spec)
+            ),
+            then | () | ()
+        )
     }
 
     async fn route(&self, target: &Target, weights: &[RouteWeight]) -> Result<(), PluginError> {
-        let (t, w) = (target_to_wit(target), weights_to_wit(weights));
-        call!(self, Provider, PluginKind::EnvironmentProvider, |i, s| i
-            .rollcage_plugin_provider_api()
-            .call_route(s, &t, &w))
+        versioned!(
+            self,
+            PluginKind::EnvironmentProvider,
+            Provider,
+            ProviderV01,
+            |i, s, c| i.rollcage_plugin_provider_api().call_route(
+                s,
+                &c::target_to_wit(target),
+                &c::weights_to_wit(weights)
+            ),
+            then | () | ()
+        )
     }
 
     async fn status(&self, target: &Target) -> Result<EnvironmentStatus, PluginError> {
-        let t = target_to_wit(target);
-        let status = call!(self, Provider, PluginKind::EnvironmentProvider, |i, s| i
-            .rollcage_plugin_provider_api()
-            .call_status(s, &t))?;
-        Ok(bound_status(status_from_wit(status)))
+        let status = versioned!(self, PluginKind::EnvironmentProvider, Provider, ProviderV01,
+            |i, s, c| i.rollcage_plugin_provider_api().call_status(s, &c::target_to_wit(target)),
+            then c::status_from_wit)?;
+        Ok(bound_status(status))
     }
 
     async fn remove_slot(&self, target: &Target, slot: &str) -> Result<(), PluginError> {
-        let t = target_to_wit(target);
-        call!(self, Provider, PluginKind::EnvironmentProvider, |i, s| i
-            .rollcage_plugin_provider_api()
-            .call_remove_slot(s, &t, slot))
+        versioned!(
+            self,
+            PluginKind::EnvironmentProvider,
+            Provider,
+            ProviderV01,
+            |i, s, c| i.rollcage_plugin_provider_api().call_remove_slot(
+                s,
+                &c::target_to_wit(target),
+                slot
+            ),
+            then | () | ()
+        )
     }
 
     async fn run_job(&self, target: &Target, job: &Job) -> Result<JobResult, PluginError> {
-        let (t, j) = (target_to_wit(target), job_to_wit(job));
-        let result = call!(self, Provider, PluginKind::EnvironmentProvider, |i, s| i
-            .rollcage_plugin_provider_api()
-            .call_run_job(s, &t, &j))?;
-        let mut result = job_result_from_wit(result);
+        let mut result = versioned!(self, PluginKind::EnvironmentProvider, Provider, ProviderV01,
+            |i, s, c| i.rollcage_plugin_provider_api().call_run_job(
+                s,
+                &c::target_to_wit(target),
+                &c::job_to_wit(job)
+            ),
+            then c::job_result_from_wit)?;
         // A job's last lines say why it failed: keep the end.
         result.output =
             clip_tail(&result.output, self.spec.limits.text_bytes as usize).into_owned();
@@ -538,14 +673,20 @@ impl rollcage_core::EnvironmentProvider for LoadedPlugin {
 #[async_trait]
 impl rollcage_core::Strategy for LoadedPlugin {
     async fn validate(&self, params: &str) -> Result<(), PluginError> {
-        let result: Result<Result<(), Vec<String>>, PluginError> =
-            call!(self, Strategy, PluginKind::Strategy, |i, s| async {
+        let result: Result<Result<(), Vec<String>>, PluginError> = versioned!(
+            self,
+            PluginKind::Strategy,
+            Strategy,
+            StrategyV01,
+            |i, s, c| async {
                 let r = i
                     .rollcage_plugin_strategy_api()
                     .call_validate(&mut *s, params)
                     .await?;
                 wasmtime::Result::Ok(Ok::<_, String>(r))
-            });
+            },
+            then | r | r
+        );
         match result? {
             Ok(()) => Ok(()),
             Err(problems) => Err(PluginError::InvalidParams {
@@ -556,30 +697,33 @@ impl rollcage_core::Strategy for LoadedPlugin {
     }
 
     async fn decide(&self, state: &DeployState) -> Result<Action, PluginError> {
-        let st = state_to_wit(state);
-        let action = call!(self, Strategy, PluginKind::Strategy, |i, s| i
-            .rollcage_plugin_strategy_api()
-            .call_decide(s, &st))?;
-        Ok(action_from_wit(action))
+        versioned!(self, PluginKind::Strategy, Strategy, StrategyV01,
+            |i, s, c| i.rollcage_plugin_strategy_api().call_decide(s, &c::state_to_wit(state)),
+            then c::action_from_wit)
     }
 
     async fn rollback(&self, state: &DeployState) -> Result<Vec<Action>, PluginError> {
-        let st = state_to_wit(state);
-        let actions = call!(self, Strategy, PluginKind::Strategy, |i, s| i
-            .rollcage_plugin_strategy_api()
-            .call_rollback(s, &st))?;
-        Ok(actions.into_iter().map(action_from_wit).collect())
+        versioned!(
+            self,
+            PluginKind::Strategy,
+            Strategy,
+            StrategyV01,
+            |i, s, c| i
+                .rollcage_plugin_strategy_api()
+                .call_rollback(s, &c::state_to_wit(state)),
+            then | actions | actions.into_iter().map(c::action_from_wit).collect()
+        )
     }
 }
 
 #[async_trait]
 impl rollcage_core::HealthCheck for LoadedPlugin {
     async fn check(&self, target: &CheckTarget) -> Result<Measurement, PluginError> {
-        let t = check_target_to_wit(target);
-        let m = call!(self, HealthCheck, PluginKind::HealthCheck, |i, s| i
-            .rollcage_plugin_health_check_api()
-            .call_check(s, &t))?;
-        let mut m = measurement_from_wit(m);
+        let mut m = versioned!(self, PluginKind::HealthCheck, HealthCheck, HealthCheckV01,
+            |i, s, c| i
+                .rollcage_plugin_health_check_api()
+                .call_check(s, &c::check_target_to_wit(target)),
+            then c::measurement_from_wit)?;
         m.detail = clip_owned(m.detail, self.spec.limits.text_bytes as usize);
         Ok(m)
     }
@@ -591,11 +735,84 @@ impl rollcage_core::HealthCheck for LoadedPlugin {
 #[async_trait]
 impl rollcage_core::Notifier for LoadedPlugin {
     async fn notify(&self, event: &Event) -> Result<(), PluginError> {
-        let e = event_to_wit(event);
-        call!(self, Notifier, PluginKind::Notifier, |i, s| i
-            .rollcage_plugin_notifier_api()
-            .call_notify(s, &e))
+        versioned!(
+            self,
+            PluginKind::Notifier,
+            Notifier,
+            NotifierV01,
+            |i, s, c| i
+                .rollcage_plugin_notifier_api()
+                .call_notify(s, &c::event_to_wit(event)),
+            then | () | ()
+        )
     }
+}
+
+#[async_trait]
+impl rollcage_core::ExposureControl for LoadedPlugin {
+    async fn validate(&self, params: &str) -> Result<Vec<Problem>, PluginError> {
+        let result: Result<Result<(), Vec<crate::bindings::wit::Problem>>, PluginError> =
+            call!(self, Exposure, PluginKind::Exposure, |i, s| async {
+                let r = i
+                    .rollcage_plugin_exposure_api()
+                    .call_validate(&mut *s, params)
+                    .await?;
+                wasmtime::Result::Ok(Ok::<_, String>(r))
+            });
+        Ok(match result? {
+            Ok(()) => Vec::new(),
+            Err(problems) => bound_problems(problems, &self.spec.limits),
+        })
+    }
+
+    async fn set_exposure(
+        &self,
+        flag: &str,
+        environment: &str,
+        percent: u32,
+    ) -> Result<(), PluginError> {
+        call!(self, Exposure, PluginKind::Exposure, |i, s| i
+            .rollcage_plugin_exposure_api()
+            .call_set_exposure(s, flag, environment, percent))
+    }
+
+    async fn get_exposure(
+        &self,
+        flag: &str,
+        environment: &str,
+    ) -> Result<ExposureStatus, PluginError> {
+        let status = call!(self, Exposure, PluginKind::Exposure, |i, s| i
+            .rollcage_plugin_exposure_api()
+            .call_get_exposure(s, flag, environment))?;
+        let mut status = exposure_status_from_wit(status);
+        status.revision = crate::text::clip(&status.revision, STATUS_TEXT_BYTES).into_owned();
+        Ok(status)
+    }
+}
+
+/// Problems a plugin's `validate` reported, within `limits.text_bytes` in
+/// all (fields and messages), like [`bound_list`].
+fn bound_problems(items: Vec<crate::bindings::wit::Problem>, limits: &Limits) -> Vec<Problem> {
+    let mut left = limits.text_bytes as usize;
+    let total = items.len();
+    let mut kept = Vec::new();
+    for item in items.into_iter().map(problem_from_wit) {
+        if left == 0 {
+            break;
+        }
+        let field = clip_owned(item.field, STATUS_TEXT_BYTES.min(left));
+        left = left.saturating_sub(field.len());
+        let message = clip_owned(item.message, left);
+        left = left.saturating_sub(message.len());
+        kept.push(Problem { field, message });
+    }
+    if kept.len() < total {
+        kept.push(Problem {
+            field: String::new(),
+            message: format!("… and {} more", total - kept.len()),
+        });
+    }
+    kept
 }
 
 /// Names, versions and addresses in a provider's status are identifiers:

@@ -25,6 +25,8 @@ fn default_sdk() -> PathBuf {
 fn about(kind: PluginKind, name: &str) -> (&'static str, String, String) {
     let wasm = format!("target/{name}.wasm");
     match kind {
+        // `plugins new` offers no exposure template (`KindArg` has none).
+        PluginKind::Exposure => unreachable!("no exposure template"),
         PluginKind::Notifier => (
             "It writes one log line per event of a run; replace `notify` with a call to your chat, ticketing or paging service.",
             format!("rollcage plugins test {wasm} --config prefix=deploys"),
@@ -86,6 +88,7 @@ fn idioms(lang: LangArg) -> Idioms {
 fn grants(kind: PluginKind, lang: LangArg) -> String {
     let i = idioms(lang);
     let (reach, fails) = match kind {
+        PluginKind::Exposure => unreachable!("no exposure template"),
         PluginKind::Strategy => {
             let params = match lang {
                 LangArg::Rust => {

@@ -43,6 +43,11 @@ impl Input {
     /// `value`, in WIT spelling, read as the input of a `kind` plugin.
     fn parse(kind: PluginKind, value: Value) -> Result<Input, serde_json::Error> {
         Ok(match kind {
+            PluginKind::Exposure => {
+                return Err(serde::de::Error::custom(
+                    "`plugins test` does not run exposure plugins; configure one as an environment's `exposure` and use `rollcage config check`",
+                ));
+            }
             PluginKind::Notifier => {
                 Input::Event(serde_json::from_value::<wit_json::Event>(value)?.into())
             }
@@ -151,6 +156,8 @@ fn sample_release() -> Release {
 /// The input used when none is given, per kind: what a real run would pass.
 pub fn sample(kind: PluginKind, overrides: &Overrides) -> Input {
     let mut input = match kind {
+        // Refused before any input is made (see `run`).
+        PluginKind::Exposure => unreachable!("plugins test refuses exposure plugins"),
         PluginKind::Notifier => Input::Event(sample_event(
             overrides.event.unwrap_or(EventKind::Succeeded),
         )),
@@ -159,6 +166,7 @@ pub fn sample(kind: PluginKind, overrides: &Overrides) -> Input {
             slot: "1.4.0".into(),
             release: "1.4.0".into(),
             endpoints: vec![],
+            exposure: None,
         }),
         PluginKind::Strategy => Input::State(DeployState {
             environment: "production".into(),
@@ -374,6 +382,11 @@ pub async fn test(args: PluginTestArgs) -> anyhow::Result<ExitCode> {
         (Some(kind), Some(found)) if kind != found => {
             return Ok(bad_input(format!(
                 "{source} is a {found} plugin, not a {kind}"
+            )));
+        }
+        (_, Some(PluginKind::Exposure)) => {
+            return Ok(bad_input(format!(
+                "{source} is an exposure plugin: `plugins test` does not run those yet; configure it as an environment's `exposure` and use `rollcage config check`"
             )));
         }
         (Some(kind), _) | (None, Some(kind)) => kind,

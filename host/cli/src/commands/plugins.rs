@@ -7,6 +7,11 @@ use std::sync::Arc;
 use rollcage_core::{PluginId, PluginKind};
 use rollcage_runtime::{Grants, Limits, PluginSpec, WIT_VERSION};
 
+/// The contract a component targets, as the table and `check` print it.
+fn wit_of(version: &str) -> String {
+    format!("rollcage:plugin@{version}")
+}
+
 use super::BAD_INPUT;
 use crate::plugins::{kind_of, load_all};
 
@@ -14,6 +19,7 @@ struct Row {
     id: String,
     kind: String,
     component: String,
+    wit: String,
     size: String,
     grants: String,
 }
@@ -23,6 +29,7 @@ fn print_table(rows: &[Row]) {
         id: "ID".into(),
         kind: "KIND".into(),
         component: "COMPONENT".into(),
+        wit: "WIT".into(),
         size: "SIZE".into(),
         grants: "GRANTS".into(),
     };
@@ -39,15 +46,10 @@ fn print_table(rows: &[Row]) {
         w(|r| &r.component),
         w(|r| &r.size),
     );
-    let wit = "WIT";
-    println!(
-        "{:wi$}  {:wk$}  {:wc$}  {:21}  {:>ws$}  {}",
-        header.id, header.kind, header.component, wit, header.size, header.grants
-    );
-    for r in rows {
+    for r in [&header].into_iter().chain(rows) {
         println!(
             "{:wi$}  {:wk$}  {:wc$}  {:21}  {:>ws$}  {}",
-            r.id, r.kind, r.component, WIT_VERSION, r.size, r.grants
+            r.id, r.kind, r.component, r.wit, r.size, r.grants
         );
     }
 }
@@ -84,6 +86,7 @@ pub async fn list(config: Option<&Path>, cache_dir: Option<PathBuf>) -> anyhow::
                 id: b.name.to_string(),
                 kind: b.kind().to_string(),
                 component: format!("builtin:{}", b.name),
+                wit: WIT_VERSION.into(),
                 size: human_size(b.wasm.len()),
                 grants: "-".into(),
             })
@@ -111,6 +114,7 @@ pub async fn list(config: Option<&Path>, cache_dir: Option<PathBuf>) -> anyhow::
             id: id.clone(),
             kind: p.kind().to_string(),
             component: p.spec().source_name.clone(),
+            wit: wit_of(p.wit_version()),
             size: human_size(p.info().size),
             grants: describe_grants(&p.spec().grants),
         })
@@ -142,7 +146,13 @@ pub async fn check(file: &Path, cache_dir: Option<PathBuf>) -> anyhow::Result<Ex
             return Ok(ExitCode::from(1));
         }
     };
-    println!("world:     {kind} ({WIT_VERSION})");
+    // The version the component targets: the host serves 0.1.0 beside the current one.
+    let version = rollcage_runtime::inspect_component(&runtime, &bytes)
+        .ok()
+        .and_then(|info| info.wit_version())
+        .map(wit_of)
+        .unwrap_or_else(|| WIT_VERSION.to_string());
+    println!("world:     {kind} ({version})");
     let spec = PluginSpec {
         id,
         kind,

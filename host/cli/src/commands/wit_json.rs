@@ -90,6 +90,8 @@ pub enum Action {
     RemoveSlot(String),
     Pause(Pause),
     Analyze(AnalysisRequest),
+    // Its fields (`control`, `flag`, `percent`) read the same in both spellings.
+    Expose(core::ExposureChange),
     Done,
 }
 
@@ -147,6 +149,9 @@ pub struct CheckTarget {
     release: String,
     #[serde(default)]
     endpoints: Vec<String>,
+    // Its fields (`flag`, `percent`) read the same in both spellings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    exposure: Option<core::ExposureTarget>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
@@ -224,7 +229,7 @@ both_ways!(SlotStatus <-> core::SlotStatus { name, release, desired, ready, endp
 both_ways!(RouteWeight <-> core::RouteWeight { slot, weight });
 both_ways!(AnalysisRequest <-> core::AnalysisRequest { checks, slot });
 both_ways!(StepRecord <-> core::StepRecord { action, outcome });
-both_ways!(CheckTarget <-> core::CheckTarget { environment, slot, release, endpoints });
+both_ways!(CheckTarget <-> core::CheckTarget { environment, slot, release, endpoints, exposure });
 
 impl From<EnvironmentStatus> for core::EnvironmentStatus {
     fn from(w: EnvironmentStatus) -> Self {
@@ -272,6 +277,7 @@ impl From<Action> for core::Action {
             Action::RemoveSlot(slot) => core::Action::RemoveSlot { slot },
             Action::Pause(p) => core::Action::Pause { pause: p.into() },
             Action::Analyze(r) => core::Action::Analyze(r.into()),
+            Action::Expose(e) => core::Action::Expose(e),
             Action::Done => core::Action::Done,
         }
     }
@@ -285,6 +291,7 @@ impl From<core::Action> for Action {
             core::Action::RemoveSlot { slot } => Action::RemoveSlot(slot),
             core::Action::Pause { pause } => Action::Pause(pause.into()),
             core::Action::Analyze(r) => Action::Analyze(r.into()),
+            core::Action::Expose(e) => Action::Expose(e),
             core::Action::Done => Action::Done,
         }
     }

@@ -241,6 +241,7 @@ impl StageRun<'_> {
                     slot: request.slot.clone(),
                     release: slot.map(|s| s.release.clone()).unwrap_or_default(),
                     endpoints: slot.map(|s| s.endpoints.clone()).unwrap_or_default(),
+                    exposure: None,
                 };
                 let report = analysis::run(&checks, &target, &stage.analysis).await;
                 let outcome = report.outcome.clone();
@@ -266,6 +267,10 @@ impl StageRun<'_> {
                     }
                 }
             }
+            Action::Expose(change) => Outcome::Failed(format!(
+                "cannot expose flag `{}`: environment `{}` has no exposure control",
+                change.flag, stage.target.environment
+            )),
             Action::Done => Outcome::Ok,
         }
     }

@@ -18,7 +18,7 @@
 // There is no `process` (no process.env, no files): read settings with
 // config(schema) and secrets with secret(name).
 
-import { config as hostConfig, log as hostLog, secret as hostSecret } from 'rollcage:plugin/host@0.1.0';
+import { config as hostConfig, log as hostLog, secret as hostSecret } from 'rollcage:plugin/host@0.2.0';
 
 /**
  * An error the host shows as the call's result: a notifier's is retried, a
