@@ -60,6 +60,7 @@ async fn queries_a_real_prometheus() {
         slot: slot.into(),
         release: "1.2.0".into(),
         endpoints: vec![],
+        exposure: None,
     };
     let ratio = check(r#"demo_error_ratio{slot="{slot}"}"#, "< 0.05");
 

@@ -203,6 +203,7 @@ async fn a_health_check_is_called_through_its_trait() {
         slot: "canary".into(),
         release: "1.1.0".into(),
         endpoints,
+        exposure: None,
     };
     let m = http
         .check(&target(vec![healthy.to_string()]))

@@ -353,6 +353,7 @@ fn calls_for(
         slot: "2.0.0".into(),
         release: "2.0.0".into(),
         endpoints,
+        exposure: None,
     };
     match (kind, name) {
         (PluginKind::Strategy, _) => vec![CallPlan {
