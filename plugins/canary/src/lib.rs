@@ -4,6 +4,11 @@
 //! to full size, takes all traffic and becomes the stable release; the old
 //! stable slot is removed. Rollback: all traffic to stable, remove the canary.
 //!
+//! Exposure steps (`{ expose = 10 }`) move the feature flag named by
+//! `flag` to a share of users through the environment's exposure plugin;
+//! the engine sets every flag a failed run changed back to its exposure
+//! before the run, so the rollback plan here only moves traffic.
+//!
 //! The plan is a pure function of the parameters, the replica count and the
 //! releases; `decide` returns the step after the recorded history, so a run
 //! cut at any point resumes where it was.
@@ -12,7 +17,7 @@ use rollcage_sdk::Strategy;
 use rollcage_sdk::strategy::plan::{
     apply, back_to_stable, first_deployment, next, route, version_slot,
 };
-use rollcage_sdk::types::{Action, AnalysisRequest, DeployState, Pause, Release};
+use rollcage_sdk::types::{Action, AnalysisRequest, DeployState, ExposureChange, Pause, Release};
 use serde::Deserialize;
 
 /// One step of `steps`: a bare weight, or a table.
@@ -22,7 +27,7 @@ pub enum StepSpec {
     /// `10`: send 10% of traffic to the canary.
     Weight(u32),
     /// `{ weight = 10 }`, `{ weight = 10, analysis = false }`, `{ pause = "5m" }`,
-    /// `{ pause = "approval" }`, `{ analysis = ["error-rate"] }`.
+    /// `{ pause = "approval" }`, `{ analysis = ["error-rate"] }`, `{ expose = 10 }`.
     Table(StepTable),
 }
 
@@ -36,6 +41,9 @@ pub struct StepTable {
     pub pause: Option<String>,
     #[serde(default)]
     pub analysis: Option<AnalysisSpec>,
+    /// Expose the feature flag `flag` to this share of users (0-100).
+    #[serde(default)]
+    pub expose: Option<u32>,
 }
 
 /// `analysis = false` (skip the automatic analysis) or a list of checks.
@@ -60,6 +68,9 @@ pub struct Params {
     /// Run analysis after every weight change unless a step says otherwise (default true).
     #[serde(default = "default_true")]
     pub analysis: bool,
+    /// The feature flag `expose` steps move, by its name in the flag service.
+    #[serde(default)]
+    pub flag: Option<String>,
 }
 
 fn default_steps() -> Vec<StepSpec> {
@@ -75,6 +86,7 @@ enum Step {
     Weight { weight: u32, analysis: bool },
     Pause(Pause),
     Analysis(Vec<String>),
+    Expose { percent: u32, analysis: bool },
 }
 
 impl Params {
@@ -97,6 +109,36 @@ impl Params {
                     weight: *w,
                     analysis: self.analysis,
                 }),
+                StepSpec::Table(StepTable {
+                    weight: None,
+                    pause: None,
+                    analysis,
+                    expose: Some(percent),
+                }) if !matches!(analysis, Some(AnalysisSpec::Checks(_))) => {
+                    if *percent > 100 {
+                        problems.push(format!(
+                            "steps[{n}]: expose {percent} is outside 0-100 (the share of users who get the flag)"
+                        ));
+                    }
+                    if self.flag.as_deref().is_none_or(str::is_empty) {
+                        problems.push(format!(
+                            "steps[{n}]: an expose step needs `flag`, the feature flag's name in the flag service"
+                        ));
+                    }
+                    Some(Step::Expose {
+                        percent: *percent,
+                        analysis: match analysis {
+                            Some(AnalysisSpec::Enabled(a)) => *a,
+                            _ => self.analysis,
+                        },
+                    })
+                }
+                StepSpec::Table(t) if t.expose.is_some() => {
+                    problems.push(format!(
+                        "steps[{n}]: an expose step is {{ expose = N }} (or {{ expose = N, analysis = false }}), with nothing else"
+                    ));
+                    None
+                }
                 StepSpec::Table(t) => match (t.weight, &t.pause, &t.analysis) {
                     (Some(w), None, None) => Some(Step::Weight {
                         weight: w,
@@ -119,7 +161,7 @@ impl Params {
                     }
                     _ => {
                         problems.push(format!(
-                            "steps[{n}]: a step is one of {{ weight = N }}, {{ pause = \"5m\" }}, {{ pause = \"approval\" }}, {{ analysis = [\"check\"] }}"
+                            "steps[{n}]: a step is one of {{ weight = N }}, {{ pause = \"5m\" }}, {{ pause = \"approval\" }}, {{ analysis = [\"check\"] }}, {{ expose = N }}"
                         ));
                         None
                     }
@@ -171,9 +213,27 @@ pub fn plan(
 ) -> Result<Vec<Action>, Vec<String>> {
     let steps = params.steps()?;
     let canary = version_slot(new);
+    let expose = |percent: u32| {
+        Action::Expose(ExposureChange {
+            control: String::new(),
+            flag: params.flag.clone().unwrap_or_default(),
+            percent,
+        })
+    };
     let stable_slot = match stable.map(version_slot) {
         Some(s) if s != canary => s,
-        _ => return Ok(first_deployment(&canary, new, replicas)),
+        _ => {
+            // Nothing to compare with: everything at once, the flag too.
+            let mut actions = first_deployment(&canary, new, replicas);
+            let done = actions.pop();
+            for step in &steps {
+                if let Step::Expose { percent, .. } = step {
+                    actions.push(expose(*percent));
+                }
+            }
+            actions.extend(done);
+            return Ok(actions);
+        }
     };
     let analyze = |checks: Vec<String>| {
         Action::Analyze(AnalysisRequest {
@@ -214,6 +274,13 @@ pub fn plan(
             }
             Step::Pause(p) => actions.push(Action::Pause(*p)),
             Step::Analysis(checks) => actions.push(analyze(checks.clone())),
+            Step::Expose { percent, analysis } => {
+                actions.push(expose(*percent));
+                let explicit_next = matches!(steps.get(i + 1), Some(Step::Analysis(_)));
+                if *analysis && !explicit_next && *percent > 0 {
+                    actions.push(analyze(vec![]));
+                }
+            }
         }
     }
     // Promotion: the canary becomes the new stable release.

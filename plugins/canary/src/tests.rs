@@ -106,7 +106,7 @@ fn bad_steps_are_all_reported() {
             "steps[2]: weight 20 is below the previous weight 50; weights only grow",
             "steps[3]: weight 150 is over 100",
             "steps[4]: pause: invalid duration `soon`: use a number and a unit, such as 500ms, 30s, 5m, 1h (or \"approval\")",
-            "steps[5]: a step is one of { weight = N }, { pause = \"5m\" }, { pause = \"approval\" }, { analysis = [\"check\"] }",
+            "steps[5]: a step is one of { weight = N }, { pause = \"5m\" }, { pause = \"approval\" }, { analysis = [\"check\"] }, { expose = N }",
             "canary_replicas: must be at least 1",
         ]
     );
@@ -184,4 +184,63 @@ proptest! {
         replay.extend(Canary::rollback(state(&p, replicas, &full[..cut])).unwrap());
         prop_assert_eq!(simulate(&start(replicas), &replay).map_err(TestCaseError::fail)?, start(replicas));
     }
+}
+
+fn exposures(actions: &[Action]) -> Vec<u32> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Expose(e) => {
+                assert_eq!(e.flag, "checkout-v2");
+                Some(e.percent)
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn expose_steps_move_the_flag_after_traffic_with_analysis() {
+    let p = params(
+        r#"{"flag": "checkout-v2", "steps": [{"weight": 100}, {"expose": 10},
+            {"analysis": ["error-rate"]}, {"expose": 50}, {"expose": 100}]}"#,
+    );
+    let actions = forward(&p, 2);
+    assert_eq!(exposures(&actions), [10, 50, 100]);
+    // The explicit analysis follows `expose 10`; 50 and 100 get the automatic one.
+    let after = |i: usize| &actions[i + 1];
+    let at = |percent: u32| {
+        actions
+            .iter()
+            .position(|a| matches!(a, Action::Expose(e) if e.percent == percent))
+            .unwrap()
+    };
+    assert!(matches!(after(at(10)), Action::Analyze(r) if r.checks == ["error-rate"]));
+    assert!(matches!(after(at(50)), Action::Analyze(r) if r.checks.is_empty()));
+    assert!(matches!(after(at(100)), Action::Analyze(_)));
+    simulate(&start(2), &actions).unwrap();
+    // A first deployment exposes the flag too, all at once.
+    let first = plan(&p, 2, None, &release("2.0.0")).unwrap();
+    assert_eq!(exposures(&first), [10, 50, 100]);
+}
+
+#[test]
+fn bad_expose_steps_name_their_step() {
+    let problems = Params::parse(r#"{"steps": [{"weight": 50}, {"expose": 10}]}"#).unwrap_err();
+    assert_eq!(
+        problems,
+        ["steps[2]: an expose step needs `flag`, the feature flag's name in the flag service"]
+    );
+    let problems =
+        Params::parse(r#"{"flag": "f", "steps": [{"expose": 150}, {"expose": 5, "weight": 5}]}"#)
+            .unwrap_err();
+    assert_eq!(problems.len(), 2, "{problems:?}");
+    assert!(
+        problems[0].starts_with("steps[1]: expose 150 is outside 0-100"),
+        "{problems:?}"
+    );
+    assert!(
+        problems[1].starts_with("steps[2]: an expose step is"),
+        "{problems:?}"
+    );
 }

@@ -193,6 +193,7 @@ mod tests {
             slot: "1.2.0".into(),
             release: "1.2.0".into(),
             endpoints: vec![],
+            exposure: None,
         };
         assert_eq!(
             render(r#"up{slot="{slot}",env="{environment}"}"#, &t),

@@ -342,6 +342,7 @@ mod tests {
             slot: "canary".into(),
             release: "1.2.0".into(),
             endpoints: vec!["127.0.0.1:40010".into()],
+            exposure: None,
         }
     }
 
