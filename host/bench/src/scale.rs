@@ -274,6 +274,9 @@ pub fn fake_environment(
         post_jobs: vec![],
         bake: None,
         notify: Dispatcher::default(),
+        exposures: Default::default(),
+        exposure: None,
+        settle: std::time::Duration::ZERO,
     }
 }
 

@@ -490,8 +490,20 @@ fn assemble(
             breaker::guard_check(plugin, &breakers[id.as_str()]),
         );
     }
+    // Every exposure plugin, by id: an expose step names one, or none for
+    // its environment's `exposure`.
+    let exposures: BTreeMap<String, Arc<dyn rollcage_core::ExposureControl>> = set
+        .loaded
+        .iter()
+        .filter_map(|(id, p)| p.exposure().map(|e| (id.clone(), e)))
+        .collect();
     let mut environments = Vec::new();
     for env in config.environments.values() {
+        if let Some(r) = &env.exposure
+            && !exposures.contains_key(r.name())
+        {
+            return Err(missing(r, "exposure"));
+        }
         let provider = set
             .get(&env.provider)
             .and_then(|p| p.environment_provider())
@@ -546,6 +558,9 @@ fn assemble(
                 consecutive_error_limit: a.consecutive_error_limit,
             }),
             notify: notifiers(&env.notify)?,
+            exposures: exposures.clone(),
+            exposure: env.exposure.as_ref().map(|r| r.name().to_string()),
+            settle: env.settle,
         });
     }
     let mut pipelines = Vec::new();

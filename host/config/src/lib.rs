@@ -29,8 +29,8 @@ pub use error::{ConfigError, ConfigErrors, Location};
 pub use plugins::{BreakerSettings, ComponentRef, LimitsConfig, PluginConfig};
 pub use refs::{PluginRef, PluginUse};
 pub use sections::{
-    AnalysisConfig, Approval, CheckConfig, Concurrency, EnvironmentConfig, JobConfig,
-    PipelineConfig, WindowPolicy,
+    AnalysisConfig, Approval, CheckConfig, Concurrency, DEFAULT_SETTLE, EnvironmentConfig,
+    JobConfig, PipelineConfig, WindowPolicy,
 };
 pub use source::Source;
 

@@ -55,11 +55,15 @@ impl PluginUse {
         (found != self.kind).then(|| {
             self.at.error(
                 format!(
-                    "{}: plugin `{}` ({source}) is a {found}, not a {}",
-                    self.what, self.plugin, self.kind
+                    "{}: plugin `{}` ({source}) is {}, not {}",
+                    self.what,
+                    self.plugin,
+                    a(found),
+                    a(self.kind)
                 ),
                 Some(format!(
-                    "its component exports the {found} world; a {found} plugin goes {}",
+                    "its component exports the {found} world; {} plugin goes {}",
+                    a(found),
                     where_it_goes(found)
                 )),
             )
@@ -117,6 +121,14 @@ impl Refs<'_> {
     }
 }
 
+/// The kind with its article: `a strategy`, `an exposure`.
+pub(crate) fn a(kind: PluginKind) -> String {
+    match kind {
+        PluginKind::Exposure => format!("an {kind}"),
+        _ => format!("a {kind}"),
+    }
+}
+
 fn resolve(
     src: &Source<'_>,
     span: Range<usize>,
@@ -136,7 +148,7 @@ fn resolve(
             Some(k) if k != kind => {
                 errors.push(src.error(
                     span,
-                    format!("{what}: plugin `{name}` is a {k}, not a {kind}"),
+                    format!("{what}: plugin `{name}` is {}, not {}", a(k), a(kind)),
                     None,
                 ));
                 None
@@ -159,7 +171,7 @@ fn resolve(
         Some(b) => {
             errors.push(src.error(
                 span,
-                format!("{what}: builtin `{name}` is a {}, not a {kind}", b.kind),
+                format!("{what}: builtin `{name}` is {}, not {}", a(b.kind), a(kind)),
                 None,
             ));
             None
@@ -179,10 +191,14 @@ fn resolve(
             errors.push(src.error(
                 span,
                 format!("{what}: no {kind} plugin named `{name}`"),
-                Some(format!(
-                    "declare it in [plugins.{name}], or use one of: {}",
-                    known.join(", ")
-                )),
+                Some(if known.is_empty() {
+                    format!("declare it in [plugins.{name}]")
+                } else {
+                    format!(
+                        "declare it in [plugins.{name}], or use one of: {}",
+                        known.join(", ")
+                    )
+                }),
             ));
             None
         }

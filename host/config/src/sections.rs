@@ -19,6 +19,8 @@
 //! concurrency = "queue"                     # or "refuse": one run per environment at a time
 //! jobs = { pre = [{ name = "migrate", command = ["./migrate"], timeout = "5m" }], post = [] }
 //! bake = { duration = "10m", interval = "1m", checks = ["error-rate"] }   # watch after promotion
+//! exposure = "flags"                        # an exposure plugin: moves feature flags for expose steps
+//! settle = "15s"                            # an analysis after an exposure change waits this first
 //!
 //! [pipelines.api]
 //! stages = ["staging", "production"]
@@ -101,6 +103,10 @@ pub struct JobConfig {
     pub timeout: Duration,
 }
 
+/// How long an analysis after an exposure change waits unless `settle`
+/// says: flag SDKs poll their service (Unleash's every 15 s by default).
+pub const DEFAULT_SETTLE: Duration = Duration::from_secs(15);
+
 /// A validated `[environments.<name>]`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EnvironmentConfig {
@@ -126,6 +132,12 @@ pub struct EnvironmentConfig {
     pub post_jobs: Vec<JobConfig>,
     /// Watch the promoted release before the stage ends.
     pub bake: Option<BakeConfig>,
+    /// The exposure plugin that moves feature flags for expose steps
+    /// naming no control.
+    pub exposure: Option<PluginRef>,
+    /// How long an analysis right after an exposure change waits first
+    /// (flag SDKs poll their service); 15 s unless set.
+    pub settle: Duration,
 }
 
 /// A validated `[pipelines.<name>]`.
@@ -224,6 +236,10 @@ struct RawEnvironment {
     jobs: Option<RawJobs>,
     #[serde(default)]
     bake: Option<Spanned<RawBake>>,
+    #[serde(default)]
+    exposure: Option<Spanned<String>>,
+    #[serde(default)]
+    settle: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -645,6 +661,23 @@ pub(crate) fn parse_environments(
             &format!("{what}: notify"),
             errors,
         );
+        let exposure = raw.exposure.as_ref().and_then(|e| {
+            refs.resolve(
+                src,
+                e.span(),
+                e.get_ref(),
+                PluginKind::Exposure,
+                &format!("{what}: exposure"),
+                errors,
+            )
+        });
+        let settle = duration(
+            src,
+            &format!("{what}: settle"),
+            &raw.settle,
+            DEFAULT_SETTLE,
+            errors,
+        );
         let replicas = match &raw.replicas {
             Some(r) if *r.get_ref() == 0 || *r.get_ref() > 1000 => {
                 err(
@@ -717,6 +750,8 @@ pub(crate) fn parse_environments(
                 pre_jobs,
                 post_jobs,
                 bake,
+                exposure,
+                settle,
             },
         );
     }

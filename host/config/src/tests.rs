@@ -363,3 +363,33 @@ strategy = { plugin = "declared" }
         )
     );
 }
+
+#[test]
+fn an_environment_names_its_exposure_plugin_and_settle_defaults_to_15_s() {
+    let text = r#"
+[plugins.flags]
+component = "flags.wasm"
+kind = "exposure"
+
+[environments.production]
+provider = "local"
+strategy = { plugin = "canary", steps = [{ expose = 10 }], flag = "checkout-v2" }
+exposure = "flags"
+settle = "2s"
+
+[environments.staging]
+provider = "local"
+strategy = { plugin = "canary" }
+"#;
+    let dir = std::env::temp_dir().join(format!("rollcage-exposure-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("flags.wasm"), b"").unwrap();
+    let c = Config::parse(&dir.join("rollcage.toml"), text, &cx()).unwrap();
+    let production = &c.environments["production"];
+    assert_eq!(production.exposure.as_ref().unwrap().name(), "flags");
+    assert_eq!(production.settle, std::time::Duration::from_secs(2));
+    let staging = &c.environments["staging"];
+    assert!(staging.exposure.is_none());
+    assert_eq!(staging.settle, DEFAULT_SETTLE);
+    assert_eq!(DEFAULT_SETTLE, std::time::Duration::from_secs(15));
+}

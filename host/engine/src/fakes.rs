@@ -282,3 +282,94 @@ pub fn route(pairs: &[(&str, u32)]) -> Action {
             .collect(),
     }
 }
+
+/// A flag service in memory: each flag's exposure by name, and every
+/// `set` in order. `fail_sets` makes sets fail (the service down).
+pub struct FakeExposure {
+    pub id: PluginId,
+    pub flags: Mutex<BTreeMap<String, ExposureStatus>>,
+    pub sets: Mutex<Vec<(String, u32)>>,
+    pub fail_sets: std::sync::atomic::AtomicBool,
+}
+
+impl FakeExposure {
+    /// A service where `flags` are enabled at these percents.
+    pub fn with(id: &str, flags: &[(&str, u32)]) -> Self {
+        FakeExposure {
+            id: id.parse().unwrap(),
+            flags: Mutex::new(
+                flags
+                    .iter()
+                    .map(|(f, p)| {
+                        let status = ExposureStatus {
+                            percent: *p,
+                            enabled: true,
+                            revision: "1".into(),
+                        };
+                        (f.to_string(), status)
+                    })
+                    .collect(),
+            ),
+            sets: Mutex::new(Vec::new()),
+            fail_sets: Default::default(),
+        }
+    }
+
+    /// The flag's effective exposure now (0 when absent or disabled).
+    pub fn percent(&self, flag: &str) -> u32 {
+        self.flags
+            .lock()
+            .unwrap()
+            .get(flag)
+            .map_or(0, ExposureStatus::effective_percent)
+    }
+}
+
+impl Plugin for FakeExposure {
+    fn id(&self) -> &PluginId {
+        &self.id
+    }
+}
+
+#[async_trait]
+impl ExposureControl for FakeExposure {
+    async fn validate(&self, _params: &str) -> Result<Vec<Problem>, PluginError> {
+        Ok(vec![])
+    }
+    async fn set_exposure(
+        &self,
+        flag: &str,
+        _environment: &str,
+        percent: u32,
+    ) -> Result<(), PluginError> {
+        if self.fail_sets.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(PluginError::Failed {
+                plugin: self.id.clone(),
+                message: "flag service unreachable".into(),
+            });
+        }
+        self.sets.lock().unwrap().push((flag.to_string(), percent));
+        self.flags.lock().unwrap().insert(
+            flag.to_string(),
+            ExposureStatus {
+                percent,
+                enabled: true,
+                revision: String::new(),
+            },
+        );
+        Ok(())
+    }
+    async fn get_exposure(
+        &self,
+        flag: &str,
+        _environment: &str,
+    ) -> Result<ExposureStatus, PluginError> {
+        Ok(self
+            .flags
+            .lock()
+            .unwrap()
+            .get(flag)
+            .cloned()
+            .unwrap_or_default())
+    }
+}

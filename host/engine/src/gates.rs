@@ -23,7 +23,7 @@ use tracing::Instrument;
 use crate::bake::{self, Mark};
 use crate::lease::Held;
 use crate::run::{Engine, EngineError, EnvironmentPlan, Notify, PipelinePlan, StoreSink, run_jobs};
-use crate::stage::{Decision, Stage, StageEvent, StageResult, StageRun, StageSink};
+use crate::stage::{Decision, FlagBefore, Stage, StageEvent, StageResult, StageRun, StageSink};
 
 /// How often a run waiting for an environment looks again when nothing
 /// woke it (another host's unlock is heard through the store; this is
@@ -309,7 +309,20 @@ impl RunDriver<'_> {
             readiness_poll: env.readiness_poll,
             params: env.strategy_params.clone(),
             replicas: env.replicas,
+            exposures: env.exposures.clone(),
+            exposure: env.exposure.clone(),
+            settle: env.settle,
         }
+    }
+
+    /// The flags the stage changed, with their exposure before, as its
+    /// log recorded them.
+    fn exposed_before(&self, name: &str) -> Vec<FlagBefore> {
+        self.log
+            .iter()
+            .filter(|e| e.kind == "exposure-before" && e.stage.as_deref() == Some(name))
+            .filter_map(|e| serde_json::from_value(e.data.clone()).ok())
+            .collect()
     }
 
     /// The run's summary names the stage from the moment it begins
@@ -561,6 +574,7 @@ impl RunDriver<'_> {
             env_notify: &env.notify,
             restoring: false,
         };
+        let exposed_before = self.exposed_before(name);
         let (result, _) = StageRun {
             stage: &plan,
             release: self.release.clone(),
@@ -570,6 +584,7 @@ impl RunDriver<'_> {
             decisions: self.decisions,
             in_flight_since_ms,
             early: None,
+            exposed_before,
         }
         .run()
         .instrument(tracing::info_span!("stage", stage = %name))
@@ -826,6 +841,7 @@ impl RunDriver<'_> {
             env_notify: &stage.env.notify,
             restoring: true,
         };
+        let exposed_before = self.exposed_before(name);
         let restored = StageRun {
             stage: &plan,
             release: previous.clone(),
@@ -835,6 +851,7 @@ impl RunDriver<'_> {
             decisions: self.decisions,
             in_flight_since_ms: None,
             early: None,
+            exposed_before,
         }
         .restore()
         .instrument(tracing::info_span!("restore", stage = %name))

@@ -5,8 +5,8 @@
 //! preview the same plan a real run takes.
 
 use rollcage_core::{
-    Action, DeployState, EnvironmentStatus, Outcome, Pause, Release, RouteWeight, SlotStatus,
-    StepRecord, Strategy,
+    Action, DeployState, EnvironmentStatus, Outcome, Pause, PluginKind, Release, RouteWeight,
+    SlotStatus, StepRecord, Strategy,
 };
 
 /// A strategy that never says `done` is cut off here.
@@ -26,6 +26,10 @@ pub struct Preview {
     pub paused_ms: u64,
     /// Whether a person is asked to approve on the way.
     pub approvals: usize,
+    /// The flags the plan moves (control as the step names it, flag), in
+    /// the order first moved: a rollback sets each back to its exposure
+    /// before the run, before the strategy's rollback plan.
+    pub flags: Vec<(String, String)>,
 }
 
 /// An environment in memory that does what it is told, at once.
@@ -107,6 +111,7 @@ pub async fn preview(
         rollback_after: 0,
         paused_ms: 0,
         approvals: 0,
+        flags: vec![],
     };
     let mut rollback_state: Option<DeployState> = None;
     for _ in 0..MAX_STEPS {
@@ -126,6 +131,12 @@ pub async fn preview(
             Action::Pause {
                 pause: Pause::Approval,
             } => preview.approvals += 1,
+            Action::Expose(c) => {
+                let flag = (c.control.clone(), c.flag.clone());
+                if !preview.flags.contains(&flag) {
+                    preview.flags.push(flag);
+                }
+            }
             _ => {}
         }
         let first_analysis = matches!(action, Action::Analyze(_))
@@ -160,6 +171,52 @@ pub async fn preview(
             .map_err(|e| e.to_string())?;
     }
     Ok(preview)
+}
+
+/// What is wrong with the expose steps of `plan` in `environment`, each
+/// naming the step, its flag and the control: a control must exist and
+/// be an exposure plugin; a step naming none needs the environment's
+/// `exposure`. `kind_of` says what kind of plugin an id is (`None`: no
+/// such plugin).
+pub fn exposure_problems(
+    environment: &str,
+    plan: &[Action],
+    default: Option<&str>,
+    kind_of: &dyn Fn(&str) -> Option<PluginKind>,
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (i, action) in plan.iter().enumerate() {
+        let Action::Expose(change) = action else {
+            continue;
+        };
+        let at = format!(
+            "environment `{environment}`: plan step {} ({action})",
+            i + 1
+        );
+        if change.percent > 100 {
+            problems.push(format!("{at}: {}% is outside 0-100", change.percent));
+        }
+        let id = match (change.control.as_str(), default) {
+            ("", Some(id)) => id,
+            ("", None) => {
+                problems.push(format!(
+                    "{at}: no exposure control: set `exposure = \"<plugin id>\"` in [environments.{environment}]"
+                ));
+                continue;
+            }
+            (id, _) => id,
+        };
+        match kind_of(id) {
+            Some(PluginKind::Exposure) => {}
+            Some(kind) => problems.push(format!(
+                "{at}: plugin `{id}` is a {kind}, not an exposure plugin"
+            )),
+            None => problems.push(format!(
+                "{at}: exposure control `{id}` is not a configured plugin"
+            )),
+        }
+    }
+    problems
 }
 
 #[cfg(test)]
@@ -201,6 +258,62 @@ mod tests {
         assert_eq!(p.rollback, vec![route(&[("1.0.0", 100)])]);
         assert_eq!(p.rollback_after, 4);
         assert_eq!(p.plan[1].to_string(), "route 1.0.0=90% 2.0.0=10%");
+        assert!(p.flags.is_empty());
+    }
+
+    fn expose(control: &str, percent: u32) -> Action {
+        Action::Expose(rollcage_core::ExposureChange {
+            control: control.into(),
+            flag: "checkout-v2".into(),
+            percent,
+        })
+    }
+
+    #[tokio::test]
+    async fn the_preview_lists_the_flags_a_rollback_restores() {
+        let strategy = PlanStrategy {
+            id: "canary".parse().unwrap(),
+            plan: vec![route(&[("2.0.0", 100)]), expose("", 10), expose("", 50)],
+            rollback: vec![route(&[("1.0.0", 100)])],
+        };
+        let p = preview(
+            &strategy,
+            "production",
+            Release::new("2.0.0"),
+            None,
+            2,
+            "{}",
+        )
+        .await
+        .unwrap();
+        assert_eq!(p.plan[1].to_string(), "expose checkout-v2 10%");
+        assert_eq!(p.flags, [(String::new(), "checkout-v2".to_string())]);
+    }
+
+    #[test]
+    fn expose_steps_need_a_control_of_the_exposure_kind() {
+        let kind_of = |id: &str| match id {
+            "flags" => Some(PluginKind::Exposure),
+            "slack" => Some(PluginKind::Notifier),
+            _ => None,
+        };
+        let plan = [route(&[("2.0.0", 100)]), expose("", 10)];
+        assert_eq!(
+            exposure_problems("production", &plan, None, &kind_of),
+            [
+                "environment `production`: plan step 2 (expose checkout-v2 10%): no exposure control: set `exposure = \"<plugin id>\"` in [environments.production]"
+            ]
+        );
+        assert!(exposure_problems("production", &plan, Some("flags"), &kind_of).is_empty());
+        let plan = [expose("slack", 10), expose("nope", 150)];
+        assert_eq!(
+            exposure_problems("production", &plan, Some("flags"), &kind_of),
+            [
+                "environment `production`: plan step 1 (expose checkout-v2 10% (via slack)): plugin `slack` is a notifier, not an exposure plugin",
+                "environment `production`: plan step 2 (expose checkout-v2 150% (via nope)): 150% is outside 0-100",
+                "environment `production`: plan step 2 (expose checkout-v2 150% (via nope)): exposure control `nope` is not a configured plugin",
+            ]
+        );
     }
 
     #[test]

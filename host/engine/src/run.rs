@@ -14,8 +14,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rollcage_core::{
-    Action, EnvironmentProvider, Event, EventKind, HealthCheck, Job, Outcome, Redactor, Release,
-    Strategy, Target, Version, Window,
+    Action, EnvironmentProvider, Event, EventKind, ExposureControl, HealthCheck, Job, Outcome,
+    Redactor, Release, Strategy, Target, Version, Window,
 };
 use rollcage_notify::Dispatcher;
 use rollcage_store::{DecisionAction, DecisionRequest, Lease, RunStatus, Store, StoreError, Wake};
@@ -60,6 +60,12 @@ pub struct EnvironmentPlan {
     /// Watch the promoted release before the stage ends.
     pub bake: Option<BakeSpec>,
     pub notify: Dispatcher,
+    /// Exposure controls by plugin id, for expose steps.
+    pub exposures: BTreeMap<String, Arc<dyn ExposureControl>>,
+    /// The environment's own exposure control, for expose steps naming none.
+    pub exposure: Option<String>,
+    /// How long an analysis after an exposure change waits first.
+    pub settle: Duration,
 }
 
 /// A pipeline ready to take runs.
@@ -871,6 +877,14 @@ impl StageSink for StoreSink<'_> {
                 if matches!(record.action, Action::Pause { .. } | Action::Analyze(_)) {
                     self.set_status(RunStatus::Running).await;
                 }
+                if let (Action::Expose(c), Outcome::Ok) = (&record.action, &record.outcome) {
+                    self.notify(
+                        EventKind::Step,
+                        format!("flag {} exposed to {}%", c.flag, c.percent),
+                        vec![("flag".into(), c.flag.clone())],
+                    )
+                    .await;
+                }
                 if let (Action::Route { weights }, Outcome::Ok) = (&record.action, &record.outcome)
                 {
                     let split = weights
@@ -929,7 +943,20 @@ impl StageSink for StoreSink<'_> {
             StageEvent::RollingBack(reason) => {
                 self.append("rolling-back", json!({"reason": reason})).await
             }
-            StageEvent::RollbackStep(action) => self.append("rollback-step", json!(action)).await,
+            StageEvent::RollbackStep(action) => {
+                self.append("rollback-step", json!(action)).await;
+                if let Action::Expose(c) = &action {
+                    self.notify(
+                        EventKind::Step,
+                        format!("flag {} restored to {}%", c.flag, c.percent),
+                        vec![("flag".into(), c.flag.clone())],
+                    )
+                    .await;
+                }
+            }
+            StageEvent::ExposureBefore(before) => {
+                self.append("exposure-before", json!(before)).await
+            }
         }
     }
 }

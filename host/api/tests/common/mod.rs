@@ -89,6 +89,9 @@ pub fn engine(
             post_jobs: vec![],
             bake: None,
             notify: Dispatcher::default(),
+            exposures: Default::default(),
+            exposure: None,
+            settle: std::time::Duration::ZERO,
         });
     }
     let pipeline = |name: &str, stages: &[&str]| PipelinePlan {

@@ -5,12 +5,16 @@
 //! environment that could be read even when others could not: their
 //! complaints are reported with the configuration's own errors, each at the
 //! parameter's `file:line:col`, so that one check shows everything to fix.
+//! The plan each strategy would follow is asked for too: its expose steps
+//! must name an exposure control (the environment's `exposure` when they
+//! name none), reported at the strategy table.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use rollcage_config::{Config, sort_errors};
-use rollcage_core::PluginError;
+use rollcage_core::{PluginError, Release};
+use rollcage_engine::preview::exposure_problems;
 
 use super::BAD_INPUT;
 use crate::plugins::load_all;
@@ -39,6 +43,29 @@ pub async fn check(path: &Path, cache_dir: Option<PathBuf>) -> anyhow::Result<Ex
                 config_errors.extend(each.iter().map(|p| env.strategy_error(p)));
             }
             Err(e) => problems.push(format!("environment `{}`: {e}", env.name)),
+        }
+        // Expose steps need a control of the exposure kind: the plan the
+        // strategy would follow says which it names.
+        let plan = rollcage_engine::preview::preview(
+            &*strategy,
+            &env.name,
+            Release::new("1.0.1"),
+            Some(Release::new("1.0.0")),
+            env.replicas,
+            &env.strategy_params.to_string(),
+        )
+        .await;
+        if let Ok(plan) = plan {
+            let kind_of = |id: &str| {
+                set.loaded
+                    .get(id)
+                    .map(|p| p.kind())
+                    .or_else(|| id.parse().ok().and_then(|id| config.plugins.get(&id)?.kind))
+            };
+            let default = env.exposure.as_ref().map(|r| r.name());
+            for p in exposure_problems(&env.name, &plan.plan, default, &kind_of) {
+                config_errors.push(env.strategy_at.error(p, None));
+            }
         }
     }
     sort_errors(&config.path, &mut config_errors);

@@ -222,10 +222,18 @@ pub fn describe(e: &Event, run_id: &str) -> Option<String> {
             ),
             None => format!("[{stage}] rolling back: {}", str_of(d, "reason")),
         },
-        "rollback-step" => {
-            let action: Action = serde_json::from_value(d.clone()).ok()?;
-            format!("  back {action}")
-        }
+        "rollback-step" => match serde_json::from_value(d.clone()).ok()? {
+            // Set by the engine, not asked by the strategy: the flag's
+            // exposure before the run.
+            Action::Expose(c) => format!("  back flag {} restored to {}%", c.flag, c.percent),
+            action => format!("  back {action}"),
+        },
+        "exposure-before" => format!(
+            "  flag {} was at {}% before the run (control {})",
+            str_of(d, "flag"),
+            d["percent"],
+            str_of(d, "control")
+        ),
         "stage-finished" => match d["reason"].as_str() {
             Some(reason) => format!("[{stage}] {}: {reason}", str_of(d, "result")),
             None => format!("[{stage}] {}", str_of(d, "result")),

@@ -400,6 +400,24 @@ async fn dry_run(
                 return Ok(bad_input(format!("{e:#}")));
             }
         };
+        // Expose steps need a control of the exposure kind.
+        let kind_of = |id: &str| {
+            host.plugins
+                .iter()
+                .find(|p| p.id == id)
+                .and_then(|p| p.kind.parse::<rollcage_core::PluginKind>().ok())
+        };
+        let problems = rollcage_engine::preview::exposure_problems(
+            &env.name,
+            &preview.plan,
+            plan.exposure.as_deref(),
+            &kind_of,
+        );
+        if !problems.is_empty() {
+            host.shutdown().await;
+            return Ok(bad_input(problems.join("\n")));
+        }
+        let restores: Vec<&str> = preview.flags.iter().map(|(_, f)| f.as_str()).collect();
         match args.output {
             Output::Json => out.push(serde_json::json!({
                 "stage": env.name,
@@ -409,6 +427,7 @@ async fn dry_run(
                 "plan": preview.plan,
                 "rollback_after_step": preview.rollback_after,
                 "rollback": preview.rollback,
+                "rollback_restores_flags": restores,
                 "paused_ms": preview.paused_ms,
             })),
             Output::Text => {
@@ -436,6 +455,13 @@ async fn dry_run(
                     "  if the check after step {} failed, the rollback would be:",
                     preview.rollback_after
                 );
+                if !restores.is_empty() {
+                    // The engine restores flags itself, before the plan.
+                    println!(
+                        "      restore flag {} to its exposure before the run",
+                        restores.join(", ")
+                    );
+                }
                 for a in &preview.rollback {
                     println!("      {a}");
                 }

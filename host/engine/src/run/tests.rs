@@ -151,6 +151,9 @@ fn world_on(
             post_jobs: vec![],
             bake: None,
             notify: Dispatcher::default(),
+            exposures: Default::default(),
+            exposure: None,
+            settle: std::time::Duration::ZERO,
         });
     }
     let pipeline = PipelinePlan {

@@ -7,15 +7,22 @@
 //! progress deadline), records the action and its outcome, and asks again
 //! until `done`. Strategies are pure functions of the recorded history, so
 //! the history is all a stage needs to be resumed.
+//!
+//! Expose steps move a feature flag through an exposure control. Before a
+//! stage first changes a flag it reads and logs the flag's exposure
+//! ([`FlagBefore`]); a rollback sets every flag the stage changed back to
+//! it before it moves traffic, so "rolled back" holds for flags too.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use rollcage_core::{
-    Action, CheckTarget, DeployState, EnvironmentProvider, EnvironmentStatus, HealthCheck, Outcome,
-    Pause, Release, StepRecord, Strategy, Target,
+    Action, CheckTarget, DeployState, EnvironmentProvider, EnvironmentStatus, ExposureChange,
+    ExposureControl, ExposureTarget, HealthCheck, Outcome, Pause, Release, StepRecord, Strategy,
+    Target,
 };
+use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use crate::analysis::{self, AnalysisSpec};
@@ -45,6 +52,22 @@ pub enum StageEvent {
     RollingBack(String),
     /// A rollback action was executed.
     RollbackStep(Action),
+    /// A flag's exposure as read before the stage first changed it: what a
+    /// rollback restores. Written before the change is made.
+    ExposureBefore(FlagBefore),
+}
+
+/// A flag's exposure before a stage first changed it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlagBefore {
+    /// Id of the exposure control that moves the flag (never empty).
+    pub control: String,
+    pub flag: String,
+    /// Share of users who got the flag (0 when it was disabled or absent).
+    pub percent: u32,
+    /// The flag service's revision of the flag then, for the log.
+    #[serde(default)]
+    pub revision: String,
 }
 
 /// Where a stage's events go. Awaited in order: a store-backed sink has
@@ -91,6 +114,37 @@ pub struct Stage {
     pub params: String,
     /// Instances wanted once promoted.
     pub replicas: u32,
+    /// Exposure controls by plugin id, for expose steps that name one.
+    pub exposures: BTreeMap<String, Arc<dyn ExposureControl>>,
+    /// The environment's exposure control (`exposure = "<id>"`), for
+    /// expose steps that name none.
+    pub exposure: Option<String>,
+    /// How long an analysis right after an exposure change waits first:
+    /// flag SDKs poll, so users see the change only after a while.
+    pub settle: Duration,
+}
+
+impl Stage {
+    /// The control an expose step names (empty: the environment's), with
+    /// its id; `Err` says why there is none.
+    pub fn control(&self, named: &str) -> Result<(String, Arc<dyn ExposureControl>), String> {
+        let id = match (named, &self.exposure) {
+            ("", Some(id)) => id.as_str(),
+            ("", None) => {
+                return Err(format!(
+                    "environment `{}` has no exposure control: set `exposure = \"<plugin id>\"` in [environments.{}]",
+                    self.target.environment, self.target.environment
+                ));
+            }
+            (id, _) => id,
+        };
+        match self.exposures.get(id) {
+            Some(c) => Ok((id.to_string(), c.clone())),
+            None => Err(format!(
+                "exposure control `{id}` is not an exposure plugin of this host"
+            )),
+        }
+    }
 }
 
 /// A strategy that never says `done` is stopped here.
@@ -112,6 +166,9 @@ pub struct StageRun<'a> {
     /// A decision that came before anything waited for it (start with
     /// `None`): kept for the next approval point.
     pub early: Option<Decision>,
+    /// The flags this stage changed, with their exposure before (read
+    /// back from the log on resume).
+    pub exposed_before: Vec<FlagBefore>,
 }
 
 impl StageRun<'_> {
@@ -235,13 +292,37 @@ impl StageRun<'_> {
                     // No checks configured: nothing to gate on.
                     return Outcome::AnalysisPassed;
                 }
+                let after_expose = matches!(
+                    self.history.last(),
+                    Some(StepRecord {
+                        action: Action::Expose(_),
+                        ..
+                    })
+                );
+                if after_expose && !stage.settle.is_zero() {
+                    // Flag SDKs poll: measure once users see the change.
+                    let settle = Pause::DurationMs(stage.settle.as_millis() as u64);
+                    if let Outcome::Failed(reason) = self.pause(&settle).await {
+                        return Outcome::AnalysisFailed(reason);
+                    }
+                }
+                let exposure = self.history.iter().rev().find_map(|r| match r {
+                    StepRecord {
+                        action: Action::Expose(c),
+                        outcome: Outcome::Ok,
+                    } => Some(ExposureTarget {
+                        flag: c.flag.clone(),
+                        percent: c.percent,
+                    }),
+                    _ => None,
+                });
                 let slot = status.slot(&request.slot);
                 let target = CheckTarget {
                     environment: stage.target.environment.clone(),
                     slot: request.slot.clone(),
                     release: slot.map(|s| s.release.clone()).unwrap_or_default(),
                     endpoints: slot.map(|s| s.endpoints.clone()).unwrap_or_default(),
-                    exposure: None,
+                    exposure,
                 };
                 let report = analysis::run(&checks, &target, &stage.analysis).await;
                 let outcome = report.outcome.clone();
@@ -267,12 +348,85 @@ impl StageRun<'_> {
                     }
                 }
             }
-            Action::Expose(change) => Outcome::Failed(format!(
-                "cannot expose flag `{}`: environment `{}` has no exposure control",
-                change.flag, stage.target.environment
-            )),
+            Action::Expose(change) => self.expose(change).await,
             Action::Done => Outcome::Ok,
         }
+    }
+
+    /// Move a flag; the first time this stage moves it, its exposure is
+    /// read and logged first, for a rollback to restore.
+    async fn expose(&mut self, change: &ExposureChange) -> Outcome {
+        let environment = &self.stage.target.environment;
+        let cannot = |why: String| {
+            Outcome::Failed(format!(
+                "cannot expose flag `{}` in `{environment}`: {why}",
+                change.flag
+            ))
+        };
+        if change.percent > 100 {
+            return cannot(format!("{}% is outside 0-100", change.percent));
+        }
+        let (id, control) = match self.stage.control(&change.control) {
+            Ok(c) => c,
+            Err(why) => return cannot(why),
+        };
+        let known = self
+            .exposed_before
+            .iter()
+            .any(|b| b.control == id && b.flag == change.flag);
+        if !known {
+            match control.get_exposure(&change.flag, environment).await {
+                Ok(status) => {
+                    let before = FlagBefore {
+                        control: id.clone(),
+                        flag: change.flag.clone(),
+                        percent: status.effective_percent(),
+                        revision: status.revision,
+                    };
+                    self.events
+                        .emit(StageEvent::ExposureBefore(before.clone()))
+                        .await;
+                    self.exposed_before.push(before);
+                }
+                Err(e) => return cannot(format!("its exposure before the change: {e}")),
+            }
+        }
+        match control
+            .set_exposure(&change.flag, environment, change.percent)
+            .await
+        {
+            Ok(()) => Outcome::Ok,
+            Err(e) => Outcome::Failed(e.to_string()),
+        }
+    }
+
+    /// Set every flag this stage changed back to its exposure before the
+    /// stage, each logged as a rollback step. Desired state: repeating it
+    /// after a crash is harmless. `Err` names the flag that could not be
+    /// restored.
+    async fn restore_flags(&mut self) -> Result<(), String> {
+        for before in self.exposed_before.clone() {
+            let action = Action::Expose(ExposureChange {
+                control: before.control.clone(),
+                flag: before.flag.clone(),
+                percent: before.percent,
+            });
+            let set = match self.stage.control(&before.control) {
+                Ok((_, control)) => control
+                    .set_exposure(&before.flag, &self.stage.target.environment, before.percent)
+                    .await
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e),
+            };
+            self.events.emit(StageEvent::RollbackStep(action)).await;
+            if let Err(e) = set {
+                return Err(format!(
+                    "flag `{}` could not be restored to {}%: {e}",
+                    before.flag, before.percent
+                ));
+            }
+        }
+        Ok(())
     }
 
     async fn pause(&mut self, pause: &Pause) -> Outcome {
@@ -360,6 +514,8 @@ impl StageRun<'_> {
     /// wait), and decisions are not read (a rollback is not aborted).
     /// `Err` is why it could not complete.
     pub async fn restore(mut self) -> Result<Vec<StepRecord>, String> {
+        // Flags first: the code they expose goes away with the release.
+        self.restore_flags().await?;
         for _ in 0..MAX_STEPS {
             let state = self.state().await?;
             let action = self
@@ -372,6 +528,9 @@ impl StageRun<'_> {
                 Action::Done => return Ok(self.history),
                 Action::Pause { .. } => Outcome::Ok,
                 Action::Analyze(_) => Outcome::AnalysisPassed,
+                // The flags are back where they were before the run; the
+                // previous release's plan does not move them again.
+                Action::Expose(_) => Outcome::Ok,
                 _ => {
                     self.events.emit(StageEvent::Intent(action.clone())).await;
                     self.execute(&action, &state.status).await
@@ -407,6 +566,13 @@ impl StageRun<'_> {
                 .map_err(|e| e.to_string()),
             Err(e) => Err(e),
         };
+        // Flags first: users stop getting the new code path before its
+        // release loses its traffic.
+        if let Err(e) = self.restore_flags().await {
+            return StageResult::Failed {
+                reason: format!("{reason}; and the rollback failed: {e}"),
+            };
+        }
         let plan = match plan {
             Ok(plan) => plan,
             Err(e) => {

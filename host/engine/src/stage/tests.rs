@@ -1,6 +1,6 @@
 use std::sync::Arc;
 
-use rollcage_core::{AnalysisRequest, RouteWeight, Verdict};
+use rollcage_core::{AnalysisRequest, ExposureChange, ExposureControl, RouteWeight, Verdict};
 
 use super::*;
 use crate::fakes::{FakeProvider, PlanStrategy, apply, route, scripted};
@@ -68,6 +68,9 @@ fn harness(plan: (Vec<Action>, Vec<Action>), check: Vec<Result<Verdict, ()>>) ->
         readiness_poll: Duration::from_secs(1),
         params: "{}".into(),
         replicas: 3,
+        exposures: BTreeMap::new(),
+        exposure: None,
+        settle: Duration::ZERO,
     };
     let (decisions, rx) = mpsc::channel(4);
     Harness {
@@ -92,6 +95,7 @@ async fn run(
         decisions: &mut h.rx,
         in_flight_since_ms: None,
         early: None,
+        exposed_before: vec![],
     }
     .run()
     .await;
@@ -256,5 +260,267 @@ async fn a_stage_resumes_from_its_recorded_history() {
             .filter(|e| matches!(e, StageEvent::Step(_)))
             .count(),
         4
+    );
+}
+
+fn expose(percent: u32) -> Action {
+    Action::Expose(ExposureChange {
+        control: String::new(),
+        flag: "checkout-v2".into(),
+        percent,
+    })
+}
+
+/// The canary with the flag moved 10 -> 50 -> 100 after promotion, an
+/// analysis after each move.
+fn exposure_plan() -> (Vec<Action>, Vec<Action>) {
+    let (mut plan, back) = canary_plan();
+    for p in [10, 50, 100] {
+        plan.push(expose(p));
+        plan.push(analyze());
+    }
+    (plan, back)
+}
+
+/// A harness whose environment moves flags through `flags`, with the
+/// flag at 5% before the run.
+fn exposure_harness(check: Vec<Result<Verdict, ()>>) -> (Harness, Arc<crate::fakes::FakeExposure>) {
+    let mut h = harness(exposure_plan(), check);
+    let flags = Arc::new(crate::fakes::FakeExposure::with(
+        "flags",
+        &[("checkout-v2", 5)],
+    ));
+    h.stage.exposures = BTreeMap::from([(
+        "flags".to_string(),
+        flags.clone() as Arc<dyn ExposureControl>,
+    )]);
+    h.stage.exposure = Some("flags".into());
+    h.stage.settle = Duration::from_secs(15);
+    (h, flags)
+}
+
+#[tokio::test(start_paused = true)]
+async fn expose_steps_move_the_flag_and_analyses_wait_for_it_to_settle() {
+    let (mut h, flags) = exposure_harness(vec![Ok(Verdict::Pass)]);
+    let started = tokio::time::Instant::now();
+    let (result, history, events) = run(&mut h, vec![]).await;
+    assert_eq!(result, StageResult::Succeeded);
+    assert_eq!(
+        *flags.sets.lock().unwrap(),
+        [
+            ("checkout-v2".to_string(), 10),
+            ("checkout-v2".to_string(), 50),
+            ("checkout-v2".to_string(), 100)
+        ]
+    );
+    assert_eq!(
+        (&history[6].action, &history[6].outcome),
+        (&expose(10), &Outcome::Ok)
+    );
+    // The exposure before the first change is logged once, before it.
+    let before: Vec<&FlagBefore> = events
+        .iter()
+        .filter_map(|e| match e {
+            StageEvent::ExposureBefore(b) => Some(b),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        before,
+        [&FlagBefore {
+            control: "flags".into(),
+            flag: "checkout-v2".into(),
+            percent: 5,
+            revision: "1".into(),
+        }]
+    );
+    // Four analyses of two measurements 10 s apart; three of them after a
+    // flag change, each waiting 15 s first.
+    assert_eq!(started.elapsed(), Duration::from_secs(4 * 10 + 3 * 15));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_analysis_after_an_exposure_change_restores_the_flag() {
+    // Pass, pass (the analysis before the flag moves), pass, pass (after
+    // 10%), then a failure after 50%.
+    let script = vec![
+        Ok(Verdict::Pass),
+        Ok(Verdict::Pass),
+        Ok(Verdict::Pass),
+        Ok(Verdict::Pass),
+        Ok(Verdict::Pass),
+        Ok(Verdict::Fail),
+    ];
+    let (mut h, flags) = exposure_harness(script);
+    let (result, _, events) = run(&mut h, vec![]).await;
+    assert!(
+        matches!(result, StageResult::RolledBack { .. }),
+        "{result:?}"
+    );
+    assert_eq!(flags.percent("checkout-v2"), 5);
+    assert_eq!(
+        flags.sets.lock().unwrap().last().unwrap(),
+        &("checkout-v2".to_string(), 5)
+    );
+    // The restore is a rollback step, before the traffic moves back.
+    let rollback: Vec<String> = events
+        .iter()
+        .filter_map(|e| match e {
+            StageEvent::RollbackStep(a) => Some(a.to_string()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        rollback,
+        [
+            "expose checkout-v2 5% (via flags)",
+            "route 1.0.0=100%",
+            "remove slot 2.0.0"
+        ]
+    );
+}
+
+/// A check that passes and remembers what it was asked to measure.
+struct Recording {
+    id: rollcage_core::PluginId,
+    targets: std::sync::Mutex<Vec<CheckTarget>>,
+}
+
+impl rollcage_core::Plugin for Recording {
+    fn id(&self) -> &rollcage_core::PluginId {
+        &self.id
+    }
+}
+
+#[async_trait::async_trait]
+impl HealthCheck for Recording {
+    async fn check(
+        &self,
+        target: &CheckTarget,
+    ) -> Result<rollcage_core::Measurement, rollcage_core::PluginError> {
+        self.targets.lock().unwrap().push(target.clone());
+        Ok(rollcage_core::Measurement {
+            verdict: Verdict::Pass,
+            value: None,
+            detail: String::new(),
+        })
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_analysis_after_an_exposure_change_measures_the_exposure() {
+    let (mut h, _flags) = exposure_harness(vec![Ok(Verdict::Pass)]);
+    let check = Arc::new(Recording {
+        id: "error-rate".parse().unwrap(),
+        targets: Default::default(),
+    });
+    h.stage.checks = BTreeMap::from([(
+        "error-rate".to_string(),
+        check.clone() as Arc<dyn HealthCheck>,
+    )]);
+    let (result, _, _) = run(&mut h, vec![]).await;
+    assert_eq!(result, StageResult::Succeeded);
+    let exposures: Vec<Option<u32>> = check
+        .targets
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|t| t.exposure.as_ref().map(|e| e.percent))
+        .collect();
+    // Two measurements per analysis: none before the flag moved, then the
+    // exposure each analysis follows.
+    assert_eq!(
+        exposures,
+        [
+            None,
+            None,
+            Some(10),
+            Some(10),
+            Some(50),
+            Some(50),
+            Some(100),
+            Some(100)
+        ]
+    );
+    assert_eq!(
+        check.targets.lock().unwrap()[2]
+            .exposure
+            .as_ref()
+            .unwrap()
+            .flag,
+        "checkout-v2"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stage_resumed_mid_expose_repeats_the_set_and_restores_the_logged_exposure() {
+    let (plan, _) = exposure_plan();
+    // As after a crash: the canary promoted, the exposure before logged,
+    // the flag set to 10% but the step not recorded.
+    let script = vec![Ok(Verdict::Fail)];
+    let (mut h, flags) = exposure_harness(script);
+    let done: Vec<StepRecord> = plan[..6]
+        .iter()
+        .map(|a| StepRecord {
+            action: a.clone(),
+            outcome: match a {
+                Action::Analyze(_) => Outcome::AnalysisPassed,
+                _ => Outcome::Ok,
+            },
+        })
+        .collect();
+    *h.provider.slots.lock().unwrap() =
+        BTreeMap::from([("2.0.0".to_string(), ("2.0.0".to_string(), 3))]);
+    flags
+        .set_exposure("checkout-v2", "production", 10)
+        .await
+        .unwrap();
+    flags.sets.lock().unwrap().clear();
+    let mut events: Vec<StageEvent> = Vec::new();
+    let (result, _) = StageRun {
+        stage: &h.stage,
+        release: Release::new("2.0.0"),
+        stable: Some(Release::new("1.0.0")),
+        history: done,
+        events: &mut events,
+        decisions: &mut h.rx,
+        in_flight_since_ms: Some(crate::unix_ms()),
+        early: None,
+        exposed_before: vec![FlagBefore {
+            control: "flags".into(),
+            flag: "checkout-v2".into(),
+            percent: 5,
+            revision: "1".into(),
+        }],
+    }
+    .run()
+    .await;
+    assert!(
+        matches!(result, StageResult::RolledBack { .. }),
+        "{result:?}"
+    );
+    // The set in flight was repeated (harmless), the flag's exposure was
+    // not read again (it is 10% now, not what it was before the run), and
+    // the rollback restored the logged 5%.
+    let sets = flags.sets.lock().unwrap().clone();
+    assert_eq!(sets[0], ("checkout-v2".to_string(), 10));
+    assert_eq!(sets.last().unwrap(), &("checkout-v2".to_string(), 5));
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, StageEvent::ExposureBefore(_)))
+    );
+    assert_eq!(flags.percent("checkout-v2"), 5);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_expose_step_without_a_control_fails_the_step_and_rolls_back() {
+    let mut h = harness(exposure_plan(), vec![Ok(Verdict::Pass)]);
+    let (result, _, _) = run(&mut h, vec![]).await;
+    assert_eq!(
+        result,
+        StageResult::RolledBack {
+            reason: "cannot expose flag `checkout-v2` in `production`: environment `production` has no exposure control: set `exposure = \"<plugin id>\"` in [environments.production]".into()
+        }
     );
 }
