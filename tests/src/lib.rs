@@ -3,11 +3,12 @@
 //! first-party plugins are not (a misbehaving one, a fake provider); and
 //! [`stub`], a loopback HTTP server that stands in for remote services;
 //! [`prometheus`] and [`alertmanager`], a real Prometheus server and a
-//! real Alertmanager for tests.
+//! real Alertmanager for tests; [`unleash`], a real Unleash server.
 
 pub mod alertmanager;
 pub mod prometheus;
 pub mod stub;
+pub mod unleash;
 
 use std::path::PathBuf;
 

@@ -327,7 +327,9 @@ pub struct PluginTestArgs {
     /// The call's input as JSON in the WIT's spelling (default: a built-in
     /// sample of the kind; `--print-input` prints it): an event (notifier),
     /// a check target (health check), a deploy state (strategy: validate,
-    /// decide and rollback) or a target (provider: status).
+    /// decide and rollback), a target (provider: status) or a flag and
+    /// environment (exposure: `{"flag": ..., "environment": ...}` reads its
+    /// exposure; with `"percent": N` sets it first).
     #[arg(long)]
     pub input: Option<PathBuf>,
     /// Print the input the call would get, as JSON for `--input`, and stop
@@ -382,6 +384,7 @@ pub enum KindArg {
     HealthCheck,
     Strategy,
     EnvironmentProvider,
+    Exposure,
 }
 
 impl From<KindArg> for rollcage_core::PluginKind {
@@ -391,6 +394,7 @@ impl From<KindArg> for rollcage_core::PluginKind {
             KindArg::HealthCheck => rollcage_core::PluginKind::HealthCheck,
             KindArg::Strategy => rollcage_core::PluginKind::Strategy,
             KindArg::EnvironmentProvider => rollcage_core::PluginKind::EnvironmentProvider,
+            KindArg::Exposure => rollcage_core::PluginKind::Exposure,
         }
     }
 }

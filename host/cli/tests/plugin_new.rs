@@ -17,11 +17,12 @@ fn workspace() -> PathBuf {
         .unwrap()
 }
 
-const KINDS: [&str; 4] = [
+const KINDS: [&str; 5] = [
     "notifier",
     "health-check",
     "strategy",
     "environment-provider",
+    "exposure",
 ];
 
 /// Create and build `kind` in `lang`; the component, or `None` when the
@@ -86,7 +87,7 @@ fn check_and_call(wasm: &Path, lang: &str, kind: &str, cache: &Path) {
     match kind {
         "notifier" => args.extend(["--config", "prefix=deploys"]),
         // No server answers there: the call must fail cleanly, naming it.
-        "environment-provider" => args.extend([
+        "environment-provider" | "exposure" => args.extend([
             "--config",
             "api_url=http://127.0.0.1:9",
             "--allow-host",
@@ -96,8 +97,13 @@ fn check_and_call(wasm: &Path, lang: &str, kind: &str, cache: &Path) {
     }
     let out = rollcage(&args, cache);
     let stdout = text(&out.stdout);
-    // Only the provider's call fails: nothing answers at its API address.
-    let code = if kind == "environment-provider" { 1 } else { 0 };
+    // Only the provider's and the exposure's calls fail: nothing answers at
+    // their API address.
+    let code = if kind == "environment-provider" || kind == "exposure" {
+        1
+    } else {
+        0
+    };
     assert_eq!(
         out.status.code(),
         Some(code),
@@ -129,6 +135,52 @@ fn check_and_call(wasm: &Path, lang: &str, kind: &str, cache: &Path) {
             "{lang}: {stdout}"
         ),
     }
+    if kind == "exposure" {
+        exposure_checks_before_calling(w, lang, cache);
+    }
+}
+
+/// An exposure plugin's config is validated before any call, naming the
+/// key, and a percent over 100 is refused before any request.
+fn exposure_checks_before_calling(wasm: &str, lang: &str, cache: &Path) {
+    let out = rollcage(
+        &["plugins", "test", wasm, "--config", "api_url=127.0.0.1:9"],
+        cache,
+    );
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{lang}: {stdout}");
+    assert!(
+        stdout
+            .contains("error:   config: api_url: `127.0.0.1:9` is not an http:// or https:// URL"),
+        "{lang}: {stdout}"
+    );
+    let input = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        input.path(),
+        r#"{"flag": "checkout-v2", "environment": "production", "percent": 150}"#,
+    )
+    .unwrap();
+    let out = rollcage(
+        &[
+            "plugins",
+            "test",
+            wasm,
+            "--config",
+            "api_url=http://127.0.0.1:9",
+            "--allow-host",
+            "127.0.0.1:9",
+            "--input",
+            input.path().to_str().unwrap(),
+        ],
+        cache,
+    );
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{lang}: {stdout}");
+    assert!(
+        stdout.contains("flag `checkout-v2` in `production`: 150% is not a percent"),
+        "{lang}: {stdout}"
+    );
+    assert!(!stdout.contains("127.0.0.1:9"), "{lang}: {stdout}");
 }
 
 #[test]

@@ -25,8 +25,11 @@ fn default_sdk() -> PathBuf {
 fn about(kind: PluginKind, name: &str) -> (&'static str, String, String) {
     let wasm = format!("target/{name}.wasm");
     match kind {
-        // `plugins new` offers no exposure template (`KindArg` has none).
-        PluginKind::Exposure => unreachable!("no exposure template"),
+        PluginKind::Exposure => (
+            "It shows a feature flag to a percent of users in an environment through a small REST flag service at `api_url` (see the top of its code); replace the calls with your flag service's.",
+            format!("rollcage plugins test {wasm} --config api_url=http://127.0.0.1:8080 --allow-host 127.0.0.1:8080   # a flag service you run"),
+            "allow_hosts = [\"127.0.0.1:8080\"]\nconfig = { api_url = \"http://127.0.0.1:8080\" }\n# then, in an environment: exposure = \"NAME\"; and in its canary's steps: { expose = 10 }".replace("NAME", name),
+        ),
         PluginKind::Notifier => (
             "It writes one log line per event of a run; replace `notify` with a call to your chat, ticketing or paging service.",
             format!("rollcage plugins test {wasm} --config prefix=deploys"),
@@ -88,7 +91,10 @@ fn idioms(lang: LangArg) -> Idioms {
 fn grants(kind: PluginKind, lang: LangArg) -> String {
     let i = idioms(lang);
     let (reach, fails) = match kind {
-        PluginKind::Exposure => unreachable!("no exposure template"),
+        PluginKind::Exposure => (
+            "list the hosts of the flag service it drives in `allow_hosts`, and the secrets it reads (an API token) in `secrets`",
+            "Setting an exposure is desired state, not a delta: the engine may repeat it after a crash, and sets the percent from before the run again when it rolls back.",
+        ),
         PluginKind::Strategy => {
             let params = match lang {
                 LangArg::Rust => {
@@ -282,6 +288,7 @@ mod tests {
             PluginKind::HealthCheck,
             PluginKind::Strategy,
             PluginKind::EnvironmentProvider,
+            PluginKind::Exposure,
         ] {
             for lang in [LangArg::Rust, LangArg::Python, LangArg::Js] {
                 let files = files("my-plugin", kind, lang, sdk);
@@ -328,11 +335,7 @@ mod tests {
             "over `wasi:http`",
         ];
         let sdk = Path::new("/sdk");
-        // `plugins new` has no exposure template (yet): `KindArg` offers none.
-        for kind in PluginKind::ALL
-            .into_iter()
-            .filter(|k| *k != PluginKind::Exposure)
-        {
+        for kind in PluginKind::ALL {
             for lang in [LangArg::Rust, LangArg::Python, LangArg::Js] {
                 let files = files("my-plugin", kind, lang, sdk);
                 let readme = &files.iter().find(|(p, _)| p == "README.md").unwrap().1;

@@ -37,17 +37,26 @@ pub enum Input {
     Check(CheckTarget),
     State(DeployState),
     Target(Target),
+    Exposure(ExposureCall),
+}
+
+/// An exposure plugin's call: the flag's exposure in an environment is
+/// read (`get-exposure`), after setting it to `percent` when one is given
+/// (`set-exposure`), as an `{ expose = N }` step does.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExposureCall {
+    pub flag: String,
+    pub environment: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub percent: Option<u32>,
 }
 
 impl Input {
     /// `value`, in WIT spelling, read as the input of a `kind` plugin.
     fn parse(kind: PluginKind, value: Value) -> Result<Input, serde_json::Error> {
         Ok(match kind {
-            PluginKind::Exposure => {
-                return Err(serde::de::Error::custom(
-                    "`plugins test` does not run exposure plugins; configure one as an environment's `exposure` and use `rollcage config check`",
-                ));
-            }
+            PluginKind::Exposure => Input::Exposure(serde_json::from_value(value)?),
             PluginKind::Notifier => {
                 Input::Event(serde_json::from_value::<wit_json::Event>(value)?.into())
             }
@@ -70,6 +79,7 @@ impl Input {
             Input::Check(t) => to_value(wit_json::CheckTarget::from(t)),
             Input::State(s) => to_value(wit_json::DeployState::from(s)),
             Input::Target(t) => to_value(wit_json::Target::from(t)),
+            Input::Exposure(c) => to_value(c),
         }
     }
 }
@@ -156,8 +166,12 @@ fn sample_release() -> Release {
 /// The input used when none is given, per kind: what a real run would pass.
 pub fn sample(kind: PluginKind, overrides: &Overrides) -> Input {
     let mut input = match kind {
-        // Refused before any input is made (see `run`).
-        PluginKind::Exposure => unreachable!("plugins test refuses exposure plugins"),
+        // Read only: a percent to set is given with --input.
+        PluginKind::Exposure => Input::Exposure(ExposureCall {
+            flag: "checkout-v2".into(),
+            environment: "production".into(),
+            percent: None,
+        }),
         PluginKind::Notifier => Input::Event(sample_event(
             overrides.event.unwrap_or(EventKind::Succeeded),
         )),
@@ -384,11 +398,6 @@ pub async fn test(args: PluginTestArgs) -> anyhow::Result<ExitCode> {
                 "{source} is a {found} plugin, not a {kind}"
             )));
         }
-        (_, Some(PluginKind::Exposure)) => {
-            return Ok(bad_input(format!(
-                "{source} is an exposure plugin: `plugins test` does not run those yet; configure it as an environment's `exposure` and use `rollcage config check`"
-            )));
-        }
         (Some(kind), _) | (None, Some(kind)) => kind,
         (None, None) => {
             return Ok(bad_input(
@@ -514,6 +523,33 @@ pub async fn test(args: PluginTestArgs) -> anyhow::Result<ExitCode> {
             .status(&t)
             .await
             .map(|s| to_value(wit_json::EnvironmentStatus::from(s))),
+        Input::Exposure(c) => {
+            let control = plugin.exposure().expect("an exposure plugin");
+            // The config first, as `config check` does.
+            match control.validate(&config.to_string()).await {
+                Ok(problems) if problems.is_empty() => {}
+                Ok(problems) => {
+                    for p in problems {
+                        println!("error:   config: {p}");
+                    }
+                    return Ok(ExitCode::from(1));
+                }
+                Err(e) => {
+                    println!("error:   {e}");
+                    return Ok(ExitCode::from(1));
+                }
+            }
+            let set = match c.percent {
+                Some(percent) => control.set_exposure(&c.flag, &c.environment, percent).await,
+                None => Ok(()),
+            };
+            match set {
+                Ok(()) => control.get_exposure(&c.flag, &c.environment).await.map(
+                    |s| json!({"percent": s.percent, "enabled": s.enabled, "revision": s.revision}),
+                ),
+                Err(e) => Err(e),
+            }
+        }
     };
     let took = call_started.elapsed();
     match result {

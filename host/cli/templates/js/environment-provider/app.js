@@ -63,6 +63,11 @@ export function toStatus(data) {
 }
 
 export const providerApi = {
+  // A service's spec (its `service = { ... }` table as JSON) before any run
+  // uses it: throw `new PluginError(message, [{ field, message }, ...])`
+  // for its problems. This platform takes any spec.
+  validate(_serviceSpec) {},
+
   prepare: returnsErrors(() => {
     // Nothing to prepare on this platform.
   }),

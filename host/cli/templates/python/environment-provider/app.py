@@ -66,6 +66,12 @@ def to_status(data: dict) -> EnvironmentStatus:
 
 
 class ProviderApi(exports.ProviderApi):
+    def validate(self, service_spec: str) -> None:
+        # A service's spec (its `service = { ... }` table as JSON) before
+        # any run uses it: raise `Err([Problem(field=..., message=...)])`
+        # for each problem. This platform takes any spec.
+        pass
+
     @rollcage.returns_errors
     def prepare(self, target: Target) -> None:
         pass  # nothing to prepare on this platform
