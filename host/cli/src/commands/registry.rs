@@ -142,6 +142,12 @@ pub async fn push(
         Err(e) => return Ok(bad_input(format!("{e:#}"))),
     };
     let info = rollcage_runtime::inspect_component(&runtime, &bytes).map_err(anyhow::Error::msg)?;
+    // The contract the component itself targets (0.1.0 components are still
+    // served), not the newest one the host speaks.
+    let wit = info
+        .wit_version()
+        .map(|v| format!("rollcage:plugin@{v}"))
+        .unwrap_or_else(|| WIT_VERSION.to_string());
     let mut annotations = BTreeMap::new();
     annotations.insert(
         "org.opencontainers.image.created".to_string(),
@@ -158,7 +164,7 @@ pub async fn push(
     }
     annotations.insert(
         rollcage_registry::oci::ANNOTATION_WIT.to_string(),
-        WIT_VERSION.to_string(),
+        wit.clone(),
     );
     annotations.insert(
         rollcage_registry::oci::ANNOTATION_KIND.to_string(),
@@ -180,7 +186,7 @@ pub async fn push(
                 digest: Some(digest.clone()),
                 ..reference.clone()
             };
-            println!("pushed {source} ({kind}, {WIT_VERSION}) to {reference}");
+            println!("pushed {source} ({kind}, {wit}) to {reference}");
             println!("manifest {digest}");
             println!("component {}", rollcage_registry::digest_of(&bytes));
             println!("pinned: {pinned}");
