@@ -507,11 +507,15 @@ fn assemble(
         );
     }
     // Every exposure plugin, by id: an expose step names one, or none for
-    // its environment's `exposure`.
+    // its environment's `exposure`. Behind its breaker like the others: a
+    // flag service that is down fails fast.
     let exposures: BTreeMap<String, Arc<dyn rollcage_core::ExposureControl>> = set
         .loaded
         .iter()
-        .filter_map(|(id, p)| p.exposure().map(|e| (id.clone(), e)))
+        .filter_map(|(id, p)| {
+            let control = p.exposure()?;
+            Some((id.clone(), breaker::guard_exposure(control, &breakers[id])))
+        })
         .collect();
     let mut environments = Vec::new();
     for env in config.environments.values() {

@@ -175,6 +175,7 @@ fn builtin_instance(name: &str) -> PluginConfig {
         limits: Default::default(),
         breaker: Default::default(),
         config: serde_json::json!({}),
+        config_at: None,
     }
 }
 

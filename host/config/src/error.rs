@@ -90,3 +90,40 @@ impl fmt::Display for ConfigErrors {
         )
     }
 }
+
+/// Where a table the host hands on as JSON (a pipeline's `service`, a
+/// plugin's `config`) and each of its fields are written, so that a
+/// plugin's complaint about a field points at its line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fields {
+    /// The table itself.
+    pub at: Location,
+    /// Each field by dotted path: a table's keys as `a.b`, an array's
+    /// elements as `a[0]`.
+    pub fields: std::collections::BTreeMap<String, Location>,
+}
+
+impl Fields {
+    /// A table with no fields known (not written, or built by the host).
+    pub fn at(at: Location) -> Self {
+        Fields {
+            at,
+            fields: Default::default(),
+        }
+    }
+
+    /// The place of `field` (a dotted path), or of the nearest enclosing
+    /// field written in the file, or of the table.
+    pub fn of(&self, field: &str) -> &Location {
+        let mut path = field;
+        loop {
+            if let Some(at) = self.fields.get(path) {
+                return at;
+            }
+            match path.rfind(['.', '[']) {
+                Some(i) => path = &path[..i],
+                None => return &self.at,
+            }
+        }
+    }
+}

@@ -25,7 +25,7 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 
 pub use alerts::{AlertMatcher, AlertsConfig, Place};
-pub use error::{ConfigError, ConfigErrors, Location};
+pub use error::{ConfigError, ConfigErrors, Fields, Location};
 pub use plugins::{BreakerSettings, ComponentRef, LimitsConfig, PluginConfig};
 pub use refs::{PluginRef, PluginUse};
 pub use sections::{

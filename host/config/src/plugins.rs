@@ -25,7 +25,7 @@ use toml::Spanned;
 use toml::de::DeValue;
 
 use crate::Context;
-use crate::error::ConfigError;
+use crate::error::{ConfigError, Fields};
 use crate::source::Source;
 
 /// Where a plugin's component comes from.
@@ -171,6 +171,10 @@ pub struct PluginConfig {
     pub breaker: BreakerSettings,
     /// The plugin's own `config` table, as JSON.
     pub config: serde_json::Value,
+    /// Where `config` and each of its fields are written, for the
+    /// problems the plugin's own `validate` finds; `None` for an instance
+    /// the host made (a builtin named directly, with no table).
+    pub config_at: Option<Fields>,
 }
 
 #[derive(Deserialize)]
@@ -276,7 +280,11 @@ pub(crate) fn parse(
         else {
             continue;
         };
-        if let Some(p) = validate(src, &id, key.span(), raw, cx, vars, errors) {
+        let config_at = match entry.get_ref().get("config") {
+            Some(v) => Fields::of_value(src, v),
+            None => Fields::at(src.location(key.span().start)),
+        };
+        if let Some(p) = validate(src, &id, key.span(), raw, config_at, cx, vars, errors) {
             plugins.insert(id, p);
         }
     }
@@ -288,6 +296,7 @@ fn validate(
     id: &PluginId,
     id_span: std::ops::Range<usize>,
     raw: RawPlugin,
+    config_at: Fields,
     cx: &Context,
     vars: &dyn Fn(&str) -> Option<String>,
     errors: &mut Vec<ConfigError>,
@@ -505,6 +514,7 @@ fn validate(
         limits,
         breaker,
         config,
+        config_at: Some(config_at),
     })
 }
 

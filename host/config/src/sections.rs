@@ -36,7 +36,7 @@ use serde::Deserialize;
 use toml::Spanned;
 use toml::de::DeValue;
 
-use crate::error::{ConfigError, Location};
+use crate::error::{ConfigError, Fields, Location};
 use crate::interpolate::interpolate;
 use crate::refs::{PluginRef, Refs};
 use crate::source::Source;
@@ -147,6 +147,10 @@ pub struct PipelineConfig {
     pub stages: Vec<String>,
     /// The service definition handed to providers, as JSON.
     pub service: serde_json::Value,
+    /// Where the service table and each of its fields are written: a
+    /// provider's `validate` names fields, and its problems are reported
+    /// there.
+    pub service_at: Fields,
     pub notify: Vec<PluginRef>,
 }
 
@@ -403,6 +407,27 @@ fn param_locations<'k>(
         Some((key.clone(), src.location(span.start + offset)))
     })
     .collect()
+}
+
+impl PipelineConfig {
+    /// A problem `provider` found in the service table, at the field it
+    /// names, or the nearest enclosing one written in the file (the table
+    /// itself for a field the host adds, such as `name`).
+    pub fn service_error(&self, provider: &str, field: &str, message: &str) -> crate::ConfigError {
+        let at = self.service_at.of(field);
+        let subject = if field.is_empty() {
+            String::new()
+        } else {
+            format!("{field}: ")
+        };
+        at.error(
+            format!(
+                "pipeline `{}`: service: provider `{provider}` rejected it: {subject}{message}",
+                self.name
+            ),
+            None,
+        )
+    }
 }
 
 impl EnvironmentConfig {
@@ -817,6 +842,10 @@ pub(crate) fn parse_pipelines(
             &format!("{what}: notify"),
             errors,
         );
+        let service_at = match entry.get_ref().get("service") {
+            Some(v) => Fields::of_value(src, v),
+            None => Fields::at(src.location(span.start)),
+        };
         let mut service = serde_json::to_value(raw.service.unwrap_or_default()).unwrap_or_default();
         if let Some(map) = service.as_object_mut() {
             map.entry("name")
@@ -834,6 +863,7 @@ pub(crate) fn parse_pipelines(
                     name,
                     stages,
                     service,
+                    service_at,
                     notify,
                 },
             );

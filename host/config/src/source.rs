@@ -3,7 +3,10 @@
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-use crate::error::ConfigError;
+use toml::Spanned;
+use toml::de::DeValue;
+
+use crate::error::{ConfigError, Fields, Location};
 
 /// A configuration file's path and text.
 pub struct Source<'a> {
@@ -91,6 +94,47 @@ fn edit_distance(a: &str, b: &str) -> usize {
         }
     }
     row[b.len()]
+}
+
+impl Fields {
+    /// Where `value` and every field under it are written.
+    pub(crate) fn of_value(src: &Source<'_>, value: &Spanned<DeValue<'_>>) -> Self {
+        let mut fields = Fields::at(src.location(value.span().start));
+        collect(src, "", value, &mut fields.fields);
+        fields
+    }
+}
+
+/// Adds the place of every field under `value` to `out`, by dotted path
+/// from `prefix`.
+fn collect(
+    src: &Source<'_>,
+    prefix: &str,
+    value: &Spanned<DeValue<'_>>,
+    out: &mut std::collections::BTreeMap<String, Location>,
+) {
+    match value.get_ref() {
+        DeValue::Table(table) => {
+            for (key, v) in table {
+                let k: &str = key.get_ref();
+                let path = if prefix.is_empty() {
+                    k.to_string()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                out.insert(path.clone(), src.location(key.span().start));
+                collect(src, &path, v, out);
+            }
+        }
+        DeValue::Array(items) => {
+            for (i, v) in items.iter().enumerate() {
+                let path = format!("{prefix}[{i}]");
+                out.insert(path.clone(), src.location(v.span().start));
+                collect(src, &path, v, out);
+            }
+        }
+        _ => {}
+    }
 }
 
 #[cfg(test)]

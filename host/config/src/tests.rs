@@ -393,3 +393,45 @@ strategy = { plugin = "canary" }
     assert_eq!(staging.settle, DEFAULT_SETTLE);
     assert_eq!(DEFAULT_SETTLE, std::time::Duration::from_secs(15));
 }
+
+#[test]
+fn a_service_field_a_provider_names_is_found_where_it_is_written() {
+    let text = r#"
+[environments.staging]
+provider = "local"
+strategy = { plugin = "rolling" }
+
+[pipelines.web]
+stages = ["staging"]
+
+[pipelines.web.service]
+image = "web:{release}"
+labels = { team = "pay", "a.b/c" = "x" }
+command = ["./web", "--port"]
+
+[pipelines.api]
+stages = ["staging"]
+"#;
+    let c = Config::parse(std::path::Path::new("r.toml"), text, &cx()).unwrap();
+    let web = &c.pipelines["web"];
+    let at = |field: &str| {
+        let l = web.service_at.of(field);
+        (l.line, l.column)
+    };
+    assert_eq!(at("image"), (10, 1));
+    assert_eq!(at("labels.team"), (11, 12));
+    // A quoted key is found as written, a nested path under an array too.
+    assert_eq!(at("labels.a.b/c"), (11, 26));
+    assert_eq!(at("command[1]"), (12, 21));
+    // A field not written (the host's `name`) is at the table.
+    assert_eq!(at("name"), (9, 1));
+    assert_eq!(at(""), (9, 1));
+    // A pipeline without a service table: its problems are at its header.
+    let api = &c.pipelines["api"];
+    assert_eq!(api.service_at.of("command").line, 14);
+    assert_eq!(
+        web.service_error("cluster", "labels.team", "bad")
+            .to_string(),
+        "r.toml:11:12: error: pipeline `web`: service: provider `cluster` rejected it: labels.team: bad"
+    );
+}

@@ -4,8 +4,9 @@
 //! it) that is down. After the cool-down one call goes through: a success
 //! closes the breaker, a failure opens it again.
 //!
-//! [`guard_check`], [`guard_notifier`], [`guard_provider`] and
-//! [`guard_strategy`] wrap a plugin so that every call passes its breaker.
+//! [`guard_check`], [`guard_notifier`], [`guard_provider`],
+//! [`guard_strategy`] and [`guard_exposure`] wrap a plugin so that every
+//! call passes its breaker.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -194,6 +195,45 @@ pub fn guard_strategy(inner: Arc<dyn Strategy>, breaker: &Arc<Breaker>) -> Arc<d
     Arc::new(guard(inner, breaker))
 }
 
+/// `control` behind `breaker`.
+pub fn guard_exposure(
+    inner: Arc<dyn ExposureControl>,
+    breaker: &Arc<Breaker>,
+) -> Arc<dyn ExposureControl> {
+    Arc::new(guard(inner, breaker))
+}
+
+#[async_trait]
+impl ExposureControl for Guarded<dyn ExposureControl> {
+    async fn validate(&self, params: &str) -> Result<Vec<Problem>, PluginError> {
+        self.breaker
+            .call("validate", self.inner.validate(params))
+            .await
+    }
+    async fn set_exposure(
+        &self,
+        flag: &str,
+        environment: &str,
+        percent: u32,
+    ) -> Result<(), PluginError> {
+        self.breaker
+            .call(
+                "set-exposure",
+                self.inner.set_exposure(flag, environment, percent),
+            )
+            .await
+    }
+    async fn get_exposure(
+        &self,
+        flag: &str,
+        environment: &str,
+    ) -> Result<ExposureStatus, PluginError> {
+        self.breaker
+            .call("get-exposure", self.inner.get_exposure(flag, environment))
+            .await
+    }
+}
+
 #[async_trait]
 impl HealthCheck for Guarded<dyn HealthCheck> {
     async fn check(&self, target: &CheckTarget) -> Result<Measurement, PluginError> {
@@ -230,6 +270,11 @@ impl Strategy for Guarded<dyn Strategy> {
 
 #[async_trait]
 impl EnvironmentProvider for Guarded<dyn EnvironmentProvider> {
+    async fn validate(&self, service_spec: &str) -> Result<Vec<Problem>, PluginError> {
+        self.breaker
+            .call("validate", self.inner.validate(service_spec))
+            .await
+    }
     async fn prepare(&self, target: &Target) -> Result<(), PluginError> {
         self.breaker
             .call("prepare", self.inner.prepare(target))
@@ -305,5 +350,41 @@ mod tests {
         assert!(guarded.check(&t).await.is_ok());
         assert_eq!(breaker.state(), BreakerState::Closed);
         assert_eq!(check.calls.lock().unwrap().len(), 4);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_flag_service_that_is_down_fails_fast_too() {
+        let control = Arc::new(crate::fakes::FakeExposure::with(
+            "flags",
+            &[("checkout", 0)],
+        ));
+        control
+            .fail_sets
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let config = BreakerConfig {
+            failures: 2,
+            cool_down: Duration::from_secs(30),
+        };
+        let breaker = Breaker::new(control.id().clone(), config);
+        let guarded = guard_exposure(control.clone(), &breaker);
+        for _ in 0..2 {
+            let err = guarded.set_exposure("checkout", "prod", 10).await;
+            assert!(err.unwrap_err().to_string().contains("unreachable"));
+        }
+        let err = guarded.set_exposure("checkout", "prod", 10).await;
+        assert!(err.unwrap_err().to_string().contains("circuit open"));
+        // Reading the flag back is a call of the same instance: it fails
+        // fast as well until the cool-down is over.
+        assert!(guarded.get_exposure("checkout", "prod").await.is_err());
+        tokio::time::advance(Duration::from_secs(30)).await;
+        assert_eq!(
+            guarded
+                .get_exposure("checkout", "prod")
+                .await
+                .unwrap()
+                .percent,
+            0
+        );
+        assert_eq!(breaker.state(), BreakerState::Closed);
     }
 }

@@ -138,61 +138,199 @@ pub const SLOT_ANNOTATION: &str = "rollcage.dev/slot";
 impl ServiceDef {
     /// The service definition of `service` from its JSON, every problem named.
     pub fn parse(service: &str, json: &str) -> Result<ServiceDef, String> {
-        let def: ServiceDef = serde_json::from_str(if json.trim().is_empty() {
-            "{}"
-        } else {
-            json
+        ServiceDef::check(service, json).map_err(|problems| {
+            let p: Vec<String> = problems
+                .into_iter()
+                .map(|(field, message)| match field.as_str() {
+                    "" => message,
+                    _ => format!("{field}: {message}"),
+                })
+                .collect();
+            format!("the service definition of `{service}`: {}", p.join("; "))
         })
-        .map_err(|e| {
-            format!(
-                "the service definition of `{service}` (the pipeline's `service` table): {e}; \
-                     it needs image = \"registry/{service}:{{release}}\" and port"
-            )
-        })?;
-        let mut p = Vec::new();
+    }
+
+    /// The definition, or every problem as (dotted field path, message):
+    /// what `validate` hands the host, which points at the field's line.
+    /// `service` is the pipeline's name unless the JSON carries `name`
+    /// (the host puts it there); with neither, the name is not checked.
+    pub fn check(service: &str, json: &str) -> Result<ServiceDef, Vec<(String, String)>> {
+        let text = if json.trim().is_empty() { "{}" } else { json };
+        let def: ServiceDef =
+            serde_json::from_str(text).map_err(|e| vec![serde_problem(service, &e)])?;
+        let mut p: Vec<(String, String)> = Vec::new();
+        let mut push = |field: String, message: String| p.push((field, message));
         if let Some(why) = image_problem(&def.image) {
-            p.push(format!("image `{}` {why}", def.image));
+            push("image".into(), format!("`{}` {why}", def.image));
         }
         if def.port == 0 {
-            p.push("port must be 1-65535".into());
+            push("port".into(), "must be 1-65535".into());
         }
         for (k, v) in &def.labels {
+            let field = format!("labels.{k}");
             if k == MANAGED_BY || k.starts_with("rollcage.dev/") {
-                p.push(format!("labels.{k}: Rollcage sets this label itself"));
+                push(field.clone(), "Rollcage sets this label itself".into());
             } else if let Some(why) = label_key_problem(k) {
-                p.push(format!("labels: key `{k}` {why}"));
+                push(field.clone(), format!("key `{k}` {why}"));
             }
             if let Some(why) = label_value_problem(v) {
-                p.push(format!("labels.{k} = `{v}` {why}"));
+                push(field, format!("`{v}` {why}"));
             }
         }
         for k in def.env.keys() {
-            if k.is_empty() || k.contains('=') {
-                p.push(format!("env: `{k}` is not a variable name"));
+            if !env_name_ok(k) {
+                push(
+                    format!("env.{k}"),
+                    "is not a variable name: letters, digits, `_`, `-` or `.`, not starting with a digit".into(),
+                );
             }
         }
         if let Some(path) = &def.readiness_path
             && !path.starts_with('/')
         {
-            p.push(format!("readiness_path `{path}` must start with `/`"));
+            push(
+                "readiness_path".into(),
+                format!("`{path}` must start with `/`"),
+            );
         }
-        if let Some(why) = dns_label_problem(service) {
-            p.push(format!("service name `{service}` {why}"));
+        if let Some(resources) = &def.resources {
+            for (field, message) in resources_problems(resources) {
+                push(format!("resources{field}"), message);
+            }
         }
-        if p.is_empty() {
-            Ok(def)
-        } else {
-            Err(format!(
-                "the service definition of `{service}`: {}",
-                p.join("; ")
-            ))
+        let name = def.name.as_deref().unwrap_or(service);
+        if let Some(why) = (!name.is_empty())
+            .then(|| dns_label_problem(name))
+            .flatten()
+        {
+            push(
+                "name".into(),
+                format!("the service name `{name}` {why}: it names the Deployments and Services"),
+            );
         }
+        if p.is_empty() { Ok(def) } else { Err(p) }
     }
 
     /// The image of `version`.
     pub fn image_of(&self, version: &str) -> String {
         self.image.replace("{release}", version)
     }
+}
+
+/// A JSON error of the service table as a problem: an unknown or missing
+/// field is named (serde says which), its position in the host's JSON is
+/// left out (the operator wrote TOML).
+fn serde_problem(service: &str, e: &serde_json::Error) -> (String, String) {
+    let text = e.to_string();
+    let text = match text.rfind(" at line ") {
+        Some(i) => text[..i].to_string(),
+        None => text,
+    };
+    let quoted = |prefix: &str| {
+        text.strip_prefix(prefix)
+            .and_then(|rest| rest.split('`').next())
+            .map(str::to_string)
+    };
+    if let Some(field) = quoted("unknown field `") {
+        let expected = text.split_once(", expected").map_or("", |(_, e)| e);
+        return (
+            field,
+            format!("is not a field of a Kubernetes service; expected{expected}"),
+        );
+    }
+    if let Some(field) = quoted("missing field `") {
+        return (
+            String::new(),
+            format!(
+                "`{field}` is missing: it needs image = \"registry/{service}:{{release}}\" and port"
+            ),
+        );
+    }
+    (String::new(), text)
+}
+
+/// Whether `k` can be a container's environment variable name (what the
+/// API server accepts: a C identifier, with `-` and `.` allowed).
+fn env_name_ok(k: &str) -> bool {
+    !k.is_empty()
+        && !k.starts_with(|c: char| c.is_ascii_digit())
+        && k.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+}
+
+/// Problems of a container's `resources` table, by path below it:
+/// only `requests` and `limits`, each a table of quantities.
+fn resources_problems(resources: &Value) -> Vec<(String, String)> {
+    let Some(table) = resources.as_object() else {
+        return vec![(
+            String::new(),
+            "must be a table: { requests = { cpu = \"100m\" }, limits = { memory = \"256Mi\" } }"
+                .into(),
+        )];
+    };
+    let mut p = Vec::new();
+    for (key, value) in table {
+        if key != "requests" && key != "limits" {
+            p.push((format!(".{key}"), "is not `requests` or `limits`".into()));
+            continue;
+        }
+        let Some(amounts) = value.as_object() else {
+            p.push((
+                format!(".{key}"),
+                "must be a table of quantities, such as { cpu = \"100m\", memory = \"128Mi\" }"
+                    .into(),
+            ));
+            continue;
+        };
+        for (resource, amount) in amounts {
+            let ok = match amount {
+                Value::String(q) => quantity_ok(q),
+                Value::Number(n) => n.as_f64().is_some_and(|f| f >= 0.0),
+                _ => false,
+            };
+            if !ok {
+                p.push((
+                    format!(".{key}.{resource}"),
+                    format!("`{amount}` is not a quantity, such as \"250m\", \"0.5\", \"128Mi\" or \"1G\""),
+                ));
+            }
+        }
+    }
+    p
+}
+
+/// Whether `q` is a Kubernetes quantity: a decimal number with an
+/// optional binary (`Ki` … `Ei`) or decimal (`n u m k M G T P E`) suffix,
+/// or an exponent (`1e3`).
+pub fn quantity_ok(q: &str) -> bool {
+    let q = q.strip_prefix(['+', '-']).unwrap_or(q);
+    let digits_end = q
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(q.len());
+    let (number, suffix) = q.split_at(digits_end);
+    let number_ok = !number.is_empty() && number != "." && number.matches('.').count() <= 1;
+    let suffix_ok = matches!(
+        suffix,
+        "" | "Ki"
+            | "Mi"
+            | "Gi"
+            | "Ti"
+            | "Pi"
+            | "Ei"
+            | "n"
+            | "u"
+            | "m"
+            | "k"
+            | "M"
+            | "G"
+            | "T"
+            | "P"
+            | "E"
+    ) || suffix
+        .strip_prefix(['e', 'E'])
+        .map(|e| e.strip_prefix(['+', '-']).unwrap_or(e))
+        .is_some_and(|e| !e.is_empty() && e.chars().all(|c| c.is_ascii_digit()));
+    number_ok && suffix_ok
 }
 
 /// A short stable hash, to keep names that had to be changed apart.
@@ -402,19 +540,70 @@ mod tests {
             r#"{"image": "Web:{release}", "port": 0, "labels": {"team": "pay ments", "rollcage.dev/slot": "x"}}"#,
         )
         .unwrap_err();
-        assert!(err.contains("image `Web:{release}`"), "{err}");
-        assert!(err.contains("port must be"), "{err}");
-        assert!(err.contains("labels.team = `pay ments`"), "{err}");
+        assert!(err.contains("image: `Web:{release}`"), "{err}");
+        assert!(err.contains("port: must be"), "{err}");
+        assert!(err.contains("labels.team: `pay ments`"), "{err}");
         assert!(
             err.contains("labels.rollcage.dev/slot: Rollcage sets"),
             "{err}"
         );
         let err = ServiceDef::parse("web", r#"{"image": "web:1", "port": 80, "replicas": 3}"#)
             .unwrap_err();
-        assert!(err.contains("unknown field `replicas`"), "{err}");
+        assert!(err.contains("replicas: is not a field"), "{err}");
         let def =
             ServiceDef::parse("web", r#"{"image": "r/web:{release}", "port": 8080}"#).unwrap();
         assert_eq!(def.image_of("1.2.0"), "r/web:1.2.0");
+    }
+
+    #[test]
+    fn each_problem_names_its_field_for_the_host() {
+        let fields = |json: &str| -> Vec<String> {
+            ServiceDef::check("web", json)
+                .unwrap_err()
+                .into_iter()
+                .map(|(f, _)| f)
+                .collect()
+        };
+        assert_eq!(
+            fields(
+                r#"{"name": "Web_1", "image": "a b", "port": 80, "env": {"1X": "y"},
+                    "labels": {"team": "-x"}, "readiness_path": "healthz",
+                    "resources": {"requests": {"cpu": "lots", "memory": "128Mi"}, "limit": {}}}"#
+            ),
+            [
+                "image",
+                "labels.team",
+                "env.1X",
+                "readiness_path",
+                "resources.limit",
+                "resources.requests.cpu",
+                "name"
+            ]
+        );
+        // serde's complaints: an unknown field is named; a missing one is
+        // the whole table's, with what it needs.
+        let (field, message) = ServiceDef::check("web", r#"{"image": "w:1", "prot": 80}"#)
+            .unwrap_err()
+            .remove(0);
+        assert_eq!(field, "prot");
+        assert!(message.contains("expected"), "{message}");
+        assert!(!message.contains("line"), "{message}");
+        let (field, message) = ServiceDef::check("web", r#"{"image": "w:1"}"#)
+            .unwrap_err()
+            .remove(0);
+        assert_eq!(field, "");
+        assert!(message.starts_with("`port` is missing"), "{message}");
+        assert!(ServiceDef::check("", r#"{"image": "w:{release}", "port": 80}"#).is_ok());
+    }
+
+    #[test]
+    fn quantities_are_kubernetes_quantities() {
+        for ok in ["100m", "0.5", "128Mi", "1G", "2", "1e3", ".5", "+1Ki"] {
+            assert!(quantity_ok(ok), "{ok}");
+        }
+        for bad in ["lots", "", "1.2.3", "12 Mi", "1mi", "Mi", "1e", "."] {
+            assert!(!quantity_ok(bad), "{bad}");
+        }
     }
 
     #[test]

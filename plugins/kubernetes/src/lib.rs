@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use rollcage_sdk::EnvironmentProvider;
 use rollcage_sdk::types::{
-    EnvironmentStatus, Job, JobResult, RouteWeight, SlotSpec, SlotStatus, Target,
+    EnvironmentStatus, Job, JobResult, Problem, RouteWeight, SlotSpec, SlotStatus, Target,
 };
 use serde_json::{Value, json};
 
@@ -173,6 +173,19 @@ impl Client {
 pub struct Kubernetes;
 
 impl EnvironmentProvider for Kubernetes {
+    fn validate(service_spec: String) -> Result<(), Vec<Problem>> {
+        // The host names the service in the spec (`name`); the pipeline
+        // name is what `parse` falls back to at run time.
+        ServiceDef::check("", &service_spec)
+            .map(drop)
+            .map_err(|found| {
+                found
+                    .into_iter()
+                    .map(|(field, message)| Problem { field, message })
+                    .collect()
+            })
+    }
+
     fn prepare(target: Target) -> Result<(), String> {
         let c = Client::new(&target)?;
         let ns = c.kube.ns().to_string();

@@ -13,7 +13,7 @@ use std::time::Duration;
 use rollcage_sdk::EnvironmentProvider;
 use rollcage_sdk::http::{Request, Response, encode, redact};
 use rollcage_sdk::types::{
-    EnvironmentStatus, Job, JobResult, RouteWeight, SlotSpec, SlotStatus, Target,
+    EnvironmentStatus, Job, JobResult, Problem, RouteWeight, SlotSpec, SlotStatus, Target,
 };
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
@@ -120,6 +120,107 @@ pub fn service_definition(target: &Target) -> Result<Value, String> {
         ));
     }
     Ok(spec)
+}
+
+/// The fields of the local runtime's service definition.
+const SERVICE_FIELDS: [&str; 5] = ["command", "env", "workdir", "health_path", "sticky_header"];
+
+/// Every problem of a service definition the runtime would refuse, as
+/// (dotted field path, message), before a run hands it over: `config
+/// check` points at each field's line. The runtime checks again (what
+/// only it can, such as whether `workdir` exists).
+pub fn service_problems(spec: &Value) -> Vec<(String, String)> {
+    let mut p = Vec::new();
+    let Some(map) = spec.as_object() else {
+        return vec![(String::new(), format!("must be a table, not {spec}"))];
+    };
+    for key in map.keys() {
+        if key != "name" && !SERVICE_FIELDS.contains(&key.as_str()) {
+            p.push((
+                key.clone(),
+                format!(
+                    "is not a field of a local service; expected one of {}",
+                    SERVICE_FIELDS.join(", ")
+                ),
+            ));
+        }
+    }
+    match map.get("command") {
+        None => p.push((
+            String::new(),
+            "`command` is missing: the local runtime needs one to start the service, \
+             such as command = [\"./api\", \"--port\", \"{port}\"]"
+                .into(),
+        )),
+        Some(Value::Array(args)) if args.is_empty() => {
+            p.push(("command".into(), "must name a program".into()));
+        }
+        Some(Value::Array(args)) => {
+            for (i, a) in args.iter().enumerate() {
+                match a.as_str() {
+                    Some(a) if i == 0 && a.trim().is_empty() => {
+                        p.push(("command[0]".into(), "must name a program".into()));
+                    }
+                    Some(a) if a.contains('\0') => {
+                        p.push((
+                            format!("command[{i}]"),
+                            "must not contain a NUL character".into(),
+                        ));
+                    }
+                    Some(_) => {}
+                    None => p.push((
+                        format!("command[{i}]"),
+                        format!("must be a string, not {a}"),
+                    )),
+                }
+            }
+        }
+        Some(other) => p.push((
+            "command".into(),
+            format!("must be a list of strings, not {other}"),
+        )),
+    }
+    match map.get("env") {
+        None => {}
+        Some(Value::Object(env)) => {
+            for (k, v) in env {
+                if k.is_empty() || k.contains(['=', '\0']) {
+                    p.push((format!("env.{k}"), "is not a valid variable name".into()));
+                } else if !v.is_string() {
+                    p.push((format!("env.{k}"), format!("must be a string, not {v}")));
+                }
+            }
+        }
+        Some(other) => p.push((
+            "env".into(),
+            format!("must be a table of strings, not {other}"),
+        )),
+    }
+    for key in ["workdir", "sticky_header"] {
+        if let Some(v) = map.get(key).filter(|v| !v.is_string()) {
+            p.push((key.into(), format!("must be a string, not {v}")));
+        }
+    }
+    if let Some(h) = map.get("sticky_header").and_then(Value::as_str)
+        && (h.is_empty()
+            || !h
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)))
+    {
+        p.push((
+            "sticky_header".into(),
+            format!("`{h}` is not a valid header name"),
+        ));
+    }
+    match map.get("health_path") {
+        None => {}
+        Some(Value::String(path)) if path.starts_with('/') => {}
+        Some(v) => p.push((
+            "health_path".into(),
+            format!("{v} must be a path starting with `/`"),
+        )),
+    }
+    p
 }
 
 /// The body of `PUT .../slots/{slot}`.
@@ -299,6 +400,26 @@ impl Admin {
 pub struct Local;
 
 impl EnvironmentProvider for Local {
+    fn validate(service_spec: String) -> Result<(), Vec<Problem>> {
+        let spec: Value = match service_spec.trim() {
+            "" => json!({}),
+            text => serde_json::from_str(text).map_err(|e| {
+                vec![Problem {
+                    field: String::new(),
+                    message: format!("is not JSON: {e}"),
+                }]
+            })?,
+        };
+        let found = service_problems(&spec);
+        if found.is_empty() {
+            return Ok(());
+        }
+        Err(found
+            .into_iter()
+            .map(|(field, message)| Problem { field, message })
+            .collect())
+    }
+
     fn prepare(target: Target) -> Result<(), String> {
         let definition = service_definition(&target)?;
         let admin = Admin::new()?;
@@ -382,6 +503,36 @@ mod tests {
             service: "api".into(),
             service_spec: spec.into(),
         }
+    }
+
+    #[test]
+    fn service_problems_name_their_fields() {
+        let fields = |spec: Value| -> Vec<String> {
+            service_problems(&spec)
+                .into_iter()
+                .map(|(f, _)| f)
+                .collect()
+        };
+        assert!(fields(json!({"name": "api", "command": ["./api", "{port}"]})).is_empty());
+        assert_eq!(
+            fields(json!({
+                "command": ["", 3], "env": {"A=B": "x", "N": 1},
+                "health_path": "healthz", "sticky_header": "x y", "port": 80
+            })),
+            [
+                "port",
+                "command[0]",
+                "command[1]",
+                "env.A=B",
+                "env.N",
+                "sticky_header",
+                "health_path"
+            ]
+        );
+        let missing = service_problems(&json!({"env": {}}));
+        assert_eq!(missing.len(), 1);
+        assert!(missing[0].1.contains("`command` is missing"), "{missing:?}");
+        assert_eq!(fields(json!({"command": "./api"})), ["command"]);
     }
 
     #[test]

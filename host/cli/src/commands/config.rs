@@ -7,17 +7,21 @@
 //! parameter's `file:line:col`, so that one check shows everything to fix.
 //! The plan each strategy would follow is asked for too: its expose steps
 //! must name an exposure control (the environment's `exposure` when they
-//! name none), reported at the strategy table.
+//! name none), reported at the strategy table. Providers check the
+//! service table of each pipeline through their environments, and exposure
+//! controls their own `config`, in the same way: each problem names a
+//! field, reported at that field's line.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use rollcage_config::{Config, sort_errors};
+use rollcage_config::{Config, ConfigError, sort_errors};
 use rollcage_core::{PluginError, Release};
 use rollcage_engine::preview::exposure_problems;
 
 use super::BAD_INPUT;
-use crate::plugins::load_all;
+use crate::plugins::{PluginSet, load_all};
 
 pub async fn check(path: &Path, cache_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let (config, errors) = Config::load_partial(path, &crate::plugins::config_context());
@@ -77,6 +81,11 @@ pub async fn check(path: &Path, cache_dir: Option<PathBuf>) -> anyhow::Result<Ex
             }
         }
     }
+    // Each provider checks the service definitions it will be handed, and
+    // each exposure control its own configuration: their problems name a
+    // field, reported at its line.
+    config_errors.extend(service_problems(&config, &set, &mut problems).await);
+    config_errors.extend(exposure_config_problems(&config, &set, &mut problems).await);
     sort_errors(&config.path, &mut config_errors);
     // A plugin's or strategy's message can quote a configured value.
     for e in &config_errors {
@@ -101,10 +110,89 @@ pub async fn check(path: &Path, cache_dir: Option<PathBuf>) -> anyhow::Result<Ex
     Ok(ExitCode::SUCCESS)
 }
 
+/// What each environment's provider finds in the service table of every
+/// pipeline that goes through the environment (once per provider and
+/// pipeline). A provider that could not be asked is a problem of its own.
+async fn service_problems(
+    config: &Config,
+    set: &PluginSet,
+    problems: &mut Vec<String>,
+) -> Vec<ConfigError> {
+    let mut errors = Vec::new();
+    let mut asked = BTreeSet::new();
+    for pipeline in config.pipelines.values() {
+        for stage in &pipeline.stages {
+            let Some(env) = config.environments.get(stage) else {
+                continue;
+            };
+            let name = env.provider.name();
+            if !asked.insert((name.to_string(), pipeline.name.clone())) {
+                continue;
+            }
+            let Some(provider) = set
+                .get(&env.provider)
+                .and_then(|p| p.environment_provider())
+            else {
+                continue;
+            };
+            match provider.validate(&pipeline.service.to_string()).await {
+                Ok(found) => errors.extend(
+                    found
+                        .iter()
+                        .map(|p| pipeline.service_error(name, &p.field, &p.message)),
+                ),
+                Err(e) => problems.push(format!(
+                    "pipeline `{}`: checking its service with provider `{name}`: {e}",
+                    pipeline.name
+                )),
+            }
+        }
+    }
+    errors
+}
+
+/// What each exposure control finds in its own `config` table.
+async fn exposure_config_problems(
+    config: &Config,
+    set: &PluginSet,
+    problems: &mut Vec<String>,
+) -> Vec<ConfigError> {
+    let mut errors = Vec::new();
+    for (name, plugin) in &set.loaded {
+        let Some(control) = plugin.exposure() else {
+            continue;
+        };
+        let found = match control.validate(&plugin.spec().config_json).await {
+            Ok(found) => found,
+            Err(e) => {
+                problems.push(format!("plugin `{name}`: checking its config: {e}"));
+                continue;
+            }
+        };
+        let at = name
+            .parse()
+            .ok()
+            .and_then(|id| config.plugins.get(&id))
+            .and_then(|p| p.config_at.as_ref());
+        for p in found {
+            let subject = if p.field.is_empty() {
+                String::new()
+            } else {
+                format!("{}: ", p.field)
+            };
+            let message = format!("plugin `{name}`: config: {subject}{}", p.message);
+            match at {
+                Some(at) => errors.push(at.of(&p.field).error(message, None)),
+                None => problems.push(message),
+            }
+        }
+    }
+    errors
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rollcage_config::ConfigError;
 
     #[test]
     fn strategy_problems_point_at_the_parameter_they_name() {
