@@ -229,6 +229,23 @@ impl Browser {
         }
     }
 
+    /// Waits until the browser is at `want` (path and query): a page's
+    /// own elements are no proof, since the sign-in page has them too.
+    async fn wait_path(&self, want: &str, secs: u64) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let at = self.path().await;
+            if at == want {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the browser is at {at}, not {want}, after {secs} s"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     async fn click(&self, css: &str) {
         self.client
             .find(Locator::Css(css))
@@ -669,8 +686,8 @@ async fn the_dashboard_in_a_browser() {
     assert_eq!(b.path().await, "/ui/login?next=/ui/audit&expired=1");
     b.check_page("session-expired").await;
     b.sign_in(&viewer).await;
+    b.wait_path("/ui/audit", 10).await;
     b.wait_for("main h1", 10).await;
-    assert_eq!(b.path().await, "/ui/audit");
 
     let violations = std::mem::take(&mut b.violations);
     b.client.close().await.unwrap();

@@ -196,28 +196,7 @@ service = {{ command = ["${{ROLLCAGE_EXE}}", "demo-service", "--port", "{{port}}
     let cfg = cfg.to_str().unwrap();
 
     // The strategy validates its parameters when the configuration is checked.
-    let out = rollcage(&["config", "check", cfg], cache.path());
-    assert!(
-        out.status.success(),
-        "{}{}",
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-
-    let run = |release: &str| {
-        rollcage(
-            &["run", "web", "-c", cfg, "--release", release],
-            cache.path(),
-        )
-    };
-    let first = run("1.0.0");
-    assert_eq!(
-        first.status.code(),
-        Some(0),
-        "{}{}",
-        text(&first.stdout),
-        text(&first.stderr)
-    );
+    let (run, first) = checked_and_first_deployed(cfg, cache.path());
     // A good release: 25%, 50%, then all of the traffic, analysed by the
     // JavaScript check at each step.
     let good = run("1.1.0");
@@ -361,27 +340,7 @@ service = {{ command = ["${{ROLLCAGE_EXE}}", "demo-service", "--port", "{{port}}
     )
     .unwrap();
     let cfg = cfg.to_str().unwrap();
-    let out = rollcage(&["config", "check", cfg], cache.path());
-    assert!(
-        out.status.success(),
-        "{}{}",
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-    let run = |release: &str| {
-        rollcage(
-            &["run", "web", "-c", cfg, "--release", release],
-            cache.path(),
-        )
-    };
-    let first = run("1.0.0");
-    assert_eq!(
-        first.status.code(),
-        Some(0),
-        "{}{}",
-        text(&first.stdout),
-        text(&first.stderr)
-    );
+    let (run, _) = checked_and_first_deployed(cfg, cache.path());
 
     // A fast release: measured at 50% and promoted.
     let good = run("1.1.0");
@@ -413,4 +372,34 @@ service = {{ command = ["${{ROLLCAGE_EXE}}", "demo-service", "--port", "{{port}}
     assert!(value >= 0.5, "{value}: {stdout}");
     assert!(stdout.contains("rolled back"), "{stdout}");
     assert!(!stdout.contains("route 1.2.0=100%"), "{stdout}");
+}
+
+/// What each pipeline case starts from: `config check` passes and the
+/// first release (1.0.0) deploys. Returns a run of pipeline `web` for a
+/// given release, and the first run's output.
+fn checked_and_first_deployed<'a>(
+    cfg: &'a str,
+    cache: &'a Path,
+) -> (
+    impl Fn(&str) -> std::process::Output + 'a,
+    std::process::Output,
+) {
+    let out = rollcage(&["config", "check", cfg], cache);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    let run =
+        move |release: &str| rollcage(&["run", "web", "-c", cfg, "--release", release], cache);
+    let first = run("1.0.0");
+    assert_eq!(
+        first.status.code(),
+        Some(0),
+        "{}{}",
+        text(&first.stdout),
+        text(&first.stderr)
+    );
+    (run, first)
 }
