@@ -35,6 +35,7 @@ pub mod bindings {
 ///     slot: "1.4.0".into(),
 ///     release: "1.4.0".into(),
 ///     endpoints: vec!["127.0.0.1:8080".into()],
+///     exposure: None,
 /// };
 /// assert!(matches!(AlwaysHealthy::check(target), Ok(Measurement { verdict: Verdict::Pass, .. })));
 /// ```

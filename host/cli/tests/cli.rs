@@ -324,6 +324,7 @@ notify = ["pager"]
 
 [pipelines.api]
 stages = ["production"]
+service = { command = ["./api", "--port", "{port}"] }
 "#,
     )
     .unwrap();

@@ -165,6 +165,7 @@ mod tests {
             slot: "1.2.0".into(),
             release: "1.2.0".into(),
             endpoints: vec!["127.0.0.1:9001".into(), "127.0.0.1:9002".into()],
+            exposure: None,
         }
     }
 
