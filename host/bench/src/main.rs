@@ -7,6 +7,7 @@
 //! cargo run --release -p rollcage-bench              # the full run (about 5 minutes); writes BENCHMARKS.md
 //! cargo run --release -p rollcage-bench -- --quick   # a short smoke run; prints only
 //! cargo run --release -p rollcage-bench -- --only 1,3 --out /tmp/b.md
+//! cargo run --release -p rollcage-bench -- --first-build   # item 8 alone (about 10 minutes, a quiet machine)
 //! ```
 //!
 //! Timings live here and never in tests: the tests of this crate check its
@@ -14,10 +15,12 @@
 //! printing), `machine` (what it ran on), `report` (`BENCHMARKS.md`),
 //! `loadgen` (HTTP load and SSE), `child` (hidden child modes), and one
 //! module per item: `plugins` (1, 2), `load` (3), `scale` (4), `api` (5),
-//! `router` (6), `rollback` (7).
+//! `router` (6), `rollback` (7), `firstbuild` (8, apart: it rebuilds the
+//! project from a fresh clone).
 
 mod api;
 mod child;
+mod firstbuild;
 mod load;
 mod loadgen;
 mod machine;
@@ -37,17 +40,23 @@ use std::time::Instant;
 use report::{RunInfo, Section};
 
 const USAGE: &str = "usage: rollcage-bench [--quick] [--only 1,2,...] [--out PATH]
+       rollcage-bench --first-build [--out PATH]
 
   --quick      a short smoke run (fewer samples, smaller scales); prints only
   --only LIST  only these items (1 plugins, 2 sandbox overhead, 3 component load,
                4 engine scale, 5 API, 6 router, 7 rollback speed); prints only
   --out PATH   also write the report here (a full run writes BENCHMARKS.md at
-               the repository's root)";
+               the repository's root)
+  --first-build  item 8 alone: a fresh clone of HEAD to the demo's first line
+               with an empty target folder (about 10 minutes; run it on a
+               quiet machine); rewrites its section of BENCHMARKS.md, which
+               the other items' runs keep";
 
 /// What the command line asked for.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct Options {
     quick: bool,
+    first_build: bool,
     only: Option<BTreeSet<u8>>,
     out: Option<PathBuf>,
 }
@@ -59,6 +68,7 @@ impl Options {
         while let Some(a) = it.next() {
             match a.as_str() {
                 "--quick" => o.quick = true,
+                "--first-build" => o.first_build = true,
                 "--only" => {
                     let list = it.next().ok_or("--only needs a list such as 1,3")?;
                     let mut set = BTreeSet::new();
@@ -77,6 +87,9 @@ impl Options {
                 other => return Err(format!("unknown argument `{other}`")),
             }
         }
+        if o.first_build && (o.quick || o.only.is_some()) {
+            return Err("--first-build runs alone: not with --quick or --only".into());
+        }
         Ok(o)
     }
 
@@ -94,6 +107,7 @@ impl Options {
         if self.quick || self.only.is_some() {
             return None;
         }
+        // --first-build rewrites only its own section of the file.
         let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
         Some(root.canonicalize().unwrap_or(root).join("BENCHMARKS.md"))
     }
@@ -166,6 +180,9 @@ async fn run(options: Options, args: Vec<String>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if options.first_build {
+        return first_build(&options, work.path(), &date);
+    }
     let fsync = machine::fsync_latency(work.path());
     let quick = options.quick;
     let mut sections: Vec<Section> = Vec::new();
@@ -271,7 +288,8 @@ async fn run(options: Options, args: Vec<String>) -> ExitCode {
     println!("\nrun time: {}", info.duration);
     match options.report_path() {
         Some(path) => {
-            let text = report::markdown(&info, &sections);
+            let previous = std::fs::read_to_string(&path).ok();
+            let text = report::with_kept(report::markdown(&info, &sections), previous.as_deref());
             match std::fs::write(&path, text) {
                 Ok(()) => println!("wrote {}", path.display()),
                 Err(e) => {
@@ -285,6 +303,28 @@ async fn run(options: Options, args: Vec<String>) -> ExitCode {
         }
     }
     ExitCode::SUCCESS
+}
+
+/// Item 8 alone, its section written into the report in place.
+fn first_build(options: &Options, work: &std::path::Path, date: &str) -> ExitCode {
+    println!("\nitem 8: a fresh clone to the demo's first line (about 10 minutes)...");
+    let section = firstbuild::run(work);
+    print!("{}", section.to_text());
+    let Some(path) = options.report_path() else {
+        return ExitCode::SUCCESS;
+    };
+    let previous = std::fs::read_to_string(&path).ok();
+    let text = report::replace_kept(previous.as_deref(), &section, date);
+    match std::fs::write(&path, text) {
+        Ok(()) => {
+            println!("wrote item 8 into {}", path.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("rollcage-bench: cannot write {}: {e}", path.display());
+            ExitCode::FAILURE
+        }
+    }
 }
 
 #[cfg(test)]

@@ -133,23 +133,101 @@ pub fn markdown(info: &RunInfo, sections: &[Section]) -> String {
     }
 
     for s in sections {
-        let _ = write!(out, "\n## {}. {}\n\n", s.number, s.title);
-        if !s.method.is_empty() {
-            let _ = writeln!(out, "{}\n", s.method);
-        }
-        if !s.context.is_empty() {
-            let _ = writeln!(out, "*{}*\n", s.context);
-        }
-        for t in &s.tables {
-            if !t.title.is_empty() {
-                let _ = writeln!(out, "**{}**\n", t.title);
-            }
-            out.push_str(&t.to_markdown());
-            out.push('\n');
-        }
-        for n in &s.notes {
-            let _ = writeln!(out, "- {n}");
-        }
+        out.push_str(&section_markdown(s));
     }
     out
+}
+
+/// One item's section: its heading, method, context, tables and notes.
+fn section_markdown(s: &Section) -> String {
+    let mut out = String::new();
+    let _ = write!(out, "\n## {}. {}\n\n", s.number, s.title);
+    if !s.method.is_empty() {
+        let _ = writeln!(out, "{}\n", s.method);
+    }
+    if !s.context.is_empty() {
+        let _ = writeln!(out, "*{}*\n", s.context);
+    }
+    for t in &s.tables {
+        if !t.title.is_empty() {
+            let _ = writeln!(out, "**{}**\n", t.title);
+        }
+        out.push_str(&t.to_markdown());
+        out.push('\n');
+    }
+    for n in &s.notes {
+        let _ = writeln!(out, "- {n}");
+    }
+    out
+}
+
+/// Where the first build's section (item 8) begins and ends in
+/// `BENCHMARKS.md`: it is measured apart (`--first-build`), and the other
+/// items' runs keep it as it is.
+const KEPT_BEGIN: &str =
+    "<!-- item 8, kept across runs: `rollcage-bench --first-build` rewrites it -->";
+const KEPT_END: &str = "<!-- end of item 8 -->";
+
+/// The kept block of `text` (markers included), if it has one.
+pub fn kept_block(text: &str) -> Option<&str> {
+    let start = text.find(KEPT_BEGIN)?;
+    let end = text[start..].find(KEPT_END)? + start + KEPT_END.len();
+    Some(&text[start..end])
+}
+
+/// `report` with the kept block of the previous report appended.
+pub fn with_kept(report: String, previous: Option<&str>) -> String {
+    match previous.and_then(kept_block) {
+        Some(block) => format!("{}\n\n{block}\n", report.trim_end()),
+        None => report,
+    }
+}
+
+/// `previous` (the current `BENCHMARKS.md`, if any) with its kept block
+/// replaced by item 8's `section`, or the block appended.
+pub fn replace_kept(previous: Option<&str>, section: &Section, date: &str) -> String {
+    // Apart from the targets table at the top: its target is stated here.
+    let mut targets = String::new();
+    for t in &section.targets {
+        let _ = write!(targets, "\nTarget, {}: **{}**.", t.target, t.verdict.text);
+        if !t.why.is_empty() {
+            let _ = write!(targets, " {}", t.why);
+        }
+        targets.push('\n');
+    }
+    let block = format!(
+        "{KEPT_BEGIN}\n{}\n{targets}\nMeasured {date}.\n{KEPT_END}",
+        section_markdown(section).trim_end()
+    );
+    match previous {
+        Some(text) => match kept_block(text) {
+            Some(old) => text.replacen(old, &block, 1),
+            None => format!("{}\n\n{block}\n", text.trim_end()),
+        },
+        None => format!("# Benchmarks\n\n{block}\n"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_build_section_survives_the_other_runs() {
+        let mut s = Section::new(8, "First build");
+        s.method = "cloned".into();
+        let first = replace_kept(Some("# Benchmarks\n\n## 1. Plugins\n"), &s, "today");
+        assert!(first.starts_with("# Benchmarks\n\n## 1. Plugins\n\n<!-- item 8"));
+        assert!(first.contains("## 8. First build\n\ncloned\n"));
+        // A full run of the other items writes a new report and keeps it.
+        let again = with_kept("# Benchmarks\n\n## 1. New\n".into(), Some(&first));
+        assert_eq!(kept_block(&again), kept_block(&first));
+        assert!(again.contains("## 1. New"));
+        // Measuring it again replaces it in place.
+        s.method = "cloned again".into();
+        let third = replace_kept(Some(&again), &s, "tomorrow");
+        assert_eq!(third.matches(KEPT_BEGIN).count(), 1);
+        assert!(third.contains("cloned again") && !third.contains("cloned\n"));
+        assert!(third.contains("## 1. New"));
+    }
 }

@@ -26,6 +26,10 @@ use serde::Deserialize;
 /// The wasm target plugins are built for.
 pub const TARGET: &str = "wasm32-wasip2";
 
+/// The file in the wasm target folder where [`build`] records how long each
+/// plugin's build took (`package<TAB>seconds` lines), last build only.
+pub const BUILD_TIMES: &str = "build-times.tsv";
+
 /// A plugin crate found by [`discover`].
 #[derive(Debug, Clone)]
 pub struct PluginCrate {
@@ -114,7 +118,11 @@ pub fn build(
     }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut artifacts = Vec::new();
+    // How long each plugin took, for `rollcage-bench --first-build`: the
+    // host's build sees all of them as one build-script run.
+    let mut times = String::new();
     for plugin in plugins {
+        let started = std::time::Instant::now();
         println!("cargo:rerun-if-changed={}", plugin.dir.display());
         let mut cmd = Command::new(&cargo);
         cmd.current_dir(workspace)
@@ -155,11 +163,18 @@ pub fn build(
                 wasm.display()
             ));
         }
+        times.push_str(&format!(
+            "{}\t{:.2}\n",
+            plugin.package,
+            started.elapsed().as_secs_f64()
+        ));
         artifacts.push(Artifact {
             plugin: plugin.clone(),
             wasm,
         });
     }
+    // Only a record: a build that cannot write it is still a good build.
+    let _ = std::fs::write(target_dir.join(BUILD_TIMES), times);
     Ok(artifacts)
 }
 
