@@ -284,7 +284,8 @@ pub(crate) fn parse(
             Some(v) => Fields::of_value(src, v),
             None => Fields::at(src.location(key.span().start)),
         };
-        if let Some(p) = validate(src, &id, key.span(), raw, config_at, cx, vars, errors) {
+        if let Some(mut p) = validate(src, &id, key.span(), raw, cx, vars, errors) {
+            p.config_at = Some(config_at);
             plugins.insert(id, p);
         }
     }
@@ -296,7 +297,6 @@ fn validate(
     id: &PluginId,
     id_span: std::ops::Range<usize>,
     raw: RawPlugin,
-    config_at: Fields,
     cx: &Context,
     vars: &dyn Fn(&str) -> Option<String>,
     errors: &mut Vec<ConfigError>,
@@ -514,7 +514,8 @@ fn validate(
         limits,
         breaker,
         config,
-        config_at: Some(config_at),
+        // Set by the caller, which has the table's spans.
+        config_at: None,
     })
 }
 
