@@ -21,7 +21,13 @@ if [[ ! -x "$cjs" ]]; then
 fi
 
 cd "$here"
-mkdir -p target
+mkdir -p target testing
+# The error helpers and the native test host are the project template's,
+# taken from it at each build rather than kept as copies that drift (a
+# project made by `rollcage plugins new` has its own copy).
+templates="$root/host/cli/templates/js/common"
+cp "$templates/rollcage.js" rollcage.js
+cp "$templates/testing/hooks.js" "$templates/testing/host.js" "$templates/testing/register.js" testing/
 # The http feature stays on: it is what gives fetch(), over
 # wasi:http/outgoing-handler. (`-d http` would remove fetch.)
 "$cjs" app.js --wit "$wit" --world-name exposure -o target/flagd-file.wasm >/dev/null

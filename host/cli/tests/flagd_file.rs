@@ -42,6 +42,19 @@ fn build() -> Option<PathBuf> {
                 }
                 panic!("flagd-file/build.sh failed:\n{}{why}", text(&out.stdout));
             }
+            // Its own unit tests (the flag file's edits, the calls it makes),
+            // natively under Node, with the helpers the build took.
+            let tests = Command::new("npm")
+                .args(["test", "--silent"])
+                .current_dir(example())
+                .output()
+                .unwrap();
+            assert!(
+                tests.status.success(),
+                "flagd-file's unit tests:\n{}{}",
+                text(&tests.stdout),
+                text(&tests.stderr)
+            );
             Some(example().join("target/flagd-file.wasm"))
         })
         .clone()
