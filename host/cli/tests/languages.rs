@@ -61,6 +61,22 @@ fn build(name: &str) -> Option<PathBuf> {
     Some(wasm)
 }
 
+/// Run an example's local tests (`argv` in its folder); they must pass.
+fn local_tests(name: &str, argv: &[&str]) {
+    let out = Command::new(argv[0])
+        .args(&argv[1..])
+        .current_dir(examples().join(name))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{name}: `{}` failed:\n{}{}",
+        argv.join(" "),
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+}
+
 /// The stand-in GitHub: its port, the process, and the file it records
 /// requests in.
 struct FakeGithub {
@@ -135,6 +151,11 @@ fn python_and_javascript_plugins_take_part_in_a_real_deployment() {
     ) else {
         return;
     };
+    // Each example's own tests of its logic, natively (CPython, Node),
+    // after its build.sh wrote the bindings and helpers they import.
+    local_tests("exponential-ramp", &["python3", "test_local.py"]);
+    local_tests("json-status-check", &["node", "--test", "test.mjs"]);
+    local_tests("github-deployments", &["python3", "test_local.py"]);
     let dir = tempfile::tempdir().unwrap();
     let cache = tempfile::tempdir().unwrap();
     let gh = fake_github(dir.path());
