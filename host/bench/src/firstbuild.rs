@@ -79,14 +79,24 @@ pub fn group_of(unit: &Unit) -> &'static str {
     }
 }
 
-/// `package<TAB>seconds` lines of the plugin build's record.
-pub fn parse_plugin_times(text: &str) -> Vec<(String, f64)> {
-    text.lines()
-        .filter_map(|l| {
-            let (name, secs) = l.split_once('\t')?;
-            Some((name.to_string(), secs.trim().parse().ok()?))
+/// The plugin build's record: a file per package holding its seconds,
+/// sorted by package (the order they are built in).
+pub fn plugin_times(dir: &Path) -> Vec<(String, f64)> {
+    let mut times: Vec<(String, f64)> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let secs = std::fs::read_to_string(e.path())
+                .ok()?
+                .trim()
+                .parse()
+                .ok()?;
+            Some((e.file_name().to_string_lossy().into_owned(), secs))
         })
-        .collect()
+        .collect();
+    times.sort_by(|a, b| a.0.cmp(&b.0));
+    times
 }
 
 /// A duration as minutes and seconds: `9 min 41 s`, `38.2 s`.
@@ -101,6 +111,8 @@ pub fn fmt_min(secs: f64) -> String {
 
 /// What one fresh build took.
 struct Measured {
+    /// The commit built.
+    commit: String,
     /// From `cargo run` to the demo's first line.
     to_first_line: f64,
     /// The demo's first line.
@@ -137,6 +149,12 @@ fn measure(repo: &Path, work: &Path) -> Result<Measured, String> {
             .arg(&clone),
         "git clone",
     )?;
+    let commit = Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .current_dir(&clone)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let fresh = |cmd: &mut Command| {
         // The settings of the cargo that runs this harness are not a
@@ -185,14 +203,13 @@ fn measure(repo: &Path, work: &Path) -> Result<Measured, String> {
     }
     let html = std::fs::read_to_string(clone.join("target/cargo-timings/cargo-timing.html"))
         .map_err(|e| format!("cargo's timings report: {e}"))?;
-    let plugins = std::fs::read_to_string(
-        clone
+    let plugins = plugin_times(
+        &clone
             .join("target/wasm-plugins")
             .join(rollcage_wasm_build::BUILD_TIMES),
-    )
-    .map(|t| parse_plugin_times(&t))
-    .unwrap_or_default();
+    );
     Ok(Measured {
+        commit,
         to_first_line,
         first_line: first_line.trim().to_string(),
         units: parse_units(&html)?,
@@ -220,9 +237,16 @@ pub fn run(work: &Path) -> Section {
     };
     let mut summary = Table::new(
         "Fresh clone to the demo's first line",
-        &["wall time", "CPU time", "CPU ÷ wall", "first line"],
+        &[
+            "commit",
+            "wall time",
+            "CPU time",
+            "CPU ÷ wall",
+            "first line",
+        ],
     );
     summary.row(vec![
+        m.commit.clone(),
         fmt_min(m.to_first_line),
         fmt_min(m.cpu),
         format!("{:.2}", m.cpu / m.to_first_line),
@@ -327,10 +351,15 @@ mod tests {
 
     #[test]
     fn plugin_times_and_minutes_read_as_written() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("b"), "20\n").unwrap();
+        std::fs::write(dir.path().join("a"), "1.50\n").unwrap();
+        std::fs::write(dir.path().join("broken"), "x").unwrap();
         assert_eq!(
-            parse_plugin_times("a\t1.50\nbroken\nb\t20\n"),
+            plugin_times(dir.path()),
             [("a".to_string(), 1.5), ("b".to_string(), 20.0)]
         );
+        assert!(plugin_times(&dir.path().join("none")).is_empty());
         assert_eq!(fmt_min(581.4), "9 min 41 s");
         assert_eq!(fmt_min(38.24), "38.2 s");
     }

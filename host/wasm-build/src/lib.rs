@@ -11,8 +11,8 @@
 //! Plugin crates are plain libraries, so that their logic compiles and is
 //! unit-tested natively with the rest of the workspace; only here are they
 //! linked as `cdylib` components. [`discover`] finds such crates under a
-//! folder and [`build`] compiles each with its own
-//! `cargo rustc --release --target wasm32-wasip2 -p <crate> --crate-type cdylib`: one
+//! folder and [`build`] compiles each with its own `cargo rustc --profile
+//! wasm-plugin --target wasm32-wasip2 -p <crate> --crate-type cdylib`: one
 //! invocation per crate, so that the SDK's per-kind features are not unified
 //! across plugins (a component must export exactly its own world). The wasm
 //! target is added with rustup when it is missing, since rustup installs the
@@ -26,9 +26,14 @@ use serde::Deserialize;
 /// The wasm target plugins are built for.
 pub const TARGET: &str = "wasm32-wasip2";
 
-/// The file in the wasm target folder where [`build`] records how long each
-/// plugin's build took (`package<TAB>seconds` lines), last build only.
-pub const BUILD_TIMES: &str = "build-times.tsv";
+/// The workspace's cargo profile plugins are built with (release, with thin
+/// LTO): its own, so that how the host is built does not change the
+/// components.
+pub const PROFILE: &str = "wasm-plugin";
+
+/// The folder in the wasm target folder where [`build`] records how long
+/// each plugin's last build took: a file per package, holding seconds.
+pub const BUILD_TIMES: &str = "build-times";
 
 /// A plugin crate found by [`discover`].
 #[derive(Debug, Clone)]
@@ -119,14 +124,24 @@ pub fn build(
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut artifacts = Vec::new();
     // How long each plugin took, for `rollcage-bench --first-build`: the
-    // host's build sees all of them as one build-script run.
-    let mut times = String::new();
+    // host's build sees all of them as one build-script run. One file per
+    // plugin, since two build scripts (builtins, test fixtures) may build
+    // into this folder at once.
+    let times = target_dir.join(BUILD_TIMES);
     for plugin in plugins {
         let started = std::time::Instant::now();
         println!("cargo:rerun-if-changed={}", plugin.dir.display());
         let mut cmd = Command::new(&cargo);
         cmd.current_dir(workspace)
-            .args(["rustc", "--release", "--lib", "--target", TARGET, "-p"])
+            .args([
+                "rustc",
+                "--profile",
+                PROFILE,
+                "--lib",
+                "--target",
+                TARGET,
+                "-p",
+            ])
             .arg(&plugin.package)
             .args(["--crate-type", "cdylib"])
             .arg("--target-dir")
@@ -154,7 +169,7 @@ pub fn build(
         }
         let wasm = target_dir
             .join(TARGET)
-            .join("release")
+            .join(PROFILE)
             .join(format!("{}.wasm", plugin.package.replace('-', "_")));
         if !wasm.is_file() {
             return Err(format!(
@@ -163,18 +178,18 @@ pub fn build(
                 wasm.display()
             ));
         }
-        times.push_str(&format!(
-            "{}\t{:.2}\n",
-            plugin.package,
-            started.elapsed().as_secs_f64()
-        ));
+        // Only a record: a build that cannot write it is still a good build.
+        let _ = std::fs::create_dir_all(&times).and_then(|()| {
+            std::fs::write(
+                times.join(&plugin.package),
+                format!("{:.2}\n", started.elapsed().as_secs_f64()),
+            )
+        });
         artifacts.push(Artifact {
             plugin: plugin.clone(),
             wasm,
         });
     }
-    // Only a record: a build that cannot write it is still a good build.
-    let _ = std::fs::write(target_dir.join(BUILD_TIMES), times);
     Ok(artifacts)
 }
 
