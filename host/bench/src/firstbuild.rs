@@ -218,6 +218,40 @@ fn measure(repo: &Path, work: &Path) -> Result<Measured, String> {
     })
 }
 
+/// The title of the summary table, whose rows are measurements.
+const SUMMARY: &str = "Fresh clone to the demo's first line";
+
+/// Put the newest measurement of the previous report's item 8 (`block`)
+/// under this one's in the summary table, marked as the one before: each
+/// run shows what changed since the last.
+pub fn keep_previous(section: &mut Section, block: &str) {
+    let Some(table) = section.tables.iter_mut().find(|t| t.title == SUMMARY) else {
+        return;
+    };
+    let Some(at) = block.find(&format!("**{SUMMARY}**")) else {
+        return;
+    };
+    // The first data row: after the header and the `| --- |` rule.
+    let Some(row) = block[at..].lines().filter(|l| l.starts_with('|')).nth(2) else {
+        return;
+    };
+    let mut cells: Vec<String> = row
+        .trim()
+        .trim_matches('|')
+        .split(" | ")
+        .map(|c| c.trim().to_string())
+        .collect();
+    // A report from before the commit column says only "before".
+    if cells.len() + 1 == table.headers.len() && table.headers[0] == "commit" {
+        cells.insert(0, "before".into());
+    } else if cells.len() == table.headers.len() && !cells[0].starts_with("before") {
+        cells[0] = format!("before: {}", cells[0]);
+    } else {
+        return;
+    }
+    table.rows.push(cells);
+}
+
 /// Measure and describe item 8.
 pub fn run(work: &Path) -> Section {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
@@ -236,7 +270,7 @@ pub fn run(work: &Path) -> Section {
         Err(e) => return Section::failed(8, TITLE, &e),
     };
     let mut summary = Table::new(
-        "Fresh clone to the demo's first line",
+        SUMMARY,
         &[
             "commit",
             "wall time",
@@ -347,6 +381,35 @@ mod tests {
             ]
         );
         assert!(parse_units("<html></html>").is_err());
+    }
+
+    #[test]
+    fn the_previous_measurement_stays_as_before() {
+        let mut s = Section::new(8, TITLE);
+        let mut t = Table::new(SUMMARY, &["commit", "wall time"]);
+        t.row(vec!["bbb".into(), "9 min 2 s".into()]);
+        s.tables.push(t);
+        let old = format!(
+            "## 8. x\n\n**{SUMMARY}**\n\n| commit | wall time |\n| --- | --- |\n| aaa | 11 min 41 s |\n| before: zzz | 13 min 0 s |\n"
+        );
+        keep_previous(&mut s, &old);
+        assert_eq!(
+            s.tables[0].rows,
+            [
+                vec!["bbb".to_string(), "9 min 2 s".into()],
+                vec!["before: aaa".into(), "11 min 41 s".into()]
+            ]
+        );
+        // A report without the table, or of another shape, adds nothing.
+        keep_previous(&mut s, "## 8. x\n");
+        assert_eq!(s.tables[0].rows.len(), 2);
+        // One from before the commit column is just "before".
+        s.tables[0].rows.truncate(1);
+        keep_previous(
+            &mut s,
+            &format!("**{SUMMARY}**\n\n| wall time |\n| --- |\n| 11 min 41 s |\n"),
+        );
+        assert_eq!(s.tables[0].rows[1], ["before", "11 min 41 s"]);
     }
 
     #[test]

@@ -308,12 +308,17 @@ async fn run(options: Options, args: Vec<String>) -> ExitCode {
 /// Item 8 alone, its section written into the report in place.
 fn first_build(options: &Options, work: &std::path::Path, date: &str) -> ExitCode {
     println!("\nitem 8: a fresh clone to the demo's first line (about 10 minutes)...");
-    let section = firstbuild::run(work);
+    let mut section = firstbuild::run(work);
+    let path = options.report_path();
+    let previous = path.as_ref().and_then(|p| std::fs::read_to_string(p).ok());
+    // The measurement this one replaces stays beside it: before and after.
+    if let Some(block) = previous.as_deref().and_then(report::kept_block) {
+        firstbuild::keep_previous(&mut section, block);
+    }
     print!("{}", section.to_text());
-    let Some(path) = options.report_path() else {
+    let Some(path) = path else {
         return ExitCode::SUCCESS;
     };
-    let previous = std::fs::read_to_string(&path).ok();
     let text = report::replace_kept(previous.as_deref(), &section, date);
     match std::fs::write(&path, text) {
         Ok(()) => {
