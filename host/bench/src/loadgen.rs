@@ -345,22 +345,35 @@ pub async fn follow_sse(
     addr: SocketAddr,
     path: String,
     token: String,
-    ready: tokio::sync::oneshot::Sender<()>,
+    ready: tokio::sync::oneshot::Sender<Result<(), String>>,
 ) -> Result<Vec<(SseEvent, u64)>, String> {
-    let mut sender = connect(addr).await?;
-    let auth = format!("Bearer {token}");
-    let req = build(
-        "GET",
-        &path,
-        &[("authorization", &auth), ("accept", "text/event-stream")],
-        None,
-    );
-    sender.ready().await.map_err(|e| e.to_string())?;
-    let response = sender.send_request(req).await.map_err(|e| e.to_string())?;
-    if !response.status().is_success() {
-        return Err(format!("{path}: HTTP {}", response.status()));
-    }
-    let _ = ready.send(());
+    // Whoever waits for the stream to open is told why it did not.
+    let opened = async {
+        let mut sender = connect(addr).await?;
+        let auth = format!("Bearer {token}");
+        let req = build(
+            "GET",
+            &path,
+            &[("authorization", &auth), ("accept", "text/event-stream")],
+            None,
+        );
+        sender.ready().await.map_err(|e| e.to_string())?;
+        let response = sender.send_request(req).await.map_err(|e| e.to_string())?;
+        if !response.status().is_success() {
+            return Err(format!("{path}: HTTP {}", response.status()));
+        }
+        Ok(response)
+    };
+    let response = match opened.await {
+        Ok(response) => {
+            let _ = ready.send(Ok(()));
+            response
+        }
+        Err(e) => {
+            let _ = ready.send(Err(e.clone()));
+            return Err(e);
+        }
+    };
     let mut body = response.into_body();
     let mut parser = SseParser::default();
     let mut events = Vec::new();

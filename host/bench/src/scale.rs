@@ -307,6 +307,9 @@ pub fn api(engine: Arc<Engine>) -> Result<Api, String> {
             // The load comes from one address, and starts runs by the
             // thousand.
             connections_per_address: 100_000,
+            // Item 4 follows up to FOLLOWED runs live, all with the one
+            // token ([server.api] streams_per_token, 8 by default).
+            streams_per_token: FOLLOWED,
             max_runs: 1_000_000,
             max_runs_per_pipeline: 1_000_000,
             ..ApiOptions::default()
@@ -518,7 +521,8 @@ async fn measure(runs: usize, store: &str, work: &Path) -> Result<Measured, Stri
         tokio::time::timeout(Duration::from_secs(60), rx)
             .await
             .map_err(|_| "an SSE client did not connect within 60 s")?
-            .map_err(|_| "an SSE client failed before connecting")?;
+            .map_err(|_| "an SSE client ended before connecting".to_string())?
+            .map_err(|e| format!("an SSE client could not connect: {e}"))?;
     }
     child.send("go").await?;
     let result = child.read_json(Duration::from_secs(900)).await?;
