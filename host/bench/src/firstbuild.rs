@@ -140,7 +140,7 @@ fn run_ok(cmd: &mut Command, what: &str) -> Result<(), String> {
     }
 }
 
-fn measure(repo: &Path, work: &Path) -> Result<Measured, String> {
+fn measure(repo: &Path, rev: Option<&str>, work: &Path) -> Result<Measured, String> {
     let clone = work.join("fresh-clone");
     run_ok(
         Command::new("git")
@@ -149,6 +149,14 @@ fn measure(repo: &Path, work: &Path) -> Result<Measured, String> {
             .arg(&clone),
         "git clone",
     )?;
+    if let Some(rev) = rev {
+        run_ok(
+            Command::new("git")
+                .args(["checkout", "--quiet", rev])
+                .current_dir(&clone),
+            "git checkout",
+        )?;
+    }
     let commit = Command::new("git")
         .args(["rev-parse", "--short", "HEAD"])
         .current_dir(&clone)
@@ -253,10 +261,10 @@ pub fn keep_previous(section: &mut Section, block: &str) {
 }
 
 /// Measure and describe item 8.
-pub fn run(work: &Path) -> Section {
+pub fn run(work: &Path, rev: Option<&str>) -> Section {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let mut s = Section::new(8, TITLE);
-    s.method = "A `git clone` of the repository's committed `HEAD` into a temporary folder, \
+    s.method = "A `git clone` of the repository's committed `HEAD` (or the commit `--rev` names) into a temporary folder, \
         `cargo fetch --locked` (not timed: downloads depend on the network), then the README's \
         first command, `cargo run --release --locked -- demo` with `--timings`, timed from its \
         start to the demo's first line on standard output, with an empty target folder. The \
@@ -265,7 +273,7 @@ pub fn run(work: &Path) -> Section {
         one build-script run to cargo; `rollcage-wasm-build` records each plugin's share. CPU \
         is the user and system time of everything the build and the demo's start ran."
         .into();
-    let m = match measure(&repo, work) {
+    let m = match measure(&repo, rev, work) {
         Ok(m) => m,
         Err(e) => return Section::failed(8, TITLE, &e),
     };

@@ -40,7 +40,7 @@ use std::time::Instant;
 use report::{RunInfo, Section};
 
 const USAGE: &str = "usage: rollcage-bench [--quick] [--only 1,2,...] [--out PATH]
-       rollcage-bench --first-build [--out PATH]
+       rollcage-bench --first-build [--rev REV] [--out PATH]
 
   --quick      a short smoke run (fewer samples, smaller scales); prints only
   --only LIST  only these items (1 plugins, 2 sandbox overhead, 3 component load,
@@ -50,13 +50,17 @@ const USAGE: &str = "usage: rollcage-bench [--quick] [--only 1,2,...] [--out PAT
   --first-build  item 8 alone: a fresh clone of HEAD to the demo's first line
                with an empty target folder (about 10 minutes; run it on a
                quiet machine); rewrites its section of BENCHMARKS.md, which
-               the other items' runs keep";
+               the other items' runs keep
+  --rev REV    with --first-build: measure this commit instead of HEAD (the
+               measurement before a change, kept as such by the next run)";
 
 /// What the command line asked for.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct Options {
     quick: bool,
     first_build: bool,
+    /// The commit `--first-build` measures; HEAD when absent.
+    rev: Option<String>,
     only: Option<BTreeSet<u8>>,
     out: Option<PathBuf>,
 }
@@ -69,6 +73,7 @@ impl Options {
             match a.as_str() {
                 "--quick" => o.quick = true,
                 "--first-build" => o.first_build = true,
+                "--rev" => o.rev = Some(it.next().ok_or("--rev needs a commit")?.clone()),
                 "--only" => {
                     let list = it.next().ok_or("--only needs a list such as 1,3")?;
                     let mut set = BTreeSet::new();
@@ -86,6 +91,9 @@ impl Options {
                 "-h" | "--help" => return Err(String::new()),
                 other => return Err(format!("unknown argument `{other}`")),
             }
+        }
+        if o.rev.is_some() && !o.first_build {
+            return Err("--rev goes with --first-build".into());
         }
         if o.first_build && (o.quick || o.only.is_some()) {
             return Err("--first-build runs alone: not with --quick or --only".into());
@@ -308,7 +316,7 @@ async fn run(options: Options, args: Vec<String>) -> ExitCode {
 /// Item 8 alone, its section written into the report in place.
 fn first_build(options: &Options, work: &std::path::Path, date: &str) -> ExitCode {
     println!("\nitem 8: a fresh clone to the demo's first line (about 10 minutes)...");
-    let mut section = firstbuild::run(work);
+    let mut section = firstbuild::run(work, options.rev.as_deref());
     let path = options.report_path();
     let previous = path.as_ref().and_then(|p| std::fs::read_to_string(p).ok());
     // The measurement this one replaces stays beside it: before and after.
@@ -353,5 +361,9 @@ mod tests {
         assert!(Options::parse(&args("--only 7")).unwrap().wants(7));
         assert!(Options::parse(&args("--only 8")).is_err());
         assert!(Options::parse(&args("--bogus")).is_err());
+        let before = Options::parse(&args("--first-build --rev 0b4d105")).unwrap();
+        assert_eq!(before.rev.as_deref(), Some("0b4d105"));
+        assert!(Options::parse(&args("--rev 0b4d105")).is_err());
+        assert!(Options::parse(&args("--first-build --rev")).is_err());
     }
 }
