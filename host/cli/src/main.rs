@@ -1,6 +1,9 @@
 //! The `rollcage` command: a thin entry point; the work is in the library
 //! crates and in `commands/`.
 
+#[macro_use]
+mod out;
+
 mod cli;
 mod client;
 mod commands;
@@ -16,6 +19,11 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    // A closed standard output ends a short command quietly, as it does
+    // other Unix tools (Rust ignores SIGPIPE, and `println!` would panic);
+    // the commands that run on take the signal over as a stop (signals.rs).
+    // SAFETY: setting a signal's disposition before any thread starts.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let cli = cli::Cli::parse();
     logging::set_verbosity(cli.verbose);
     let runtime = match tokio::runtime::Runtime::new() {

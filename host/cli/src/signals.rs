@@ -1,6 +1,9 @@
 //! The signals that stop a one-off command (`run`, `runs resume`, `demo`)
 //! the way Ctrl-C does: SIGINT from a terminal, SIGTERM from CI systems,
-//! `timeout` and service managers, SIGHUP when the terminal goes away.
+//! `timeout` and service managers, SIGHUP when the terminal goes away,
+//! SIGPIPE when whatever reads the output stops reading (`rollcage demo |
+//! head`): the command's own lines then go nowhere (see [`crate::out`]),
+//! and the next one written brings the signal.
 //! Whichever comes, the command gives its runs up (unfinished, their
 //! leases released, for `runs resume` or another host) and stops every
 //! process it started before it exits with 128 + the signal's number.
@@ -20,6 +23,8 @@ pub enum Stop {
     Interrupt,
     Terminate,
     Hangup,
+    /// Standard output was closed by its reader.
+    Pipe,
 }
 
 impl Stop {
@@ -28,6 +33,7 @@ impl Stop {
         match self {
             Stop::Hangup => 1,
             Stop::Interrupt => 2,
+            Stop::Pipe => 13,
             Stop::Terminate => 15,
         }
     }
@@ -43,6 +49,7 @@ impl Stop {
             Stop::Interrupt => "interrupted",
             Stop::Terminate => "terminated (SIGTERM)",
             Stop::Hangup => "hung up (SIGHUP)",
+            Stop::Pipe => "its output was closed (SIGPIPE)",
         }
     }
 }
@@ -52,15 +59,17 @@ pub struct Signals {
     interrupt: Signal,
     terminate: Signal,
     hangup: Signal,
+    pipe: Signal,
 }
 
 impl Signals {
-    /// Take over SIGINT, SIGTERM and SIGHUP for this process.
+    /// Take over SIGINT, SIGTERM, SIGHUP and SIGPIPE for this process.
     pub fn install() -> std::io::Result<Signals> {
         Ok(Signals {
             interrupt: signal(SignalKind::interrupt())?,
             terminate: signal(SignalKind::terminate())?,
             hangup: signal(SignalKind::hangup())?,
+            pipe: signal(SignalKind::pipe())?,
         })
     }
 
@@ -71,6 +80,7 @@ impl Signals {
             _ = self.interrupt.recv() => Stop::Interrupt,
             _ = self.terminate.recv() => Stop::Terminate,
             _ = self.hangup.recv() => Stop::Hangup,
+            _ = self.pipe.recv() => Stop::Pipe,
         }
     }
 }
@@ -84,6 +94,7 @@ mod tests {
         assert_eq!(Stop::Interrupt.exit_code(), ExitCode::from(130));
         assert_eq!(Stop::Terminate.exit_code(), ExitCode::from(143));
         assert_eq!(Stop::Hangup.exit_code(), ExitCode::from(129));
+        assert_eq!(Stop::Pipe.exit_code(), ExitCode::from(141));
     }
 
     #[tokio::test]

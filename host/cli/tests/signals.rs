@@ -272,3 +272,35 @@ fn the_demo_stopped_by_a_signal_leaves_no_process() {
         assert_gone(&pids, name);
     }
 }
+
+/// `rollcage demo | head -1`: the reader takes a line and goes. The demo
+/// stops as on a signal (SIGPIPE's exit code), says so on standard error,
+/// leaves no instance running, and does not panic on its next line.
+#[test]
+fn the_demo_whose_output_is_closed_stops_like_a_signal() {
+    use std::io::BufRead;
+    let cache = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut demo = common::command(cache.path())
+        .args(["demo", "--dir", dir.path().to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pids = wait_for_instances(dir.path(), 2, &mut demo, "demo | head -1");
+    let mut first = String::new();
+    let mut stdout = std::io::BufReader::new(demo.stdout.take().unwrap());
+    stdout.read_line(&mut first).unwrap();
+    assert!(first.starts_with("rollcage demo"), "{first}");
+    drop(stdout);
+    let out = exited_within(demo, Duration::from_secs(60), "demo | head -1");
+    let stderr = text(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.code(), Some(128 + libc::SIGPIPE), "{stderr}");
+    assert!(
+        stderr.contains("everything the demo started is stopped"),
+        "{stderr}"
+    );
+    assert_gone(&pids, "demo | head -1");
+    assert_gone(&recorded_pids(dir.path()), "demo | head -1");
+}

@@ -63,7 +63,7 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     if crate::logging::person_at_terminal() {
         crate::logging::quiet_plugins(crate::host::console_notifiers(&config));
     }
-    println!("rollcage demo in {}", dir.display());
+    outln!("rollcage demo in {}", dir.display());
     // Before anything is started: a stop asked for meanwhile is kept.
     let mut signals = Signals::install().context("cannot install the signal handlers")?;
     let host = Host::start(
@@ -103,15 +103,18 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         }
     };
 
-    println!();
-    println!(
+    outln!();
+    outln!(
         "{:<8} {:<12} {:<12} {:>7}  reason",
-        "release", "expected", "ended", "time"
+        "release",
+        "expected",
+        "ended",
+        "time"
     );
     let mut ok = true;
     for (release, expected, status, took, reason) in &results {
         ok &= expected == status;
-        println!(
+        outln!(
             "{:<8} {:<12} {:<12} {:>6.1}s  {}{}",
             release,
             expected.as_str(),
@@ -125,15 +128,15 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
             }
         );
     }
-    println!();
-    println!("traffic through the router (answers by release):");
+    outln!();
+    outln!("traffic through the router (answers by release):");
     for (service, c) in &counts {
         let by_release: Vec<String> = c
             .by_release
             .iter()
             .map(|(r, (n, failed))| format!("{r}: {n} ({failed} failed)"))
             .collect();
-        println!(
+        outln!(
             "  {service}: {} requests; {}; not yet routed {}; connection errors {}",
             c.total,
             by_release.join(", "),
@@ -142,8 +145,8 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         );
         ok &= c.connection_errors == 0;
     }
-    println!();
-    println!(
+    outln!();
+    outln!(
         "{} in {:.0} s",
         if ok {
             "demo finished as expected"
@@ -194,7 +197,7 @@ impl Dashboard {
             })
             .await
         });
-        println!(
+        outln!(
             "dashboard: http://{addr}/ui/runs (sign in with the token {token}; it watches while the demo runs)"
         );
         Ok(Dashboard { stop, served })
@@ -212,8 +215,8 @@ type Outcome = (&'static str, RunStatus, RunStatus, Duration, Option<String>);
 async fn deploy_all(host: &Host) -> anyhow::Result<Vec<Outcome>> {
     let mut results = Vec::new();
     for (release, expected) in PLAN {
-        println!();
-        println!(
+        outln!();
+        outln!(
             "== {release}: {}",
             match (release, expected) {
                 ("1.0.0", _) => "first deployment",
@@ -246,9 +249,9 @@ async fn deploy_all(host: &Host) -> anyhow::Result<Vec<Outcome>> {
         let (run, last) = followed?;
         progress::late_notifications(&**host.engine.store(), &id, last).await?;
         if let Some(line) = super::run::left_queued(left, &host.queued_notifications()) {
-            println!("{line}");
+            outln!("{line}");
         }
-        println!("{}", progress::summary(&run));
+        outln!("{}", progress::summary(&run));
         results.push((release, expected, status, t.elapsed(), run.reason));
     }
 

@@ -34,13 +34,13 @@ pub async fn follow(
         for e in &events {
             after = e.seq;
             if pause.take().is_some() && tty {
-                print!("\r\x1b[K");
+                out!("\r\x1b[K");
             }
             match output {
-                Output::Json => println!("{}", serde_json::to_string(e)?),
+                Output::Json => outln!("{}", serde_json::to_string(e)?),
                 Output::Text => {
                     if let Some(line) = describe(e, id) {
-                        println!("{line}");
+                        outln!("{line}");
                     }
                     if let Some(ms) = timed_pause(e) {
                         pause = Some((Instant::now(), ms));
@@ -50,12 +50,12 @@ pub async fn follow(
         }
         if run.status.is_finished() || !until_finished {
             if output == Output::Json {
-                println!("{}", serde_json::json!({ "run": run }));
+                outln!("{}", serde_json::json!({ "run": run }));
             }
             return Ok((run, after));
         }
         if let (Some((since, ms)), true) = (pause, tty) {
-            print!("\r{}", bar(since.elapsed(), Duration::from_millis(ms)));
+            out!("\r{}", bar(since.elapsed(), Duration::from_millis(ms)));
         }
         std::io::stdout().flush().ok();
         tokio::time::sleep(POLL).await;
@@ -70,7 +70,7 @@ pub async fn late_notifications(store: &dyn Store, id: &str, after: u64) -> anyh
         if e.kind == "notification"
             && let Some(line) = describe(&e, id)
         {
-            println!("{line}");
+            outln!("{line}");
         }
     }
     Ok(())

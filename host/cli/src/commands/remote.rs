@@ -82,7 +82,7 @@ pub async fn run(host: &HostArgs, start: Start, output: Output) -> anyhow::Resul
         Err(e) => return failed(e),
     };
     if output == Output::Text {
-        println!(
+        outln!(
             "run {} started on {}",
             run.id,
             host.server.as_deref().unwrap_or("")
@@ -94,10 +94,10 @@ pub async fn run(host: &HostArgs, start: Start, output: Output) -> anyhow::Resul
 /// Print run `id`'s events to its end; exit code of its result.
 async fn follow(client: &Client, id: &str, output: Output) -> anyhow::Result<ExitCode> {
     let print = |e: rollcage_store::Event| match output {
-        Output::Json => println!("{}", serde_json::to_string(&e).unwrap_or_default()),
+        Output::Json => outln!("{}", serde_json::to_string(&e).unwrap_or_default()),
         Output::Text => {
             if let Some(line) = progress::describe(&e, id) {
-                println!("{line}");
+                outln!("{line}");
             }
         }
     };
@@ -117,8 +117,8 @@ async fn follow(client: &Client, id: &str, output: Output) -> anyhow::Result<Exi
         Err(e) => return failed(e),
     };
     match output {
-        Output::Text => println!("{}", progress::summary(&run)),
-        Output::Json => println!("{}", json!({ "run": run })),
+        Output::Text => outln!("{}", progress::summary(&run)),
+        Output::Json => outln!("{}", json!({ "run": run })),
     }
     Ok(exit_code(run.status))
 }
@@ -189,7 +189,7 @@ pub async fn decide(host: &HostArgs, id: &str, action: &str) -> anyhow::Result<E
             } else {
                 "abort"
             };
-            println!("run {id}: {what} recorded; the run takes it within a second");
+            outln!("run {id}: {what} recorded; the run takes it within a second");
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => failed(e),

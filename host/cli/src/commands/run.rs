@@ -225,7 +225,7 @@ async fn queued(
             let (run, last) = followed?;
             if args.output == Output::Text {
                 progress::late_notifications(&*store, &id, last).await?;
-                println!("{}", progress::summary(&run));
+                outln!("{}", progress::summary(&run));
             }
             return Ok(exit_code(run.status));
         }
@@ -297,7 +297,7 @@ async fn drive(
     };
     if args.output == Output::Text {
         progress::late_notifications(&**engine.store(), &id, last).await?;
-        println!("{}", progress::summary(&run));
+        outln!("{}", progress::summary(&run));
     }
     if let Some(line) = left_queued(left, &queued) {
         eprintln!("{line}");
@@ -431,7 +431,7 @@ async fn dry_run(
                 "paused_ms": preview.paused_ms,
             })),
             Output::Text => {
-                println!(
+                outln!(
                     "[{}] {}{}{}",
                     env.name,
                     match &stable {
@@ -449,23 +449,23 @@ async fn dry_run(
                         .unwrap_or_default()
                 );
                 for (i, a) in preview.plan.iter().enumerate() {
-                    println!("  {:>2}. {a}", i + 1);
+                    outln!("  {:>2}. {a}", i + 1);
                 }
-                println!(
+                outln!(
                     "  if the check after step {} failed, the rollback would be:",
                     preview.rollback_after
                 );
                 if !restores.is_empty() {
                     // The engine restores flags itself, before the plan.
-                    println!(
+                    outln!(
                         "      restore flag {} to its exposure before the run",
                         restores.join(", ")
                     );
                 }
                 for a in &preview.rollback {
-                    println!("      {a}");
+                    outln!("      {a}");
                 }
-                println!(
+                outln!(
                     "  {} step(s), {} of timed pauses{}",
                     preview.plan.len(),
                     rollcage_core::duration::format(preview.paused_ms),
@@ -480,9 +480,9 @@ async fn dry_run(
     }
     host.shutdown().await;
     if args.output == Output::Json {
-        println!("{}", serde_json::json!({ "dry_run": out }));
+        outln!("{}", serde_json::json!({ "dry_run": out }));
     } else {
-        println!("dry run: nothing was touched");
+        outln!("dry run: nothing was touched");
     }
     Ok(ExitCode::SUCCESS)
 }

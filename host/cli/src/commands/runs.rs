@@ -122,15 +122,20 @@ async fn list(
 /// Runs as a table, or as JSON.
 pub fn print_list(runs: &[rollcage_store::Run], output: Output) -> anyhow::Result<()> {
     if output == Output::Json {
-        println!("{}", serde_json::to_string(runs)?);
+        outln!("{}", serde_json::to_string(runs)?);
         return Ok(());
     }
-    println!(
+    outln!(
         "{:<22} {:<12} {:<10} {:<18} {:<12} {:<10}",
-        "ID", "PIPELINE", "RELEASE", "STATUS", "STAGE", "BY"
+        "ID",
+        "PIPELINE",
+        "RELEASE",
+        "STATUS",
+        "STAGE",
+        "BY"
     );
     for r in runs {
-        println!(
+        outln!(
             "{:<22} {:<12} {:<10} {:<18} {:<12} {:<10}",
             r.id,
             r.run.pipeline,
@@ -175,12 +180,15 @@ pub fn print_show(
     let id = &run.id;
     if output == Output::Text {
         let r = &run.run;
-        println!(
+        outln!(
             "run {id}: {} {} by {} (config {})",
-            r.pipeline, r.release, r.started_by, r.config_hash
+            r.pipeline,
+            r.release,
+            r.started_by,
+            r.config_hash
         );
         for (k, v) in &r.params {
-            println!("  param {k} = {v}");
+            outln!("  param {k} = {v}");
         }
         // The components the run's plugins were loaded from, as recorded
         // when it started.
@@ -190,22 +198,22 @@ pub fn print_show(
             .and_then(|e| e.data.get("plugins"))
             .and_then(|p| p.as_object());
         for (name, digest) in plugins.into_iter().flatten() {
-            println!("  plugin {name} {}", digest.as_str().unwrap_or("?"));
+            outln!("  plugin {name} {}", digest.as_str().unwrap_or("?"));
         }
     }
     for e in log {
         match output {
-            Output::Json => println!("{}", serde_json::to_string(e)?),
+            Output::Json => outln!("{}", serde_json::to_string(e)?),
             Output::Text => {
                 if let Some(line) = progress::describe(e, id) {
-                    println!("{line}");
+                    outln!("{line}");
                 }
             }
         }
     }
     match output {
-        Output::Text => println!("{}", progress::summary(run)),
-        Output::Json => println!("{}", serde_json::json!({ "run": run })),
+        Output::Text => outln!("{}", progress::summary(run)),
+        Output::Json => outln!("{}", serde_json::json!({ "run": run })),
     }
     Ok(())
 }
@@ -244,7 +252,7 @@ async fn decide(host: &HostArgs, id: &str, decision: Decision) -> anyhow::Result
     h.shutdown().await;
     match result {
         Ok(()) => {
-            println!("run {id}: {what} recorded; the run takes it within a second");
+            outln!("run {id}: {what} recorded; the run takes it within a second");
             Ok(ExitCode::SUCCESS)
         }
         Err(e @ EngineError::Store(StoreError::Database(_))) => Err(e.into()),
@@ -272,7 +280,7 @@ async fn take_over(engine: &Engine, id: &str) -> Result<Option<RunStatus>, Engin
                 };
                 // Renewed for two leases and more: its host is alive.
                 if since.elapsed() > lease * 2 {
-                    println!("{id}: driven by host {host}; left to it");
+                    outln!("{id}: driven by host {host}; left to it");
                     return Ok(None);
                 }
                 if !told {
@@ -298,7 +306,7 @@ async fn resume(host: &HostArgs, output: Output) -> anyhow::Result<ExitCode> {
     };
     let unfinished = h.engine.store().unfinished_runs().await?;
     if unfinished.is_empty() && output == Output::Text {
-        println!("no unfinished run");
+        outln!("no unfinished run");
     }
     // Runs in different environments go on side by side; the store
     // queues runs that share one.
@@ -332,8 +340,8 @@ async fn resume(host: &HostArgs, output: Output) -> anyhow::Result<ExitCode> {
         };
         let run = h.engine.store().run(&id).await?;
         match output {
-            Output::Text => println!("{id}: {}", progress::summary(&run)),
-            Output::Json => println!("{}", serde_json::json!({ "run": run })),
+            Output::Text => outln!("{id}: {}", progress::summary(&run)),
+            Output::Json => outln!("{}", serde_json::json!({ "run": run })),
         }
         if status != RunStatus::Succeeded {
             worst = exit_code(status);
