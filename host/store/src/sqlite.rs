@@ -21,6 +21,7 @@ use crate::{
 const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0001_runs.sql"),
     include_str!("../migrations/sqlite/0002_leases.sql"),
+    include_str!("../migrations/sqlite/0003_unfinished_index.sql"),
 ];
 
 /// Runs and events in one SQLite file.
@@ -1141,6 +1142,40 @@ mod tests {
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .unwrap();
         assert_eq!(version as usize, MIGRATIONS.len());
+    }
+
+    /// The queries about unfinished runs read only those: a store's
+    /// history of finished runs grows without bound, and these run on the
+    /// writer for every claim, heartbeat and POST.
+    #[test]
+    fn queries_about_unfinished_runs_do_not_scan_the_history() {
+        let conn = Connection::open_in_memory().unwrap();
+        migrate(&conn).unwrap();
+        let queries = [
+            format!(
+                "SELECT id FROM runs WHERE {UNFINISHED} AND (owner IS NULL OR (lease_until_ms < ?1 AND owner != ?2)) ORDER BY id LIMIT ?3"
+            ),
+            format!(
+                "SELECT COUNT(*), COALESCE(SUM(pipeline = ?1), 0) FROM runs WHERE {UNFINISHED}"
+            ),
+            format!(
+                "UPDATE runs SET lease_until_ms = ?2 WHERE owner = ?1 AND {UNFINISHED} RETURNING id, epoch"
+            ),
+            format!("SELECT id FROM runs WHERE {UNFINISHED} ORDER BY id"),
+        ];
+        for sql in queries {
+            let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+            let nulls = std::iter::repeat_n(rusqlite::types::Null, stmt.parameter_count());
+            let plan: Vec<String> = stmt
+                .query_map(rusqlite::params_from_iter(nulls), |r| r.get::<_, String>(3))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            assert!(
+                plan.iter().any(|step| step.contains("runs_unfinished")),
+                "{sql}: {plan:?}"
+            );
+        }
     }
 
     #[tokio::test]
