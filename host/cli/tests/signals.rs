@@ -249,18 +249,25 @@ fn a_resume_stopped_by_a_signal_and_a_host_killed_outright_leave_no_process() {
     }
 }
 
+/// `rollcage demo` in `dir`, its output piped, once its first two
+/// instances run; and their pids.
+fn demo_running(cache: &Path, dir: &Path, what: &str) -> (Child, Vec<u32>) {
+    let mut demo = common::command(cache)
+        .args(["demo", "--dir", dir.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pids = wait_for_instances(dir, 2, &mut demo, what);
+    (demo, pids)
+}
+
 #[test]
 fn the_demo_stopped_by_a_signal_leaves_no_process() {
     let cache = tempfile::tempdir().unwrap();
     for (signal, name) in SIGNALS {
         let dir = tempfile::tempdir().unwrap();
-        let mut demo = common::command(cache.path())
-            .args(["demo", "--dir", dir.path().to_str().unwrap()])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let pids = wait_for_instances(dir.path(), 2, &mut demo, name);
+        let (demo, pids) = demo_running(cache.path(), dir.path(), name);
         send(&demo, signal);
         let out = exited_within(demo, Duration::from_secs(30), name);
         let stderr = text(&out.stderr);
@@ -281,13 +288,7 @@ fn the_demo_whose_output_is_closed_stops_like_a_signal() {
     use std::io::BufRead;
     let cache = tempfile::tempdir().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let mut demo = common::command(cache.path())
-        .args(["demo", "--dir", dir.path().to_str().unwrap()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pids = wait_for_instances(dir.path(), 2, &mut demo, "demo | head -1");
+    let (mut demo, pids) = demo_running(cache.path(), dir.path(), "demo | head -1");
     let mut first = String::new();
     let mut stdout = std::io::BufReader::new(demo.stdout.take().unwrap());
     stdout.read_line(&mut first).unwrap();
