@@ -6,7 +6,6 @@
 //! of the file read. Where the tools are missing the test says so and
 //! skips, except in CI (`CI=true`).
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
@@ -87,14 +86,7 @@ impl FlagFiles {
             .stdout(Stdio::piped())
             .spawn()
             .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let port = line
-            .trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("flag_files.py printed `{line}`, not its port"));
+        let port = common::port_on_first_line(&mut child, "flag_files.py");
         FlagFiles { child, port, dir }
     }
 

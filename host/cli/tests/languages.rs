@@ -14,7 +14,7 @@
 //! Where the Python or JavaScript tools are missing the test says so and
 //! skips, except in CI (`CI=true`), where that is a failure.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -103,14 +103,7 @@ fn fake_github(dir: &Path) -> FakeGithub {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let port = line
-        .trim()
-        .parse()
-        .unwrap_or_else(|_| panic!("fake_github printed {line:?}"));
+    let port = common::port_on_first_line(&mut child, "fake_github.py");
     FakeGithub {
         child,
         port,

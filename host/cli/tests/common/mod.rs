@@ -177,6 +177,18 @@ pub fn json(body: &str) -> Value {
     serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
 }
 
+/// The port a stand-in started with `--port 0` prints as its first line
+/// (its standard output piped); `what` names it if the line is not one.
+pub fn port_on_first_line(child: &mut Child, what: &str) -> u16 {
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("its standard output piped"))
+        .read_line(&mut line)
+        .unwrap();
+    line.trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("{what} printed {line:?}, not its port"))
+}
+
 /// Every pid recorded in a local runtime's `state.json` under `dir`.
 pub fn recorded_pids(dir: &Path) -> Vec<u32> {
     fn pids(v: &serde_json::Value, out: &mut Vec<u32>) {
