@@ -6,6 +6,9 @@
 //! fakes. The types mirror `wit/types.wit` one to one.
 
 pub mod duration;
+// The host's file writes; plugins (wasm32) have no such files.
+#[cfg(unix)]
+pub mod files;
 pub mod grants;
 pub mod limits;
 pub mod plugin;

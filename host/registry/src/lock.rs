@@ -147,9 +147,12 @@ impl LockFile {
             path: path.into(),
             source,
         };
-        let tmp = path.with_extension(format!("lock.{}.tmp", std::process::id()));
-        std::fs::write(&tmp, self.to_text()).map_err(io)?;
-        std::fs::rename(&tmp, path).map_err(io)
+        rollcage_core::files::write_atomically(
+            path,
+            self.to_text().as_bytes(),
+            rollcage_core::files::Access::Shared,
+        )
+        .map_err(io)
     }
 }
 

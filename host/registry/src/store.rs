@@ -5,9 +5,10 @@
 //! back without hashing again: the file name is the digest it was checked
 //! against, and the folder is the owner's only.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use rollcage_core::Digest;
+use rollcage_core::files::Access;
 
 /// Why a blob was not stored.
 #[derive(Debug, thiserror::Error)]
@@ -64,39 +65,14 @@ impl BlobStore {
             });
         }
         let path = self.path(digest);
-        write_atomically(&path, bytes).map_err(|source| StoreError::Io {
-            path: path.clone(),
-            source,
-        })?;
+        rollcage_core::files::write_atomically(&path, bytes, Access::OwnerOnly).map_err(
+            |source| StoreError::Io {
+                path: path.clone(),
+                source,
+            },
+        )?;
         Ok(path)
     }
-}
-
-/// Write through an owner-only temporary file in the same folder and a
-/// rename, creating owner-only folders.
-fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-    let dir = path.parent().expect("blobs live in a folder");
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)?;
-    let tmp = dir.join(format!(
-        ".{}.{}.tmp",
-        path.file_name().unwrap().to_string_lossy(),
-        std::process::id()
-    ));
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    drop(file);
-    std::fs::rename(&tmp, path)
 }
 
 #[cfg(test)]

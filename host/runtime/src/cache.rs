@@ -35,6 +35,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use hmac::{Hmac, Mac};
+use rollcage_core::files::{Access, write_atomically};
 use sha2::{Digest, Sha256};
 use wasmtime::Engine;
 use wasmtime::component::Component;
@@ -165,7 +166,7 @@ impl ComponentCache {
         let serialized = engine.precompile_component(bytes)?;
         self.compiled.fetch_add(1, Ordering::Relaxed);
         if let (Some(path), Some(mac_key)) = (&path, &mac_key)
-            && let Err(e) = write_atomically(path, &tag(mac_key, &serialized))
+            && let Err(e) = write_atomically(path, &tag(mac_key, &serialized), Access::OwnerOnly)
         {
             tracing::warn!(path = %path.display(), error = %e, "could not write the compiled-component cache");
         }
@@ -199,7 +200,7 @@ impl ComponentCache {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let mut key = [0u8; 32];
                 getrandom::fill(&mut key).map_err(|e| std::io::Error::other(e.to_string()))?;
-                write_atomically(&path, &key)?;
+                write_atomically(&path, &key, Access::OwnerOnly)?;
                 // Another process may have made its key first: use the one
                 // that won the rename.
                 std::fs::read(&path)?
@@ -327,28 +328,6 @@ fn key(engine: &Engine, bytes: &[u8]) -> String {
     });
     let digest = known.unwrap_or_else(|| hex::encode(Sha256::digest(bytes)));
     format!("{digest}-{:016x}", hasher.finish())
-}
-
-/// Write `bytes` to `path` through a temporary owner-only file and a rename.
-fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let dir = path.parent().expect("cache entries live in a directory");
-    create_private_dir(dir)?;
-    let tmp = dir.join(format!(
-        ".{}.{}.tmp",
-        path.file_name().unwrap().to_string_lossy(),
-        std::process::id()
-    ));
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    file.write_all(bytes)?;
-    drop(file);
-    std::fs::rename(&tmp, path)
 }
 
 #[cfg(test)]
