@@ -145,12 +145,12 @@ fn measure(
     }
     // A component pinned by a verified digest (`rollcage.lock`): the
     // caller gives the digest, and the hit skips hashing the bytes.
-    let hex = format!("{:x}", sha2::Sha256::digest(wasm));
+    let digest = rollcage_core::Digest::from_bytes(&sha2::Sha256::digest(wasm).into());
     let mut pinned_hit = Vec::new();
     for _ in 0..hit_n {
         let rt = runtime(&dir)?;
         let (loaded, secs) =
-            timed(|| rollcage_runtime::with_known_digest(wasm, &hex, || rt.load(spec(kind), wasm)));
+            timed(|| rt.load(spec(kind), rollcage_runtime::Wasm::verified(wasm, &digest)));
         loaded.map_err(|e| e.to_string())?;
         pinned_hit.push(secs);
         if rt.cache().stats().disk_hits != 1 {

@@ -13,7 +13,7 @@ use rollcage_config::{
     ComponentRef, Config, ConfigError, Context, KnownBuiltin, PluginConfig, PluginRef,
 };
 use rollcage_core::{Digest, Grants, PluginId, PluginKind};
-use rollcage_runtime::{LoadedPlugin, PluginSpec, Runtime};
+use rollcage_runtime::{LoadedPlugin, PluginSpec, Runtime, Wasm};
 
 /// What the configuration may name as `builtin:<name>`.
 pub fn config_context() -> Context {
@@ -204,10 +204,8 @@ fn load(
             (Cow::Owned(bytes), digest)
         }
     };
-    rollcage_runtime::with_known_digest(&bytes, digest.hex(), || {
-        load_bytes(runtime, p, id, config, &bytes)
-    })
-    .map(|loaded| (loaded, digest))
+    load_bytes(runtime, p, id, config, Wasm::verified(&bytes, &digest))
+        .map(|loaded| (loaded, digest))
 }
 
 fn load_bytes(
@@ -215,11 +213,11 @@ fn load_bytes(
     p: &PluginConfig,
     id: &PluginId,
     config: &serde_json::Value,
-    bytes: &[u8],
+    wasm: Wasm<'_>,
 ) -> anyhow::Result<Arc<LoadedPlugin>> {
     let kind = match p.kind {
         Some(kind) => kind,
-        None => kind_of(runtime, id.as_str(), &p.component.to_string(), bytes)?,
+        None => kind_of(runtime, id.as_str(), &p.component.to_string(), wasm)?,
     };
     let secrets = runtime.secrets();
     let config = fill_secrets(config, &|name| secrets.get(name))
@@ -237,17 +235,17 @@ fn load_bytes(
         limits: p.limits,
         config_json: config.to_string(),
     };
-    Ok(runtime.load(spec, bytes)?)
+    Ok(runtime.load(spec, wasm)?)
 }
 
 /// The one kind a component's exports fit, or an error saying why not.
-pub fn kind_of(
+pub fn kind_of<'a>(
     runtime: &Runtime,
     id: &str,
     source: &str,
-    bytes: &[u8],
+    wasm: impl Into<Wasm<'a>>,
 ) -> anyhow::Result<PluginKind> {
-    let info = rollcage_runtime::inspect_component(runtime, bytes)
+    let info = rollcage_runtime::inspect_component(runtime, wasm)
         .map_err(|e| anyhow::anyhow!("plugin `{id}` ({source}): {e}"))?;
     match info.kinds().as_slice() {
         [kind] => Ok(*kind),

@@ -330,17 +330,16 @@ fn check_component(
 ) -> Result<(), String> {
     let id = &p.id;
     let source = p.component.to_string();
-    rollcage_runtime::with_known_digest(bytes, digest.hex(), || {
-        let found = crate::plugins::kind_of(runtime, id.as_str(), &source, bytes).map_err(|e| {
-            format!("{e:#}; expected a WebAssembly component (a plugin built for wasm32-wasip2)")
-        })?;
-        match p.kind {
-            Some(kind) if kind != found => Err(format!(
-                "plugin `{id}` ({source}) is a {found}, but its configuration says {kind}"
-            )),
-            _ => Ok(()),
-        }
-    })
+    let wasm = rollcage_runtime::Wasm::verified(bytes, digest);
+    let found = crate::plugins::kind_of(runtime, id.as_str(), &source, wasm).map_err(|e| {
+        format!("{e:#}; expected a WebAssembly component (a plugin built for wasm32-wasip2)")
+    })?;
+    match p.kind {
+        Some(kind) if kind != found => Err(format!(
+            "plugin `{id}` ({source}) is a {found}, but its configuration says {kind}"
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// The digest of every component a load used, by the name configuration

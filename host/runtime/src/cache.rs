@@ -23,11 +23,10 @@
 //! checking a copy.
 //!
 //! A caller that already knows the digest of the bytes (a component pinned
-//! by digest and verified when it was downloaded) says so with
-//! [`with_known_digest`], and the lookup skips hashing them: about 10 ms
-//! for an 18 MB component.
+//! by digest and verified when it was downloaded) hands them over as
+//! [`Wasm::verified`], and the lookup skips hashing them: about 10 ms for
+//! an 18 MB component.
 
-use std::cell::RefCell;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
@@ -105,9 +104,10 @@ impl ComponentCache {
         }
     }
 
-    /// The compiled component for `bytes`, from memory, disk, or compiled now.
-    pub fn get(&self, engine: &Engine, bytes: &[u8]) -> wasmtime::Result<Component> {
-        let key = key(engine, bytes);
+    /// The compiled component for `wasm`, from memory, disk, or compiled now.
+    pub fn get(&self, engine: &Engine, wasm: Wasm<'_>) -> wasmtime::Result<Component> {
+        let key = key(engine, wasm);
+        let bytes = wasm.bytes;
         if let Some(c) = self.memory.lock().unwrap().get(&key) {
             self.memory_hits.fetch_add(1, Ordering::Relaxed);
             return Ok(c.clone());
@@ -299,34 +299,59 @@ fn create_private_dir(dir: &Path) -> std::io::Result<()> {
         .create(dir)
 }
 
-thread_local! {
-    /// The slice (address, length) whose SHA-256 the caller vouched for,
-    /// and that digest in hex: set by [`with_known_digest`] for one call.
-    static KNOWN_DIGEST: RefCell<Option<(usize, usize, String)>> = const { RefCell::new(None) };
+/// A component's bytes, and their SHA-256 when the caller has checked it
+/// already: a component pinned by digest whose bytes were verified when
+/// they were stored. The cache then keys them without hashing again.
+#[derive(Debug, Clone, Copy)]
+pub struct Wasm<'a> {
+    bytes: &'a [u8],
+    sha256: Option<&'a rollcage_core::Digest>,
 }
 
-/// Run `f` (a load of `bytes`) with the cache told that `bytes` have the
-/// SHA-256 `sha256_hex`, so it keys them without hashing. The caller
-/// vouches for the digest (it checked the bytes when they were stored);
-/// the hint applies only to this very slice, on this thread, during `f`.
-pub fn with_known_digest<R>(bytes: &[u8], sha256_hex: &str, f: impl FnOnce() -> R) -> R {
-    let hint = (bytes.as_ptr() as usize, bytes.len(), sha256_hex.to_string());
-    let previous = KNOWN_DIGEST.with(|k| k.borrow_mut().replace(hint));
-    let result = f();
-    KNOWN_DIGEST.with(|k| *k.borrow_mut() = previous);
-    result
+impl<'a> Wasm<'a> {
+    /// Bytes whose digest the cache works out itself.
+    pub fn new(bytes: &'a [u8]) -> Self {
+        Wasm {
+            bytes,
+            sha256: None,
+        }
+    }
+
+    /// Bytes the caller vouches have SHA-256 `digest`: it checked them
+    /// when it stored them (the download cache, a lock file's pin). A wrong
+    /// digest would only make this host compile them under another key.
+    pub fn verified(bytes: &'a [u8], digest: &'a rollcage_core::Digest) -> Self {
+        Wasm {
+            bytes,
+            sha256: Some(digest),
+        }
+    }
+
+    /// The bytes.
+    pub fn bytes(&self) -> &'a [u8] {
+        self.bytes
+    }
 }
 
-fn key(engine: &Engine, bytes: &[u8]) -> String {
+impl<'a> From<&'a [u8]> for Wasm<'a> {
+    fn from(bytes: &'a [u8]) -> Self {
+        Wasm::new(bytes)
+    }
+}
+
+impl<'a> From<&'a Vec<u8>> for Wasm<'a> {
+    fn from(bytes: &'a Vec<u8>) -> Self {
+        Wasm::new(bytes)
+    }
+}
+
+fn key(engine: &Engine, wasm: Wasm<'_>) -> String {
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     engine.precompile_compatibility_hash().hash(&mut hasher);
-    let known = KNOWN_DIGEST.with(|k| {
-        k.borrow()
-            .as_ref()
-            .filter(|(ptr, len, _)| *ptr == bytes.as_ptr() as usize && *len == bytes.len())
-            .map(|(_, _, hex)| hex.clone())
-    });
-    let digest = known.unwrap_or_else(|| hex::encode(Sha256::digest(bytes)));
+    let digest = match wasm.sha256 {
+        Some(d) => d.hex().to_string(),
+        None => hex::encode(Sha256::digest(wasm.bytes)),
+    };
     format!("{digest}-{:016x}", hasher.finish())
 }
 
@@ -369,19 +394,21 @@ mod tests {
     }
 
     #[test]
-    fn a_known_digest_keys_only_its_own_slice() {
+    fn a_verified_digest_keys_the_bytes_without_hashing_them() {
         let engine = Engine::default();
         let bytes = b"component bytes".to_vec();
-        let hashed = key(&engine, &bytes);
+        let hashed = key(&engine, Wasm::new(&bytes));
         assert!(hashed.starts_with(&hex::encode(Sha256::digest(&bytes))));
-        let vouched = "ab".repeat(32);
-        with_known_digest(&bytes, &vouched, || {
-            assert!(key(&engine, &bytes).starts_with(&vouched));
-            // Another slice, even with equal bytes, is hashed.
-            let copy = bytes.clone();
-            assert_eq!(key(&engine, &copy), hashed);
-        });
-        assert_eq!(key(&engine, &bytes), hashed);
+        // The caller's digest is the key: the bytes are not hashed, so a
+        // digest that is not theirs keys them elsewhere (never onto another
+        // component's entry, which has its own digest).
+        let vouched: rollcage_core::Digest = format!("sha256:{}", "ab".repeat(32)).parse().unwrap();
+        let pinned = key(&engine, Wasm::verified(&bytes, &vouched));
+        assert!(pinned.starts_with(&"ab".repeat(32)), "{pinned}");
+        assert_eq!(
+            pinned.split_once('-').unwrap().1,
+            hashed.split_once('-').unwrap().1
+        );
     }
 
     #[test]

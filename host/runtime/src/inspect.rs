@@ -71,12 +71,16 @@ pub(crate) fn component_info(engine: &Engine, component: &Component, size: usize
 
 /// Compile (through the runtime's cache) and describe a component without
 /// loading it as any particular kind.
-pub fn inspect_component(runtime: &crate::Runtime, wasm: &[u8]) -> Result<ComponentInfo, String> {
-    check_preamble(wasm)?;
+pub fn inspect_component<'a>(
+    runtime: &crate::Runtime,
+    wasm: impl Into<crate::Wasm<'a>>,
+) -> Result<ComponentInfo, String> {
+    let wasm = wasm.into();
+    check_preamble(wasm.bytes())?;
     let engine = runtime.engine();
     let component = runtime
         .cache()
         .get(engine, wasm)
         .map_err(|e| format!("could not be compiled: {e}"))?;
-    Ok(component_info(engine, &component, wasm.len()))
+    Ok(component_info(engine, &component, wasm.bytes().len()))
 }

@@ -28,7 +28,7 @@ mod secrets;
 mod state;
 pub mod text;
 
-pub use cache::{CacheStats, ComponentCache, with_known_digest};
+pub use cache::{CacheStats, ComponentCache, Wasm};
 pub use engine::{AllocatorKind, Runtime, RuntimeOptions};
 pub use error::LoadError;
 pub use inspect::{ComponentInfo, inspect_component};

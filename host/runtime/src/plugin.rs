@@ -67,13 +67,20 @@ impl Runtime {
     /// Compile (or fetch from the cache) `wasm`, check that it fits the
     /// spec's world and that the host provides all it imports, and prepare
     /// it for calls.
-    pub fn load(&self, spec: PluginSpec, wasm: &[u8]) -> Result<Arc<LoadedPlugin>, LoadError> {
+    /// A component pinned by digest comes as [`crate::Wasm::verified`], so
+    /// the cache does not hash its bytes again.
+    pub fn load<'a>(
+        &self,
+        spec: PluginSpec,
+        wasm: impl Into<crate::Wasm<'a>>,
+    ) -> Result<Arc<LoadedPlugin>, LoadError> {
+        let wasm = wasm.into();
         let not_component = |reason: String| LoadError::NotAComponent {
             plugin: spec.id.clone(),
             source_name: spec.source_name.clone(),
             reason,
         };
-        check_preamble(wasm).map_err(not_component)?;
+        check_preamble(wasm.bytes()).map_err(not_component)?;
         if spec.kind == PluginKind::Strategy
             && (!spec.grants.allow_hosts.is_empty()
                 || !spec.grants.allow_private.is_empty()
@@ -95,7 +102,7 @@ impl Runtime {
                 source_name: spec.source_name.clone(),
                 detail: format!("{e:#}"),
             })?;
-        let info = component_info(engine, &component, wasm.len());
+        let info = component_info(engine, &component, wasm.bytes().len());
         let wanted = spec.kind.export_interface();
         let Some(version) = info
             .exports

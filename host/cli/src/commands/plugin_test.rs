@@ -384,7 +384,7 @@ pub async fn test(args: PluginTestArgs) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let found = match &bytes {
         None => None,
-        Some(bytes) => match kind_of(&runtime, "test", &source, bytes) {
+        Some(bytes) => match kind_of(&runtime, "test", &source, &**bytes) {
             Ok(k) => Some(k),
             Err(e) => {
                 eprintln!("error: {e:#}");
@@ -462,7 +462,7 @@ pub async fn test(args: PluginTestArgs) -> anyhow::Result<ExitCode> {
         limits,
         config_json: config.to_string(),
     };
-    let plugin = match runtime.load(spec, &bytes) {
+    let plugin = match runtime.load(spec, &*bytes) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("error: {e}");
