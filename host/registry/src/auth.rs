@@ -1,8 +1,18 @@
-//! Registry credentials: a host secret holding `user:password` (HTTP Basic,
-//! and the login for a Bearer token service) or a bare token, or else the
-//! standard Docker config file (`$DOCKER_CONFIG/config.json`, else
-//! `~/.docker/config.json`, `auths.<registry>.auth` = base64 `user:password`)
-//! that `docker login` and other registry tools write. Never printed.
+//! Registry credentials, never printed:
+//!
+//! * a host secret holding `user:password` (HTTP Basic, and the login for a
+//!   Bearer token service) or a bare token;
+//! * else the standard Docker config file (`$DOCKER_CONFIG/config.json`,
+//!   else `~/.docker/config.json`) that `docker login`, `oras login` and
+//!   other registry tools write, read the way the Docker CLI reads it: the
+//!   registry's credential helper (`credHelpers`), else the default store
+//!   (`credsStore`), else `auths.<registry>` (`auth` = base64
+//!   `user:password`, `identitytoken`, `registrytoken`).
+//!
+//! A credential helper is the program `docker-credential-<name>` on PATH,
+//! asked with `get` and the registry on standard input; it answers
+//! `{"ServerURL", "Username", "Secret"}`, the user `<token>` meaning the
+//! secret is an identity token.
 
 use std::path::PathBuf;
 
@@ -17,6 +27,10 @@ pub enum Credentials {
     },
     /// A bearer token given as is.
     Token(String),
+    /// A refresh token for the registry's token service (OAuth2
+    /// `grant_type=refresh_token`): what `docker login` keeps for registries
+    /// that log in through a browser, and helpers give with user `<token>`.
+    IdentityToken(String),
 }
 
 impl std::fmt::Debug for Credentials {
@@ -24,6 +38,7 @@ impl std::fmt::Debug for Credentials {
         match self {
             Credentials::Basic { user, .. } => write!(f, "Basic({user}:***)"),
             Credentials::Token(_) => write!(f, "Token(***)"),
+            Credentials::IdentityToken(_) => write!(f, "IdentityToken(***)"),
         }
     }
 }
@@ -48,7 +63,7 @@ impl Credentials {
                 "Basic {}",
                 base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
             )),
-            Credentials::Token(_) => None,
+            Credentials::Token(_) | Credentials::IdentityToken(_) => None,
         }
     }
 
@@ -63,25 +78,61 @@ impl Credentials {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(format!("{}: {e}", path.display())),
         };
-        Self::from_docker_config_text(&text, registry)
+        Self::from_docker_config_text(&text, registry, &run_helper)
             .map_err(|e| format!("{}: {e}", path.display()))
     }
 
-    fn from_docker_config_text(text: &str, registry: &str) -> Result<Option<Credentials>, String> {
+    /// `text`'s credentials for `registry`, asking helpers through `helper`
+    /// (name, registry) -> the helper's answer, if it has one.
+    fn from_docker_config_text(
+        text: &str,
+        registry: &str,
+        helper: &AskHelper,
+    ) -> Result<Option<Credentials>, String> {
         let config: serde_json::Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
-        let Some(auths) = config.get("auths").and_then(|a| a.as_object()) else {
+        // Keys are written `host:port`, or as URLs (`https://host/v1/`).
+        let find = |table: &str| {
+            config.get(table).and_then(|t| t.as_object()).and_then(|t| {
+                t.iter().find_map(|(key, value)| {
+                    let k = key
+                        .trim_start_matches("https://")
+                        .trim_start_matches("http://");
+                    let k = k.split('/').next().unwrap_or(k);
+                    (k == registry).then_some(value)
+                })
+            })
+        };
+        let named_helper = find("credHelpers")
+            .and_then(|h| h.as_str())
+            .map(|h| ("credHelpers", h))
+            .or_else(|| {
+                config
+                    .get("credsStore")
+                    .and_then(|h| h.as_str())
+                    .filter(|h| !h.is_empty())
+                    .map(|h| ("credsStore", h))
+            });
+        if let Some((table, name)) = named_helper {
+            let answer = helper(name, registry).map_err(|e| format!("{table}: {e}"))?;
+            return Ok(answer.map(|a| {
+                if a.username == "<token>" {
+                    Credentials::IdentityToken(a.secret)
+                } else {
+                    Credentials::Basic {
+                        user: a.username,
+                        password: a.secret,
+                    }
+                }
+            }));
+        }
+        let Some(entry) = find("auths") else {
             return Ok(None);
         };
-        // Keys are written `host:port`, or as URLs (`https://host/v1/`).
-        let entry = auths.iter().find_map(|(key, value)| {
-            let k = key
-                .trim_start_matches("https://")
-                .trim_start_matches("http://");
-            let k = k.split('/').next().unwrap_or(k);
-            (k == registry).then_some(value)
-        });
-        let Some(entry) = entry else { return Ok(None) };
-        if let Some(auth) = entry.get("auth").and_then(|a| a.as_str()) {
+        if let Some(auth) = entry
+            .get("auth")
+            .and_then(|a| a.as_str())
+            .filter(|a| !a.is_empty())
+        {
             let decoded = base64::engine::general_purpose::STANDARD
                 .decode(auth.trim())
                 .map_err(|_| format!("auths.{registry}.auth is not base64"))?;
@@ -95,11 +146,72 @@ impl Credentials {
                 password: password.into(),
             }));
         }
+        if let Some(token) = entry.get("identitytoken").and_then(|t| t.as_str()) {
+            return Ok(Some(Credentials::IdentityToken(token.into())));
+        }
         if let Some(token) = entry.get("registrytoken").and_then(|t| t.as_str()) {
             return Ok(Some(Credentials::Token(token.into())));
         }
         Ok(None)
     }
+}
+
+/// Ask credential helper `name` about `registry`: its answer, if it has one.
+type AskHelper = dyn Fn(&str, &str) -> Result<Option<HelperAnswer>, String>;
+
+/// What a credential helper answered.
+struct HelperAnswer {
+    username: String,
+    secret: String,
+}
+
+/// Ask `docker-credential-<name> get` for `registry`'s credentials. A
+/// helper that has none says so (exit 1, "credentials not found"), which
+/// is no credentials, not an error.
+fn run_helper(name: &str, registry: &str) -> Result<Option<HelperAnswer>, String> {
+    use std::io::Write;
+    let program = format!("docker-credential-{name}");
+    let mut child = std::process::Command::new(&program)
+        .arg("get")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("credential helper `{program}`: {e}"))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        // A helper that exits without reading is told nothing; its answer
+        // below says why.
+        let _ = stdin.write_all(registry.as_bytes());
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|e| format!("credential helper `{program}`: {e}"))?;
+    let said = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        if said.to_ascii_lowercase().contains("credentials not found") {
+            return Ok(None);
+        }
+        // The helper's own words about why it failed; an answer with a
+        // secret is never printed, but a failure has none.
+        let why = String::from_utf8_lossy(&out.stderr);
+        let why = if why.trim().is_empty() { said } else { why };
+        return Err(format!(
+            "credential helper `{program}` failed ({}): {}",
+            out.status,
+            why.trim()
+        ));
+    }
+    let answer: serde_json::Value = serde_json::from_slice(&out.stdout).map_err(|_| {
+        format!("credential helper `{program}` did not answer JSON with Username and Secret")
+    })?;
+    let field = |k: &str| answer.get(k).and_then(|v| v.as_str()).unwrap_or("");
+    if field("Secret").is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(HelperAnswer {
+        username: field("Username").to_string(),
+        secret: field("Secret").to_string(),
+    }))
 }
 
 fn docker_config_path() -> Option<PathBuf> {
@@ -113,23 +225,90 @@ fn docker_config_path() -> Option<PathBuf> {
 mod tests {
     use super::*;
 
+    fn no_helper(name: &str, _: &str) -> Result<Option<HelperAnswer>, String> {
+        Err(format!("no helper {name} here"))
+    }
+
     #[test]
     fn a_docker_config_entry_is_found_by_registry() {
         let text = r#"{"auths": {"https://127.0.0.1:5000/v1/": {"auth": "dXNlcjpwYXNz"}, "other:1": {"auth": "eDp5"}}}"#;
         assert_eq!(
-            Credentials::from_docker_config_text(text, "127.0.0.1:5000").unwrap(),
+            Credentials::from_docker_config_text(text, "127.0.0.1:5000", &no_helper).unwrap(),
             Some(Credentials::Basic {
                 user: "user".into(),
                 password: "pass".into()
             })
         );
         assert_eq!(
-            Credentials::from_docker_config_text(text, "ghcr.io").unwrap(),
+            Credentials::from_docker_config_text(text, "ghcr.io", &no_helper).unwrap(),
             None
         );
         assert!(
-            Credentials::from_docker_config_text(r#"{"auths": {"a": {"auth": "!!"}}}"#, "a")
-                .is_err()
+            Credentials::from_docker_config_text(
+                r#"{"auths": {"a": {"auth": "!!"}}}"#,
+                "a",
+                &no_helper
+            )
+            .is_err()
+        );
+        // An OAuth login keeps a refresh token instead.
+        assert_eq!(
+            Credentials::from_docker_config_text(
+                r#"{"auths": {"a": {"auth": "", "identitytoken": "refresh"}}}"#,
+                "a",
+                &no_helper
+            )
+            .unwrap(),
+            Some(Credentials::IdentityToken("refresh".into()))
+        );
+    }
+
+    #[test]
+    fn a_credential_helper_is_asked_before_the_auths_entries() {
+        let helper = |name: &str, registry: &str| -> Result<Option<HelperAnswer>, String> {
+            match (name, registry) {
+                ("pass", "ghcr.io") => Ok(Some(HelperAnswer {
+                    username: "ci".into(),
+                    secret: "from-pass".into(),
+                })),
+                ("ecr", "aws") => Ok(Some(HelperAnswer {
+                    username: "<token>".into(),
+                    secret: "refresh".into(),
+                })),
+                _ => Ok(None),
+            }
+        };
+        let text = r#"{"credsStore": "pass", "credHelpers": {"aws": "ecr"}, "auths": {"ghcr.io": {}, "other": {"auth": "eDp5"}}}"#;
+        // The registry's own helper, then the default store.
+        assert_eq!(
+            Credentials::from_docker_config_text(text, "aws", &helper).unwrap(),
+            Some(Credentials::IdentityToken("refresh".into()))
+        );
+        assert_eq!(
+            Credentials::from_docker_config_text(text, "ghcr.io", &helper).unwrap(),
+            Some(Credentials::Basic {
+                user: "ci".into(),
+                password: "from-pass".into()
+            })
+        );
+        // With a default store, the store is asked, as the Docker CLI does.
+        assert_eq!(
+            Credentials::from_docker_config_text(text, "other", &helper).unwrap(),
+            None
+        );
+        // A helper that cannot run is an error naming where it came from.
+        let e = Credentials::from_docker_config_text(text, "aws", &no_helper).unwrap_err();
+        assert_eq!(e, "credHelpers: no helper ecr here");
+    }
+
+    #[test]
+    fn a_missing_helper_program_is_named() {
+        let e = run_helper("rollcage-test-no-such-helper", "r")
+            .err()
+            .unwrap();
+        assert!(
+            e.starts_with("credential helper `docker-credential-rollcage-test-no-such-helper`"),
+            "{e}"
         );
     }
 

@@ -9,7 +9,8 @@
 //! * [`lock`]: `rollcage.lock`, the digests runs are pinned to.
 //! * [`store`]: downloaded components on disk by digest, verified before
 //!   they are written and written atomically.
-//! * [`auth`]: registry credentials from a secret or the Docker config file.
+//! * [`auth`]: registry credentials from a secret or the Docker config file
+//!   (its credential helpers included).
 //!
 //! Nothing here compiles or inspects wasm: the runtime does, after the bytes
 //! are verified here.

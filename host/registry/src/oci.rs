@@ -8,7 +8,10 @@
 //! reference, the layer's bytes against the manifest. Push uploads the
 //! config and the layer (monolithic POST then PUT), then the manifest.
 //! Auth answers the registry's `WWW-Authenticate` challenge: Basic with the
-//! credentials, or Bearer through the token service it names.
+//! credentials; or Bearer, with a bare token as it is, else through the
+//! token service the challenge names: a GET with the login, the OAuth2
+//! refresh-token POST with an identity token, or an anonymous GET when
+//! there are no credentials (public repositories allow pulls that way).
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -45,6 +48,10 @@ pub enum OciError {
         status: u16,
         detail: String,
     },
+    #[error(
+        "{url}: the registry wants credentials and none were given: set `registry_auth_secret`, or log in so the Docker config file (~/.docker/config.json) has them"
+    )]
+    NoCredentials { url: String },
     #[error("{url}: the registry refused the credentials ({detail})")]
     Unauthorized { url: String, detail: String },
     #[error("{reference}: the manifest has digest {actual}, not the expected {expected}")]
@@ -171,13 +178,14 @@ impl OciClient {
         let auth = self.answer(url, &challenge).await?;
         let response = self.transport.send(build(Some(&auth))?).await?;
         if response.status() == http::StatusCode::UNAUTHORIZED {
+            // Without credentials an anonymous token may allow a pull but
+            // not this.
+            if self.credentials.is_none() {
+                return Err(OciError::NoCredentials { url: url.into() });
+            }
             return Err(OciError::Unauthorized {
                 url: url.into(),
-                detail: if self.credentials.is_some() {
-                    "check the registry_auth_secret or the Docker config entry".into()
-                } else {
-                    "none given".into()
-                },
+                detail: "check the registry_auth_secret or the Docker config entry".into(),
             });
         }
         *self.authorization.lock().unwrap() = Some(auth);
@@ -186,18 +194,17 @@ impl OciClient {
 
     /// The `Authorization` value answering `challenge`.
     async fn answer(&self, url: &str, challenge: &str) -> Result<String, OciError> {
-        let no_credentials = || {
-            OciError::Unauthorized {
-            url: url.into(),
-            detail: "the registry wants credentials and none were given: set `registry_auth_secret`, or log in so the Docker config file (~/.docker/config.json) has them".into(),
-        }
-        };
+        let no_credentials = || OciError::NoCredentials { url: url.into() };
         let (scheme, params) = parse_challenge(challenge);
-        let credentials = self.credentials.as_ref().ok_or_else(no_credentials)?;
         if scheme.eq_ignore_ascii_case("basic") {
-            return match credentials {
-                Credentials::Token(t) => Ok(format!("Bearer {t}")),
-                c => Ok(c.basic_header().expect("a login")),
+            return match &self.credentials {
+                None => Err(no_credentials()),
+                Some(Credentials::Token(t)) => Ok(format!("Bearer {t}")),
+                Some(Credentials::IdentityToken(_)) => Err(OciError::Unauthorized {
+                    url: url.into(),
+                    detail: "the credentials are an identity token, which needs a token service, and the registry asks for a login (Basic)".into(),
+                }),
+                Some(c) => Ok(c.basic_header().expect("a login")),
             };
         }
         if !scheme.eq_ignore_ascii_case("bearer") {
@@ -206,40 +213,79 @@ impl OciClient {
                 detail: format!("unknown auth scheme in `{challenge}`"),
             });
         }
-        if let Credentials::Token(t) = credentials {
+        if let Some(Credentials::Token(t)) = &self.credentials {
             return Ok(format!("Bearer {t}"));
         }
         let realm = params.get("realm").ok_or_else(|| OciError::Unauthorized {
             url: url.into(),
             detail: format!("a Bearer challenge without a realm: `{challenge}`"),
         })?;
-        let mut token_url = realm.clone();
-        let mut sep = if realm.contains('?') { '&' } else { '?' };
-        for key in ["service", "scope"] {
-            if let Some(v) = params.get(key) {
-                token_url.push(sep);
-                token_url.push_str(key);
-                token_url.push('=');
-                token_url.push_str(&query_escape(v));
-                sep = '&';
-            }
-        }
-        let mut request = http::Request::get(&token_url);
-        if let Some(basic) = credentials.basic_header() {
-            request = request.header(http::header::AUTHORIZATION, basic);
-        }
-        let request = request.body(Bytes::new()).map_err(|e| OciError::Status {
-            url: token_url.clone(),
+        let build_err = |token_url: &str, e: http::Error| OciError::Status {
+            url: token_url.into(),
             status: 0,
             detail: e.to_string(),
-        })?;
+        };
+        // The token service: a GET with the login (or none, for anonymous
+        // pulls of public repositories), or with an identity token the
+        // OAuth2 refresh-token POST of the distribution token spec.
+        let (token_url, request) = match &self.credentials {
+            Some(Credentials::IdentityToken(refresh)) => {
+                let mut form = String::from("grant_type=refresh_token&client_id=rollcage");
+                for key in ["service", "scope"] {
+                    if let Some(v) = params.get(key) {
+                        form.push_str(&format!("&{key}={}", query_escape(v)));
+                    }
+                }
+                form.push_str(&format!("&refresh_token={}", query_escape(refresh)));
+                let request = http::Request::post(realm.as_str())
+                    .header(
+                        http::header::CONTENT_TYPE,
+                        "application/x-www-form-urlencoded",
+                    )
+                    .body(Bytes::from(form))
+                    .map_err(|e| build_err(realm, e))?;
+                (realm.clone(), request)
+            }
+            credentials => {
+                let mut token_url = realm.clone();
+                let mut sep = if realm.contains('?') { '&' } else { '?' };
+                for key in ["service", "scope"] {
+                    if let Some(v) = params.get(key) {
+                        token_url.push(sep);
+                        token_url.push_str(key);
+                        token_url.push('=');
+                        token_url.push_str(&query_escape(v));
+                        sep = '&';
+                    }
+                }
+                let mut request = http::Request::get(&token_url);
+                if let Some(basic) = credentials.as_ref().and_then(|c| c.basic_header()) {
+                    request = request.header(http::header::AUTHORIZATION, basic);
+                }
+                let request = request
+                    .body(Bytes::new())
+                    .map_err(|e| build_err(&token_url, e))?;
+                (token_url, request)
+            }
+        };
         let response = self.transport.send(request).await?;
-        if !response.status().is_success() {
+        let status = response.status();
+        if self.credentials.is_none()
+            && (status == http::StatusCode::UNAUTHORIZED || status == http::StatusCode::FORBIDDEN)
+        {
+            return Err(no_credentials());
+        }
+        if !status.is_success() {
             return Err(OciError::Unauthorized {
                 url: token_url,
                 detail: format!(
-                    "the token service answered HTTP {}",
-                    response.status().as_u16()
+                    "the token service answered HTTP {}{}",
+                    status.as_u16(),
+                    if self.credentials.is_some() {
+                        ": check the registry_auth_secret or the Docker config entry"
+                    } else {
+                        ""
+                    }
                 ),
             });
         }
@@ -294,20 +340,6 @@ impl OciClient {
             layer_digest: layer,
             bytes,
         })
-    }
-
-    /// The component of the manifest with digest `manifest` in `r`'s
-    /// repository (what a lock file pins), every digest checked.
-    pub async fn pull_pinned(
-        &self,
-        r: &OciReference,
-        manifest: &Digest,
-    ) -> Result<Pulled, OciError> {
-        let pinned = OciReference {
-            digest: Some(manifest.clone()),
-            ..r.clone()
-        };
-        self.pull(&pinned).await
     }
 
     /// A blob's bytes, if they have `digest`.
@@ -399,14 +431,10 @@ impl OciClient {
         layers: &[(&str, &[u8])],
         annotations: &BTreeMap<String, String>,
     ) -> Result<Digest, OciError> {
-        let config_digest = crate::digest_of(config.1);
-        self.upload(r, &config_digest, Bytes::copy_from_slice(config.1))
-            .await?;
+        let config_digest = self.push_blob(r, config.1).await?;
         let mut descriptors = Vec::new();
         for (media_type, bytes) in layers {
-            let digest = crate::digest_of(bytes);
-            self.upload(r, &digest, Bytes::copy_from_slice(bytes))
-                .await?;
+            let digest = self.push_blob(r, bytes).await?;
             descriptors.push(Descriptor {
                 media_type: media_type.to_string(),
                 digest: digest.to_string(),
@@ -426,13 +454,24 @@ impl OciClient {
             annotations: annotations.clone(),
         };
         let body = Bytes::from(serde_json::to_vec(&manifest).expect("json"));
+        self.put_manifest(r, MANIFEST_MEDIA_TYPE, body).await
+    }
+
+    /// Store `body`, a manifest of `media_type` whose blobs are pushed
+    /// already, as `r` (its tag, or its digest); the manifest's digest.
+    pub async fn put_manifest(
+        &self,
+        r: &OciReference,
+        media_type: &str,
+        body: Bytes,
+    ) -> Result<Digest, OciError> {
         let digest = crate::digest_of(&body);
         let url = format!("{}/manifests/{}", self.repo_url(r), r.manifest_reference());
         let response = self
             .request(
                 http::Method::PUT,
                 &url,
-                &[(http::header::CONTENT_TYPE, MANIFEST_MEDIA_TYPE)],
+                &[(http::header::CONTENT_TYPE, media_type)],
                 body,
             )
             .await?;
@@ -440,20 +479,17 @@ impl OciClient {
         Ok(digest)
     }
 
-    /// Upload a blob unless the repository has it.
-    async fn upload(
-        &self,
-        r: &OciReference,
-        digest: &Digest,
-        bytes: Bytes,
-    ) -> Result<(), OciError> {
+    /// Upload `bytes` to `r`'s repository unless it has them; their digest.
+    pub async fn push_blob(&self, r: &OciReference, bytes: &[u8]) -> Result<Digest, OciError> {
+        let digest = crate::digest_of(bytes);
+        let bytes = Bytes::copy_from_slice(bytes);
         let base = self.repo_url(r);
         let head_url = format!("{base}/blobs/{digest}");
         let head = self
             .request(http::Method::HEAD, &head_url, &[], Bytes::new())
             .await?;
         if head.status().is_success() {
-            return Ok(());
+            return Ok(digest);
         }
         let start_url = format!("{base}/blobs/uploads/");
         let started = self
@@ -485,7 +521,7 @@ impl OciClient {
             )
             .await?;
         success(&put_url, done)?;
-        Ok(())
+        Ok(digest)
     }
 }
 

@@ -65,7 +65,7 @@ impl Transport {
         })
     }
 
-    /// Allow `http://` (the caller checked the host is loopback).
+    /// Allow `http://`, to loopback hosts only.
     pub fn with_plain_http(mut self, allowed: bool) -> Transport {
         self.plain_http = allowed;
         self
@@ -106,9 +106,12 @@ impl Transport {
         request: http::Request<Bytes>,
     ) -> Result<http::Response<Bytes>, String> {
         let uri = request.uri().clone();
+        let host = uri.host().ok_or("no host")?.to_string();
+        // Plain HTTP only to this machine, whatever URL a registry answers
+        // with (a redirect to another host goes over HTTPS or not at all).
         let https = match uri.scheme_str() {
             Some("https") => true,
-            Some("http") if self.plain_http => false,
+            Some("http") if self.plain_http && is_loopback(&host) => false,
             Some("http") => {
                 return Err(
                     "plain HTTP is not allowed (only to a loopback registry with `insecure = true`)"
@@ -117,7 +120,6 @@ impl Transport {
             }
             _ => return Err("not an http(s) URL".into()),
         };
-        let host = uri.host().ok_or("no host")?.to_string();
         let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
         let bare_host = host
             .trim_start_matches('[')
@@ -201,4 +203,44 @@ fn chain(err: &(dyn std::error::Error + 'static)) -> String {
         source = s.source();
     }
     text
+}
+
+/// Whether `host` (a URL's, IPv6 in brackets) is this machine.
+fn is_loopback(host: &str) -> bool {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    bare == "localhost"
+        || bare
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_http_goes_to_this_machine_only() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let transport = Transport::new(None).unwrap().with_plain_http(true);
+        let get = |url: &str| {
+            let request = http::Request::get(url).body(Bytes::new()).unwrap();
+            rt.block_on(transport.send(request)).unwrap_err().detail
+        };
+        // Refused before any connection: a registry on loopback that
+        // redirects elsewhere does not take plain HTTP with it.
+        assert!(
+            get("http://storage.example.com/blob").starts_with("plain HTTP is not allowed"),
+            "{}",
+            get("http://storage.example.com/blob")
+        );
+        assert!(get("http://10.0.0.1:5000/v2/").starts_with("plain HTTP is not allowed"));
+        // Loopback is allowed: nothing listens on port 9, so it is the
+        // connection that fails.
+        assert!(get("http://127.0.0.1:9/v2/").starts_with("cannot connect"));
+        assert!(get("http://[::1]:9/v2/").starts_with("cannot connect"));
+        assert!(is_loopback("localhost"));
+    }
 }
