@@ -172,6 +172,7 @@ fn builtin_instance(name: &str) -> PluginConfig {
         allow_private: vec![],
         secrets: vec![],
         tls_ca: None,
+        registry_tls_ca: None,
         limits: Default::default(),
         breaker: Default::default(),
         config: serde_json::json!({}),

@@ -101,7 +101,7 @@ pub fn remote_plugins(config: &Config) -> impl Iterator<Item = &PluginConfig> {
 }
 
 /// A client for `reference`: plain HTTP only if the configuration allowed
-/// it (loopback), the plugin's `tls_ca` trusted, and credentials from its
+/// it (loopback), `tls_ca` trusted, and credentials from its
 /// `registry_auth_secret` or else the Docker config file.
 pub fn oci_client(
     reference: &OciReference,
@@ -142,6 +142,12 @@ pub fn transport(tls_ca: Option<&TlsCa>, secrets: &dyn SecretSource) -> anyhow::
     Transport::new(pem.as_deref()).map_err(anyhow::Error::msg)
 }
 
+/// The CA trusted when fetching `p`'s component: its `registry_tls_ca`,
+/// else the `tls_ca` it is granted.
+fn fetch_ca(p: &PluginConfig) -> Option<&TlsCa> {
+    p.registry_tls_ca.as_ref().or(p.tls_ca.as_ref())
+}
+
 /// What `plugins lock` found for one plugin.
 pub struct Resolved {
     pub entry: LockEntry,
@@ -163,7 +169,7 @@ pub async fn resolve(p: &PluginConfig, secrets: &dyn SecretSource) -> anyhow::Re
                 reference,
                 *insecure,
                 auth_secret.as_deref(),
-                p.tls_ca.as_ref(),
+                fetch_ca(p),
                 secrets,
             )
             .map_err(|e| anyhow::anyhow!("plugin `{id}` ({source}): {e:#}"))?;
@@ -182,7 +188,7 @@ pub async fn resolve(p: &PluginConfig, secrets: &dyn SecretSource) -> anyhow::Re
             })
         }
         ComponentRef::Url { url, sha256 } => {
-            let transport = transport(p.tls_ca.as_ref(), secrets)
+            let transport = transport(fetch_ca(p), secrets)
                 .map_err(|e| anyhow::anyhow!("plugin `{id}` ({source}): {e:#}"))?;
             let bytes = rollcage_registry::https::download(&transport, url, sha256)
                 .await

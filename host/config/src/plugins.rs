@@ -10,6 +10,9 @@
 //! allow_hosts = ["hooks.slack.com"]      # host, host:port, host:*, *.domain, *
 //! secrets = ["SLACK_WEBHOOK_URL"]
 //! tls_ca = "ca.pem"                      # a private CA for HTTPS, or { secret = "NAME" }
+//! registry_tls_ca = "ca.pem"             # an oci:// or https:// component: the CA of the
+//!                                        # server it is fetched from (default: tls_ca); not a
+//!                                        # grant, so a strategy may have it
 //! limits = { memory_mb = 32, timeout_ms = 5000 }
 //! config = { channel = "#deploys" }
 //! ```
@@ -167,6 +170,10 @@ pub struct PluginConfig {
     /// A private certificate authority its HTTPS trusts beside the public
     /// roots; a file is checked to hold PEM certificates.
     pub tls_ca: Option<TlsCa>,
+    /// The private CA of the registry or file server a remote component is
+    /// fetched from, when it is not `tls_ca`: the host's, never granted to
+    /// the plugin (so a strategy, granted nothing, may have one).
+    pub registry_tls_ca: Option<TlsCa>,
     pub limits: Limits,
     pub breaker: BreakerSettings,
     /// The plugin's own `config` table, as JSON.
@@ -190,6 +197,9 @@ struct RawPlugin {
     /// The host secret with the OCI registry's credentials.
     #[serde(default)]
     registry_auth_secret: Option<Spanned<String>>,
+    /// The private CA of the server a remote component is fetched from.
+    #[serde(default)]
+    registry_tls_ca: Option<Spanned<RawTlsCa>>,
     #[serde(default)]
     kind: Option<Spanned<String>>,
     #[serde(default)]
@@ -405,42 +415,23 @@ fn validate(
         }
     }
 
-    let tls_ca = raw.tls_ca.as_ref().and_then(|ca| match ca.get_ref() {
-        RawTlsCa::Path(file) => {
-            let base = src
-                .path
-                .parent()
-                .map(|p| p.to_path_buf())
-                .unwrap_or_default();
-            let path = base.join(file);
-            match tls_ca_file_problem(&path) {
-                None => Some(TlsCa::File(path)),
-                Some(problem) => {
-                    err(
-                        ca.span(),
-                        problem,
-                        Some(
-                            "give a PEM file relative to this file, or { secret = \"NAME\" }"
-                                .into(),
-                        ),
-                    );
-                    None
-                }
-            }
-        }
-        RawTlsCa::Secret(RawTlsSecret { secret }) => {
-            if valid_secret_name(secret) {
-                Some(TlsCa::Secret(secret.clone()))
-            } else {
-                err(
-                    ca.span(),
-                    format!("tls_ca: invalid secret name `{secret}`: use letters, digits and `_`"),
-                    None,
-                );
-                None
-            }
-        }
-    });
+    let tls_ca = raw
+        .tls_ca
+        .as_ref()
+        .and_then(|ca| parse_tls_ca(src, ca, "tls_ca", &mut err));
+    let registry_tls_ca = raw
+        .registry_tls_ca
+        .as_ref()
+        .and_then(|ca| parse_tls_ca(src, ca, "registry_tls_ca", &mut err));
+    if let Some(ca) = &raw.registry_tls_ca
+        && !component.is_remote()
+    {
+        err(
+            ca.span(),
+            "`registry_tls_ca` is for an oci:// or https:// component".into(),
+            Some("a component in the binary or a file is not fetched".into()),
+        );
+    }
 
     let limits = match &raw.limits {
         None => Limits::default(),
@@ -511,6 +502,7 @@ fn validate(
         allow_private,
         secrets,
         tls_ca,
+        registry_tls_ca,
         limits,
         breaker,
         config,
@@ -642,6 +634,52 @@ fn remote_source(
         insecure,
         auth_secret,
     })
+}
+
+/// A `tls_ca`-shaped key (`key`): a PEM file relative to the configuration,
+/// checked to hold certificates, or `{ secret = "NAME" }`.
+fn parse_tls_ca(
+    src: &Source<'_>,
+    ca: &Spanned<RawTlsCa>,
+    key: &str,
+    err: &mut impl FnMut(std::ops::Range<usize>, String, Option<String>),
+) -> Option<TlsCa> {
+    match ca.get_ref() {
+        RawTlsCa::Path(file) => {
+            let base = src
+                .path
+                .parent()
+                .map(|p| p.to_path_buf())
+                .unwrap_or_default();
+            let path = base.join(file);
+            match tls_ca_file_problem(&path) {
+                None => Some(TlsCa::File(path)),
+                Some(problem) => {
+                    err(
+                        ca.span(),
+                        problem.replacen("tls_ca", key, 1),
+                        Some(
+                            "give a PEM file relative to this file, or { secret = \"NAME\" }"
+                                .into(),
+                        ),
+                    );
+                    None
+                }
+            }
+        }
+        RawTlsCa::Secret(RawTlsSecret { secret }) => {
+            if valid_secret_name(secret) {
+                Some(TlsCa::Secret(secret.clone()))
+            } else {
+                err(
+                    ca.span(),
+                    format!("{key}: invalid secret name `{secret}`: use letters, digits and `_`"),
+                    None,
+                );
+                None
+            }
+        }
+    }
 }
 
 /// A secret name: letters, digits and `_`, not starting with a digit.
