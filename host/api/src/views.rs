@@ -185,6 +185,11 @@ pub struct RunDetail {
     pub notifications: Vec<NotificationView>,
     /// How many entries its log has (the last SSE event id).
     pub events: u64,
+    /// The `sha256:` digest of the component each plugin of the run was
+    /// loaded from, by the name the configuration gives it (builtins,
+    /// files and registry components alike), as recorded when the run
+    /// started; empty before it has.
+    pub plugins: BTreeMap<String, String>,
 }
 
 impl RunDetail {
@@ -285,11 +290,23 @@ impl RunDetail {
         // The stage from the log, which the summary field can lag behind.
         view.stage =
             rollcage_engine::position::acting_stage(&run.run.stages, log).map(str::to_string);
+        let plugins = log
+            .iter()
+            .find(|e| e.kind == "run-started")
+            .and_then(|e| e.data.get("plugins"))
+            .and_then(Value::as_object)
+            .map(|p| {
+                p.iter()
+                    .filter_map(|(name, d)| Some((name.clone(), d.as_str()?.to_string())))
+                    .collect()
+            })
+            .unwrap_or_default();
         RunDetail {
             run: view,
             stages,
             notifications,
             events: log.last().map(|e| e.seq).unwrap_or(0),
+            plugins,
         }
     }
 }

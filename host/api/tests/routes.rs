@@ -566,6 +566,13 @@ async fn a_run_is_started_followed_to_its_end_and_shown_in_detail() {
     let detail = until(&w.router, &id, &["succeeded", "failed", "rolled_back"]).await;
     assert_eq!(detail["run"]["status"], "succeeded", "{detail:#}");
     assert_eq!(detail["run"]["params"], json!({"jira_issue": "OPS-12"}));
+    // The digests of the components its plugins came from, as recorded
+    // when it started.
+    let digests: serde_json::Map<String, serde_json::Value> = common::PLUGIN_DIGESTS
+        .iter()
+        .map(|(n, d)| (n.to_string(), json!(d)))
+        .collect();
+    assert_eq!(detail["plugins"], serde_json::Value::Object(digests));
     let stage = &detail["stages"][0];
     assert_eq!(
         (stage["name"].as_str(), stage["status"].as_str()),

@@ -331,6 +331,16 @@ async fn posts_need_this_hosts_own_page_and_the_sessions_csrf_token() {
     let cookie = sign_in(&w.router, "bob").await;
     let page = get(&w.router, &format!("/ui/runs/{id}"), Some(&cookie)).await;
     assert_eq!(page.status, StatusCode::OK);
+    // The components the run's plugins came from, by digest.
+    for (name, digest) in common::PLUGIN_DIGESTS {
+        assert!(
+            page.text.contains(&format!(
+                "<li><strong>{name}</strong> <code>{digest}</code></li>"
+            )),
+            "{}",
+            page.text
+        );
+    }
     let csrf = page.csrf();
     let approve = format!("/ui/runs/{id}/actions/approve");
 

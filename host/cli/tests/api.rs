@@ -281,6 +281,14 @@ fn a_server_runs_deployments_for_its_clients_and_survives_a_restart() {
     );
     let detail = json(&body);
     assert_eq!(detail["stages"][1]["decisions"][0]["by"], "bob");
+    // The components the run used, by digest: the builtin strategy's is
+    // the SHA-256 of the bytes in this binary.
+    let canary = rollcage_builtins::get("canary").unwrap().wasm;
+    assert_eq!(
+        detail["plugins"]["canary"],
+        rollcage_registry::digest_of(canary).to_string(),
+        "{detail:#}"
+    );
     assert!(
         detail["stages"][0]["analyses"][0]["measurements"][0]["verdict"] == "pass",
         "{detail:#}"

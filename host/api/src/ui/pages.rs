@@ -223,6 +223,13 @@ pub(crate) struct RunBodyView {
     actions: Vec<ActionButton>,
     stages: Vec<StageBlock>,
     notifications: Vec<NoteLine>,
+    plugins: Vec<PluginLine>,
+}
+
+/// A plugin of the run and the digest of the component it was loaded from.
+pub(crate) struct PluginLine {
+    name: String,
+    digest: String,
 }
 
 #[derive(Template)]
@@ -340,6 +347,14 @@ fn body_view(state: &AppState, signed: &Signed, d: &RunDetail, log: &[Event]) ->
             .map(|s| stage_block(state, s, log, now))
             .collect(),
         notifications: d.notifications.iter().map(note).collect(),
+        plugins: d
+            .plugins
+            .iter()
+            .map(|(name, digest)| PluginLine {
+                name: name.clone(),
+                digest: digest.clone(),
+            })
+            .collect(),
     }
 }
 

@@ -102,16 +102,36 @@ pub fn engine(
         notify: Dispatcher::default(),
     };
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.join("rollcage.db")).unwrap());
-    Arc::new(Engine::new(
-        store,
-        envs,
-        vec![
-            pipeline("api", &["staging", "production"]),
-            pipeline("flaky", &["qa"]),
-        ],
-        "cfg0123".into(),
-    ))
+    Arc::new(
+        Engine::new(
+            store,
+            envs,
+            vec![
+                pipeline("api", &["staging", "production"]),
+                pipeline("flaky", &["qa"]),
+            ],
+            "cfg0123".into(),
+        )
+        .with_plugin_digests(
+            PLUGIN_DIGESTS
+                .iter()
+                .map(|(n, d)| (n.to_string(), d.to_string()))
+                .collect(),
+        ),
+    )
 }
+
+/// The components the test engine says its plugins were loaded from.
+pub const PLUGIN_DIGESTS: [(&str, &str); 2] = [
+    (
+        "canary",
+        "sha256:c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00",
+    ),
+    (
+        "platform",
+        "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+    ),
+];
 
 /// A token named `name` whose secret is `rc_{name}`.
 pub fn token(name: &str, role: Role, environments: &[&str]) -> TokenEntry {
