@@ -222,21 +222,32 @@ pub enum ConfigCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum PluginsCommand {
-    /// List plugins: id, kind, component, WIT version, size, grants. Without
-    /// --config, the builtin plugins.
+    /// List plugins: id, kind, component, WIT version, size, digest, grants.
+    /// The builtins; or with --config a configuration's plugins; or the
+    /// components given (files, builtin:NAME, oci:// references).
     List {
+        /// Components to list: .wasm files, builtin:NAME, or
+        /// oci://REGISTRY/REPOSITORY:TAG (or @sha256:...), pulled now.
+        #[arg(conflicts_with = "config")]
+        sources: Vec<String>,
         /// A rollcage.toml whose [plugins] to load and list.
-        #[arg(long)]
+        #[arg(long, short = 'c')]
         config: Option<PathBuf>,
+        #[command(flatten)]
+        registry: crate::commands::RegistryArgs,
         /// Compiled-component cache folder (default: the user cache folder).
         #[arg(long)]
         cache_dir: Option<PathBuf>,
     },
-    /// Check a component file or OCI reference: which world it fits, what
-    /// it imports, and whether the host can run it.
+    /// Check a component: which world it fits, what it imports, and whether
+    /// the host can run it.
     Check {
-        /// The .wasm component, or oci://REGISTRY/REPOSITORY:TAG (or @sha256:...).
-        file: PathBuf,
+        /// The .wasm component, builtin:NAME, oci://REGISTRY/REPOSITORY:TAG
+        /// (or @sha256:...), or an https:// URL with --sha256.
+        source: String,
+        /// The SHA-256 an https:// component must have.
+        #[arg(long, value_name = "HEX")]
+        sha256: Option<String>,
         #[command(flatten)]
         registry: crate::commands::RegistryArgs,
         /// Compiled-component cache folder (default: the user cache folder).

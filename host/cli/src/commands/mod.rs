@@ -41,14 +41,18 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
         crate::logging::init(None, false);
     }
     match command {
-        Command::Plugins(PluginsCommand::List { config, cache_dir }) => {
-            plugins::list(config.as_deref(), cache_dir).await
-        }
-        Command::Plugins(PluginsCommand::Check {
-            file,
+        Command::Plugins(PluginsCommand::List {
+            sources,
+            config,
             registry,
             cache_dir,
-        }) => plugins::check(&file, &registry, cache_dir).await,
+        }) => plugins::list(&sources, config.as_deref(), &registry, cache_dir).await,
+        Command::Plugins(PluginsCommand::Check {
+            source,
+            sha256,
+            registry,
+            cache_dir,
+        }) => plugins::check(&source, sha256.as_deref(), &registry, cache_dir).await,
         Command::Plugins(PluginsCommand::Lock {
             config,
             check,

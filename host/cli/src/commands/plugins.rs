@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use rollcage_core::{PluginId, PluginKind};
-use rollcage_runtime::{Grants, Limits, PluginSpec, WIT_VERSION};
+use rollcage_runtime::{Grants, Limits, PluginSpec, WIT_VERSION, Wasm};
 
 /// The contract a component targets, as the table and `check` print it.
 fn wit_of(version: &str) -> String {
@@ -21,6 +21,7 @@ struct Row {
     component: String,
     wit: String,
     size: String,
+    digest: String,
     grants: String,
 }
 
@@ -31,6 +32,7 @@ fn print_table(rows: &[Row]) {
         component: "COMPONENT".into(),
         wit: "WIT".into(),
         size: "SIZE".into(),
+        digest: "DIGEST".into(),
         grants: "GRANTS".into(),
     };
     let w = |f: fn(&Row) -> &String| {
@@ -48,8 +50,8 @@ fn print_table(rows: &[Row]) {
     );
     for r in [&header].into_iter().chain(rows) {
         println!(
-            "{:wi$}  {:wk$}  {:wc$}  {:21}  {:>ws$}  {}",
-            r.id, r.kind, r.component, r.wit, r.size, r.grants
+            "{:wi$}  {:wk$}  {:wc$}  {:21}  {:>ws$}  {:19}  {}",
+            r.id, r.kind, r.component, r.wit, r.size, r.digest, r.grants
         );
     }
 }
@@ -78,7 +80,23 @@ fn describe_grants(grants: &Grants) -> String {
     }
 }
 
-pub async fn list(config: Option<&Path>, cache_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+/// A digest as the table shows it: enough hex to tell components apart.
+fn short_digest(digest: &rollcage_core::Digest) -> String {
+    format!("sha256:{}", &digest.hex()[..12])
+}
+
+/// `rollcage plugins list`: the builtins; or the plugins of `--config`; or
+/// the components named on the command line (files, `builtin:NAME`, OCI
+/// references pulled now).
+pub async fn list(
+    sources: &[String],
+    config: Option<&Path>,
+    registry: &super::registry::RegistryArgs,
+    cache_dir: Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    if !sources.is_empty() {
+        return list_sources(sources, registry, cache_dir).await;
+    }
     let Some(path) = config else {
         let rows: Vec<Row> = rollcage_builtins::BUILTINS
             .iter()
@@ -88,6 +106,7 @@ pub async fn list(config: Option<&Path>, cache_dir: Option<PathBuf>) -> anyhow::
                 component: format!("builtin:{}", b.name),
                 wit: WIT_VERSION.into(),
                 size: human_size(b.wasm.len()),
+                digest: short_digest(&rollcage_registry::digest_of(b.wasm)),
                 grants: "-".into(),
             })
             .collect();
@@ -99,14 +118,24 @@ pub async fn list(config: Option<&Path>, cache_dir: Option<PathBuf>) -> anyhow::
         Err(code) => return Ok(code),
     };
     let runtime = super::runtime_for(&config, cache_dir)?;
+    // As a run would: a locked component the cache lacks is fetched first.
+    let fetched = match crate::sources::blob_store(&runtime) {
+        Some(store) => crate::sources::fetch_missing(&config, &runtime, &store).await,
+        None => vec![],
+    };
     let set = load_all(&runtime, &config, None);
-    for e in &set.errors {
+    let errors = if fetched.is_empty() {
+        &set.errors
+    } else {
+        &fetched
+    };
+    for e in errors {
         eprintln!("error: {}", crate::logging::redact(e));
     }
     for e in &set.misused {
         eprintln!("{}", crate::logging::redact(&e.to_string()));
     }
-    let failed = !set.errors.is_empty() || !set.misused.is_empty();
+    let failed = !errors.is_empty() || !set.misused.is_empty();
     let rows: Vec<Row> = set
         .loaded
         .iter()
@@ -116,6 +145,11 @@ pub async fn list(config: Option<&Path>, cache_dir: Option<PathBuf>) -> anyhow::
             component: p.spec().source_name.clone(),
             wit: wit_of(p.wit_version()),
             size: human_size(p.info().size),
+            digest: set
+                .digests
+                .get(id)
+                .map(short_digest)
+                .unwrap_or_else(|| "-".into()),
             grants: describe_grants(&p.spec().grants),
         })
         .collect();
@@ -127,32 +161,109 @@ pub async fn list(config: Option<&Path>, cache_dir: Option<PathBuf>) -> anyhow::
     })
 }
 
-pub async fn check(
-    file: &Path,
+/// The rows of components named on the command line; each one that cannot
+/// be had or is not a plugin is an error naming it, and the others are
+/// still listed.
+async fn list_sources(
+    sources: &[String],
     registry: &super::registry::RegistryArgs,
     cache_dir: Option<PathBuf>,
 ) -> anyhow::Result<ExitCode> {
     let runtime = super::runtime(cache_dir)?;
-    let text = file.to_string_lossy();
-    let bytes = if text.starts_with("oci://") {
-        let store = crate::sources::blob_store(&runtime);
-        match super::registry::fetch_for_check(&text, registry, store.as_ref()).await {
-            Ok(b) => b,
-            Err(code) => return Ok(code),
-        }
-    } else {
-        match std::fs::read(file) {
-            Ok(b) => b,
+    let store = crate::sources::blob_store(&runtime);
+    let mut rows = Vec::new();
+    let mut failed = false;
+    for source in sources {
+        let fetched =
+            match super::registry::fetch_source(source, None, registry, store.as_ref()).await {
+                Ok(f) => f,
+                Err(e) => {
+                    eprintln!("error: {}", crate::logging::redact(&e));
+                    failed = true;
+                    continue;
+                }
+            };
+        let wasm = Wasm::verified(&fetched.bytes, &fetched.digest);
+        let described = kind_of(&runtime, "listed", source, wasm).and_then(|kind| {
+            let info =
+                rollcage_runtime::inspect_component(&runtime, wasm).map_err(anyhow::Error::msg)?;
+            Ok((kind, info))
+        });
+        let (kind, info) = match described {
+            Ok(d) => d,
             Err(e) => {
-                eprintln!("error: cannot read {}: {e}", file.display());
+                eprintln!("error: {e:#}");
+                failed = true;
+                continue;
+            }
+        };
+        rows.push(Row {
+            id: source_name(source),
+            kind: kind.to_string(),
+            component: source.clone(),
+            wit: info
+                .wit_version()
+                .map(wit_of)
+                .unwrap_or_else(|| WIT_VERSION.into()),
+            size: human_size(fetched.bytes.len()),
+            digest: short_digest(&fetched.digest),
+            grants: "-".into(),
+        });
+    }
+    print_table(&rows);
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// The short name of a component source: a builtin's name, a file's stem,
+/// a repository's last segment.
+fn source_name(source: &str) -> String {
+    if let Some(name) = source.strip_prefix("builtin:") {
+        return name.to_string();
+    }
+    if let Ok(r) = source.parse::<rollcage_core::OciReference>() {
+        return r
+            .repository
+            .rsplit('/')
+            .next()
+            .unwrap_or(&r.repository)
+            .to_string();
+    }
+    Path::new(source)
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| source.to_string())
+}
+
+pub async fn check(
+    source: &str,
+    sha256: Option<&str>,
+    registry: &super::registry::RegistryArgs,
+    cache_dir: Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    let runtime = super::runtime(cache_dir)?;
+    let store = crate::sources::blob_store(&runtime);
+    let fetched =
+        match super::registry::fetch_source(source, sha256, registry, store.as_ref()).await {
+            Ok(f) => f,
+            Err(e) => {
+                eprintln!("error: {}", crate::logging::redact(&e));
                 return Ok(ExitCode::from(BAD_INPUT));
             }
-        }
-    };
-    let source = file.display().to_string();
+        };
+    if fetched.from != source {
+        println!("fetched:   {}", fetched.from);
+    }
+    let bytes = fetched.bytes;
+    let source = source.to_string();
     let id: PluginId = "checked".parse().expect("valid id");
     println!("component: {source} ({})", human_size(bytes.len()));
-    let kind: PluginKind = match kind_of(&runtime, id.as_str(), &source, &bytes) {
+    println!("digest:    {}", fetched.digest);
+    let wasm = Wasm::verified(&bytes, &fetched.digest);
+    let kind: PluginKind = match kind_of(&runtime, id.as_str(), &source, wasm) {
         Ok(k) => k,
         Err(e) => {
             println!("refused: {e:#}");
@@ -160,7 +271,7 @@ pub async fn check(
         }
     };
     // The version the component targets: the host serves 0.1.0 beside the current one.
-    let version = rollcage_runtime::inspect_component(&runtime, &bytes)
+    let version = rollcage_runtime::inspect_component(&runtime, wasm)
         .ok()
         .and_then(|info| info.wit_version())
         .map(wit_of)
@@ -174,7 +285,7 @@ pub async fn check(
         limits: Limits::default(),
         config_json: "{}".into(),
     };
-    match runtime.load(spec, &bytes) {
+    match runtime.load(spec, Wasm::verified(&bytes, &fetched.digest)) {
         Ok(p) => {
             print_imports(&p);
             println!("ok: the host can run this {kind} plugin");

@@ -9,7 +9,7 @@ use rollcage_core::{OciReference, TlsCa};
 use rollcage_registry::{LockFile, PushAnnotations};
 use rollcage_runtime::{EnvSecrets, WIT_VERSION};
 
-use super::{BAD_INPUT, bad_input};
+use super::bad_input;
 use crate::plugins::kind_of;
 use crate::sources;
 
@@ -269,29 +269,92 @@ pub async fn pull(
     Ok(ExitCode::SUCCESS)
 }
 
-/// The bytes of `plugins check REFERENCE`: pulled now, and cached.
-pub async fn fetch_for_check(
+/// A component named on the command line, fetched: its bytes, their
+/// digest, and where they came from (one line for the reader).
+pub struct Fetched {
+    pub bytes: Vec<u8>,
+    pub digest: rollcage_core::Digest,
+    pub from: String,
+}
+
+/// The component `text` names: `builtin:NAME`, a file, an OCI reference
+/// (pulled now), or an `https://` URL with `sha256` (downloaded now and
+/// refused unless it has that digest). What was fetched over the network
+/// is kept in the download cache, `store`. The error names the source.
+pub async fn fetch_source(
     text: &str,
+    sha256: Option<&str>,
     registry: &RegistryArgs,
     store: Option<&rollcage_registry::BlobStore>,
-) -> Result<Vec<u8>, ExitCode> {
-    let reference = parse_reference(text)?;
-    let client = registry
-        .client(&reference)
-        .map_err(|e| bad_input(format!("{e:#}")))?;
-    match client.pull(&reference).await {
-        Ok(p) => {
-            if let Some(store) = store {
-                store
-                    .put(&p.layer_digest, &p.bytes)
-                    .map_err(|e| bad_input(e.to_string()))?;
-            }
-            println!("pulled:    {reference} (manifest {})", p.manifest_digest);
-            Ok(p.bytes)
-        }
-        Err(e) => {
-            eprintln!("error: {reference}: {e}");
-            Err(ExitCode::from(BAD_INPUT))
-        }
+) -> Result<Fetched, String> {
+    let keep = |digest: &rollcage_core::Digest, bytes: &[u8]| match store {
+        Some(store) => store
+            .put(digest, bytes)
+            .map(|_| ())
+            .map_err(|e| format!("{text}: {e}")),
+        None => Ok(()),
+    };
+    if text.starts_with("oci://") {
+        let reference = text.parse::<OciReference>().map_err(|e| e.to_string())?;
+        let client = registry.client(&reference).map_err(|e| format!("{e:#}"))?;
+        let pulled = client
+            .pull(&reference)
+            .await
+            .map_err(|e| format!("{reference}: {e}"))?;
+        keep(&pulled.layer_digest, &pulled.bytes)?;
+        return Ok(Fetched {
+            from: format!("{reference} (manifest {})", pulled.manifest_digest),
+            digest: pulled.layer_digest,
+            bytes: pulled.bytes,
+        });
     }
+    if text.starts_with("https://") || text.starts_with("http://") {
+        let Some(sha256) = sha256 else {
+            return Err(format!(
+                "{text}: a component from a URL is taken only with the digest it must have: give --sha256 HEX"
+            ));
+        };
+        if !text.starts_with("https://") {
+            return Err(format!(
+                "{text}: components are downloaded over https:// only"
+            ));
+        }
+        let expected =
+            rollcage_core::Digest::parse_loose(sha256).map_err(|e| format!("--sha256: {e}"))?;
+        let transport = sources::transport(
+            registry.tls_ca.clone().map(TlsCa::File).as_ref(),
+            &EnvSecrets,
+        )
+        .map_err(|e| format!("{text}: {e:#}"))?;
+        let bytes = rollcage_registry::https::download(&transport, text, &expected)
+            .await
+            .map_err(|e| e.to_string())?;
+        keep(&expected, &bytes)?;
+        return Ok(Fetched {
+            from: format!("{text} ({expected})"),
+            digest: expected,
+            bytes,
+        });
+    }
+    if sha256.is_some() {
+        return Err(format!(
+            "{text}: --sha256 is for a component downloaded from an https:// URL"
+        ));
+    }
+    if let Some(name) = text.strip_prefix("builtin:") {
+        let builtin = rollcage_builtins::get(name).ok_or_else(|| {
+            format!("{text}: no builtin named `{name}` (`rollcage plugins list` shows them)")
+        })?;
+        return Ok(Fetched {
+            bytes: builtin.wasm.to_vec(),
+            digest: rollcage_registry::digest_of(builtin.wasm),
+            from: text.to_string(),
+        });
+    }
+    let bytes = std::fs::read(text).map_err(|e| format!("cannot read {text}: {e}"))?;
+    Ok(Fetched {
+        digest: rollcage_registry::digest_of(&bytes),
+        bytes,
+        from: text.to_string(),
+    })
 }
