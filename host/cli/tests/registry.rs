@@ -5,6 +5,10 @@
 //! (a clear error, while the cached, locked component still runs); auth
 //! required and given (a secret, the Docker config file); URL sources with
 //! the right and the wrong sha256; an artifact that is not a component.
+//! Also: a registry behind a token service (a login, a refresh token from
+//! a credential helper, a bare token, anonymous pulls), a blob redirect to
+//! storage that must not see the login, and the layouts other wasm tools
+//! push.
 //!
 //! Without `docker-registry` (and `htpasswd` for the auth case) the
 //! registry tests print SKIPPED, except in CI (`CI=true`), where they fail.
@@ -18,6 +22,11 @@ use rollcage_kube_standin::pki::{ServerCert, TestCa};
 
 mod common;
 use common::{command, text};
+
+mod registry_standins;
+use registry_standins::{
+    LOGIN, REFRESH_TOKEN, RedirectingRegistry, TOKEN_AUDIENCE, TOKEN_ISSUER, TokenService,
+};
 
 /// A tool from PATH, or SKIPPED (a failure under CI=true).
 fn tool(name: &str, why: &str) -> Option<PathBuf> {
@@ -44,9 +53,25 @@ struct Registry {
     _dir: tempfile::TempDir,
 }
 
+/// How a test registry wants clients to prove who they are.
+enum Auth<'a> {
+    /// Plain HTTP, anyone may push and pull.
+    None,
+    /// TLS, and an htpasswd login (HTTP Basic).
+    Login {
+        user: &'a str,
+        password: &'a str,
+        cert: &'a ServerCert,
+    },
+    /// TLS, and Bearer tokens from `service`, whose signing CA it trusts.
+    Tokens {
+        cert: &'a ServerCert,
+        service: &'a TokenService,
+    },
+}
+
 impl Registry {
-    /// Plain HTTP, no auth; or with `auth` an htpasswd login and TLS.
-    fn start(auth: Option<(&str, &str, &ServerCert)>) -> Option<Registry> {
+    fn start(auth: Auth<'_>) -> Option<Registry> {
         let binary = tool("docker-registry", "docker-registry")?;
         let dir = tempfile::tempdir().unwrap();
         let port = {
@@ -59,23 +84,46 @@ impl Registry {
             "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n  secret: test-secret\n",
             storage.display()
         );
-        if let Some((user, password, cert)) = auth {
-            let htpasswd = tool("htpasswd", "apache2-utils")?;
-            let out = Command::new(htpasswd)
-                .args(["-nbB", user, password])
-                .output()
-                .unwrap();
-            assert!(out.status.success(), "htpasswd: {}", text(&out.stderr));
-            let file = dir.path().join("htpasswd");
-            std::fs::write(&file, &out.stdout).unwrap();
+        let tls = |config: &mut String, cert: &ServerCert| {
             std::fs::write(dir.path().join("cert.pem"), &cert.cert_pem).unwrap();
             std::fs::write(dir.path().join("key.pem"), &cert.key_pem).unwrap();
             config.push_str(&format!(
-                "  tls:\n    certificate: {}\n    key: {}\nauth:\n  htpasswd:\n    realm: test\n    path: {}\n",
+                "  tls:\n    certificate: {}\n    key: {}\n",
                 dir.path().join("cert.pem").display(),
                 dir.path().join("key.pem").display(),
-                file.display()
             ));
+        };
+        match auth {
+            Auth::None => {}
+            Auth::Login {
+                user,
+                password,
+                cert,
+            } => {
+                let htpasswd = tool("htpasswd", "apache2-utils")?;
+                let out = Command::new(htpasswd)
+                    .args(["-nbB", user, password])
+                    .output()
+                    .unwrap();
+                assert!(out.status.success(), "htpasswd: {}", text(&out.stderr));
+                let file = dir.path().join("htpasswd");
+                std::fs::write(&file, &out.stdout).unwrap();
+                tls(&mut config, cert);
+                config.push_str(&format!(
+                    "auth:\n  htpasswd:\n    realm: test\n    path: {}\n",
+                    file.display()
+                ));
+            }
+            Auth::Tokens { cert, service } => {
+                tls(&mut config, cert);
+                let bundle = dir.path().join("token-signers.pem");
+                std::fs::write(&bundle, &service.signer_ca_pem).unwrap();
+                config.push_str(&format!(
+                    "auth:\n  token:\n    realm: {}\n    service: {TOKEN_AUDIENCE}\n    issuer: {TOKEN_ISSUER}\n    rootcertbundle: {}\n",
+                    service.realm(),
+                    bundle.display()
+                ));
+            }
         }
         let config_file = dir.path().join("config.yml");
         std::fs::write(&config_file, config).unwrap();
@@ -187,9 +235,39 @@ fn push(file: &Path, reference: &str, extra: &[&str], cache: &Path) -> Output {
     run(&args, cache)
 }
 
+/// The body of `GET path` from a plain-HTTP registry at `addr`.
+fn http_get(addr: &str, path: &str) -> Vec<u8> {
+    use std::io::{Read, Write};
+    let mut stream = TcpStream::connect(addr).unwrap();
+    // A registry shows an OCI manifest only to a client that accepts one.
+    write!(
+        stream,
+        "GET {path} HTTP/1.0\r\nHost: {addr}\r\nAccept: application/vnd.oci.image.manifest.v1+json\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).unwrap();
+    let at = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("an HTTP response");
+    assert!(
+        response.starts_with(b"HTTP/1.0 200") || response.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&response[..at])
+    );
+    response[at + 4..].to_vec()
+}
+
+/// The manifest `repo_tag` names in a plain-HTTP registry, as JSON.
+fn stored_manifest(registry: &Registry, repository: &str, tag: &str) -> serde_json::Value {
+    let body = http_get(&registry.addr, &format!("/v2/{repository}/manifests/{tag}"));
+    serde_json::from_slice(&body).unwrap()
+}
+
 #[test]
 fn a_pushed_plugin_is_locked_and_runs_from_the_registry_even_when_it_is_down() {
-    let Some(mut registry) = Registry::start(None) else {
+    let Some(mut registry) = Registry::start(Auth::None) else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -205,6 +283,138 @@ fn a_pushed_plugin_is_locked_and_runs_from_the_registry_even_when_it_is_down() {
         all(&out)
     );
     assert!(text(&out.stdout).contains(&format!("component sha256:{}", sha256_hex(&bytes))));
+
+    // What the registry keeps: the Wasm OCI artifact layout, annotated
+    // with what the component is.
+    let manifest = stored_manifest(&registry, "team/static-provider", "1.0");
+    assert_eq!(
+        manifest["mediaType"],
+        "application/vnd.oci.image.manifest.v1+json"
+    );
+    assert_eq!(
+        manifest["config"]["mediaType"],
+        "application/vnd.wasm.config.v0+json"
+    );
+    assert_eq!(manifest["layers"][0]["mediaType"], "application/wasm");
+    assert_eq!(
+        manifest["layers"][0]["digest"],
+        format!("sha256:{}", sha256_hex(&bytes))
+    );
+    let notes = &manifest["annotations"];
+    assert_eq!(notes["dev.rollcage.plugin.kind"], "environment-provider");
+    assert_eq!(notes["dev.rollcage.wit.version"], "rollcage:plugin@0.2.0");
+    assert_eq!(
+        notes["org.opencontainers.image.title"],
+        file.file_stem().unwrap().to_str().unwrap()
+    );
+    assert_eq!(notes["org.opencontainers.image.version"], "1.0");
+    assert!(notes["org.opencontainers.image.created"].is_string());
+    let config_blob = http_get(
+        &registry.addr,
+        &format!(
+            "/v2/team/static-provider/blobs/{}",
+            manifest["config"]["digest"].as_str().unwrap()
+        ),
+    );
+    let config_json: serde_json::Value = serde_json::from_slice(&config_blob).unwrap();
+    assert_eq!(config_json["architecture"], "wasm");
+    assert_eq!(config_json["os"], "wasip2");
+    assert!(
+        config_json["component"]["exports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e == "rollcage:plugin/provider-api@0.2.0"),
+        "{config_json}"
+    );
+    // A component of the older contract is annotated with its own version.
+    let legacy = rollcage_tests::fixture("legacy-strategy");
+    let out = push(
+        &legacy,
+        &registry.reference("team/legacy:0.1"),
+        &["--insecure"],
+        &cache,
+    );
+    assert!(out.status.success(), "{}", all(&out));
+    let notes = stored_manifest(&registry, "team/legacy", "0.1")["annotations"].clone();
+    assert_eq!(notes["dev.rollcage.wit.version"], "rollcage:plugin@0.1.0");
+    assert_eq!(notes["dev.rollcage.plugin.kind"], "strategy");
+
+    // `check` and `list` take references.
+    let out = run(&["plugins", "check", &reference, "--insecure"], &cache);
+    assert!(out.status.success(), "{}", all(&out));
+    assert!(
+        text(&out.stdout).contains(&format!("fetched:   {reference} (manifest sha256:")),
+        "{}",
+        all(&out)
+    );
+    assert!(
+        text(&out.stdout).contains("world:     environment-provider (rollcage:plugin@0.2.0)"),
+        "{}",
+        all(&out)
+    );
+    assert!(
+        text(&out.stdout).contains("ok: the host can run this environment-provider plugin"),
+        "{}",
+        all(&out)
+    );
+    let legacy_ref = registry.reference("team/legacy:0.1");
+    let out = run(
+        &[
+            "plugins",
+            "list",
+            &reference,
+            &legacy_ref,
+            "builtin:canary",
+            "--insecure",
+        ],
+        &cache,
+    );
+    assert!(out.status.success(), "{}", all(&out));
+    let rows: Vec<String> = text(&out.stdout)
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect();
+    let short = |b: &[u8]| format!("sha256:{}", &sha256_hex(b)[..12]);
+    for (row, digest) in [
+        (
+            format!("static-provider environment-provider {reference} rollcage:plugin@0.2.0"),
+            short(&bytes),
+        ),
+        (
+            format!("legacy strategy {legacy_ref} rollcage:plugin@0.1.0"),
+            short(&std::fs::read(&legacy).unwrap()),
+        ),
+        (
+            "canary strategy builtin:canary rollcage:plugin@0.2.0".to_string(),
+            short(rollcage_builtins::get("canary").unwrap().wasm),
+        ),
+    ] {
+        assert!(
+            rows.iter()
+                .any(|r| r.starts_with(&row) && r.contains(&digest)),
+            "{row} {digest}\n{}",
+            all(&out)
+        );
+    }
+    // A reference that names nothing is an error naming it; the rest are
+    // still listed.
+    let missing = registry.reference("team/nothing:1");
+    let out = run(
+        &["plugins", "list", &missing, "builtin:canary", "--insecure"],
+        &cache,
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", all(&out));
+    assert!(
+        all(&out).contains(&format!("error: {missing}: ")),
+        "{}",
+        all(&out)
+    );
+    assert!(
+        text(&out.stdout).contains("builtin:canary"),
+        "{}",
+        all(&out)
+    );
 
     let config = write_config(dir.path(), &reference, "insecure = true");
     let cfg = config.to_str().unwrap();
@@ -237,6 +447,30 @@ fn a_pushed_plugin_is_locked_and_runs_from_the_registry_even_when_it_is_down() {
     );
     let out = run(&["plugins", "lock", "-c", cfg, "--check"], &cache);
     assert!(out.status.success(), "{}", all(&out));
+    // Another host fetches every locked component ahead of its runs...
+    let pulled = dir.path().join("pulled-cache");
+    let out = run(&["plugins", "pull", "-c", cfg], &pulled);
+    assert!(out.status.success(), "{}", all(&out));
+    assert!(
+        text(&out.stdout).contains("1 locked components in the cache"),
+        "{}",
+        all(&out)
+    );
+    assert!(
+        pulled
+            .join("rollcage/components/blobs/sha256")
+            .join(sha256_hex(&bytes))
+            .is_file()
+    );
+    // ...and `plugins list -c` fetches what its cache lacks, as a run does.
+    let listed = dir.path().join("listed-cache");
+    let out = run(&["plugins", "list", "-c", cfg], &listed);
+    assert!(out.status.success(), "{}", all(&out));
+    assert!(
+        text(&out.stdout).contains(&format!("sha256:{}", &sha256_hex(&bytes)[..12])),
+        "{}",
+        all(&out)
+    );
 
     let out = run(&["run", "api", "-c", cfg, "--release", "1.0.0"], &cache);
     assert!(out.status.success(), "{}", all(&out));
@@ -276,6 +510,8 @@ fn a_pushed_plugin_is_locked_and_runs_from_the_registry_even_when_it_is_down() {
     );
     let out = run(&["run", "api", "-c", cfg, "--release", "1.0.0"], &cache);
     assert!(out.status.success(), "{}", all(&out));
+    let out = run(&["run", "api", "-c", cfg, "--release", "1.0.0"], &pulled);
+    assert!(out.status.success(), "{}", all(&out));
     // Without the cache, the locked component cannot be had: a clear error.
     let empty = dir.path().join("empty-cache");
     let out = run(&["run", "api", "-c", cfg, "--release", "1.0.0"], &empty);
@@ -291,7 +527,7 @@ fn a_pushed_plugin_is_locked_and_runs_from_the_registry_even_when_it_is_down() {
 
 #[test]
 fn a_moved_tag_or_a_tampered_blob_is_refused_naming_both_digests() {
-    let Some(registry) = Registry::start(None) else {
+    let Some(registry) = Registry::start(Auth::None) else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -342,6 +578,34 @@ fn a_moved_tag_or_a_tampered_blob_is_refused_naming_both_digests() {
     let out = run(&["config", "check", cfg], &cache);
     assert!(out.status.success(), "{}", all(&out));
 
+    // A reference pinned by digest does not follow the tag: it locks and
+    // runs the component it names on a host that never had it.
+    let pinned = format!("oci://{}/team/provider@{locked_manifest}", registry.addr);
+    let pinned_dir = dir.path().join("pinned");
+    std::fs::create_dir_all(&pinned_dir).unwrap();
+    let pinned_config = write_config(&pinned_dir, &pinned, "insecure = true");
+    let pinned_cfg = pinned_config.to_str().unwrap();
+    let pinned_cache = dir.path().join("pinned-cache");
+    let out = run(&["plugins", "lock", "-c", pinned_cfg], &pinned_cache);
+    assert!(out.status.success(), "{}", all(&out));
+    let lock = std::fs::read_to_string(pinned_dir.join("rollcage.lock")).unwrap();
+    assert!(
+        lock.contains(&format!("manifest = \"{locked_manifest}\"")),
+        "{lock}"
+    );
+    let other_host = dir.path().join("other-host-cache");
+    let out = run(
+        &["run", "api", "-c", pinned_cfg, "--release", "1.0.0"],
+        &other_host,
+    );
+    assert!(out.status.success(), "{}", all(&out));
+    let out = show_latest_run(pinned_cfg, &other_host);
+    assert!(
+        text(&out.stdout).contains(&format!("plugin platform sha256:{}", sha256_hex(&bytes))),
+        "{}",
+        all(&out)
+    );
+
     // A blob whose bytes are not its digest is refused before anything
     // compiles it.
     let hex = sha256_hex(&bytes);
@@ -350,7 +614,6 @@ fn a_moved_tag_or_a_tampered_blob_is_refused_naming_both_digests() {
     let last = tampered.len() - 1;
     tampered[last] ^= 0xff;
     std::fs::write(&blob, &tampered).unwrap();
-    let pinned = format!("oci://{}/team/provider@{locked_manifest}", registry.addr);
     let out = run(&["plugins", "pull", &pinned, "--insecure"], &fresh);
     assert_eq!(out.status.code(), Some(1), "{}", all(&out));
     assert!(
@@ -371,7 +634,7 @@ fn a_moved_tag_or_a_tampered_blob_is_refused_naming_both_digests() {
 
 #[test]
 fn an_artifact_that_is_not_a_component_is_refused_at_lock() {
-    let Some(registry) = Registry::start(None) else {
+    let Some(registry) = Registry::start(Auth::None) else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -429,7 +692,11 @@ fn an_artifact_that_is_not_a_component_is_refused_at_lock() {
 fn a_registry_that_wants_a_login_takes_a_secret_or_the_docker_config() {
     let ca = TestCa::new("registry CA");
     let cert = ca.issue(&["127.0.0.1", "localhost"]);
-    let Some(registry) = Registry::start(Some(("ci", "s3cret", &cert))) else {
+    let Some(registry) = Registry::start(Auth::Login {
+        user: "ci",
+        password: "s3cret",
+        cert: &cert,
+    }) else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -610,6 +877,44 @@ fn a_url_source_runs_only_with_the_sha256_its_configuration_gives() {
     let out = run(&["run", "api", "-c", cfg, "--release", "1.0.0"], &cache);
     assert!(out.status.success(), "{}", all(&out));
 
+    // `plugins check` takes the URL with the digest it must have.
+    let ca_arg = dir.path().join("ca.pem");
+    let ca_arg = ca_arg.to_str().unwrap();
+    let out = run(
+        &[
+            "plugins", "check", &url, "--sha256", &right, "--tls-ca", ca_arg,
+        ],
+        &cache,
+    );
+    assert!(out.status.success(), "{}", all(&out));
+    assert!(
+        text(&out.stdout).contains(&format!("fetched:   {url} (sha256:{right})")),
+        "{}",
+        all(&out)
+    );
+    assert!(
+        text(&out.stdout).contains("ok: the host can run this environment-provider plugin"),
+        "{}",
+        all(&out)
+    );
+    let out = run(&["plugins", "check", &url, "--tls-ca", ca_arg], &cache);
+    assert_eq!(out.status.code(), Some(2), "{}", all(&out));
+    assert!(all(&out).contains("give --sha256 HEX"), "{}", all(&out));
+    let out = run(
+        &[
+            "plugins", "check", &url, "--sha256", &wrong, "--tls-ca", ca_arg,
+        ],
+        &cache,
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", all(&out));
+    assert!(
+        all(&out).contains(&format!(
+            "{url}: the file has digest sha256:{right}, not the expected sha256:{wrong}"
+        )),
+        "{}",
+        all(&out)
+    );
+
     // The file at the URL changes: a host without it cached refuses it.
     let mut changed = bytes.clone();
     changed.extend_from_slice(b"\0");
@@ -641,7 +946,7 @@ fn a_url_source_runs_only_with_the_sha256_its_configuration_gives() {
 /// locked and run from the registry, and the run records its digest.
 #[test]
 fn a_plugin_made_by_plugins_new_is_pushed_locked_and_run_from_the_registry() {
-    let Some(registry) = Registry::start(None) else {
+    let Some(registry) = Registry::start(Auth::None) else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -741,4 +1046,460 @@ notify = ["deploy-log"]
         "{}",
         all(&out)
     );
+}
+
+/// A registry behind a token service (Bearer challenges), as Docker Hub,
+/// GHCR and Harbor are: a login is exchanged for a token; a credential
+/// helper's identity token is exchanged by the OAuth2 refresh POST; a bare
+/// token goes straight to the registry; with no credentials at all an
+/// anonymous token pulls public repositories and nothing else.
+#[test]
+fn a_registry_behind_a_token_service_takes_a_login_a_refresh_token_a_bare_token_or_nobody() {
+    let ca = TestCa::new("registry CA");
+    let cert = ca.issue(&["127.0.0.1", "localhost"]);
+    let tokens = TokenService::start(&cert);
+    let Some(registry) = Registry::start(Auth::Tokens {
+        cert: &cert,
+        service: &tokens,
+    }) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, &ca.cert_pem).unwrap();
+    let ca_arg = ca_file.to_str().unwrap();
+    // The developer's own Docker config is not used.
+    let docker = dir.path().join("docker");
+    std::fs::create_dir_all(&docker).unwrap();
+    let login = format!("{}:{}", LOGIN.0, LOGIN.1);
+    let cli = |args: &[&str], env: &[(&str, &str)]| {
+        let mut c = command(&cache);
+        c.env("DOCKER_CONFIG", &docker);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        c.args(args).output().unwrap()
+    };
+    let (file, bytes) = provider_wasm();
+    let file = file.to_str().unwrap();
+    let private = registry.reference("team/provider:1");
+    let public = registry.reference("public/provider:1");
+    let asked = || tokens.requests.lock().unwrap().clone();
+
+    // Nobody: the anonymous token does not allow a push.
+    let out = cli(
+        &["plugins", "push", file, &private, "--tls-ca", ca_arg],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", all(&out));
+    assert!(
+        all(&out).contains("the registry wants credentials and none were given"),
+        "{}",
+        all(&out)
+    );
+    // A login, exchanged at the token service for a token with push.
+    for reference in [&private, &public] {
+        let out = cli(
+            &[
+                "plugins",
+                "push",
+                file,
+                reference,
+                "--tls-ca",
+                ca_arg,
+                "--auth-env",
+                "REGISTRY_LOGIN",
+            ],
+            &[("REGISTRY_LOGIN", &login)],
+        );
+        assert!(out.status.success(), "{}", all(&out));
+    }
+    assert!(
+        asked().iter().any(|r| r.method == "GET"
+            && r.subject == "ci"
+            && r.scope.starts_with("repository:team/provider:")
+            && r.scope.contains("push")),
+        "{:?}",
+        asked()
+    );
+    // A wrong login: the token service refuses it; the password is not shown.
+    let out = cli(
+        &[
+            "plugins",
+            "pull",
+            &private,
+            "--tls-ca",
+            ca_arg,
+            "--auth-env",
+            "REGISTRY_LOGIN",
+        ],
+        &[("REGISTRY_LOGIN", "ci:not-the-password")],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", all(&out));
+    assert!(
+        all(&out).contains("the token service answered HTTP 401"),
+        "{}",
+        all(&out)
+    );
+    assert!(!all(&out).contains("not-the-password"), "{}", all(&out));
+    // Nobody pulls a public repository with an anonymous token...
+    let out = cli(&["plugins", "pull", &public, "--tls-ca", ca_arg], &[]);
+    assert!(out.status.success(), "{}", all(&out));
+    assert!(
+        asked()
+            .iter()
+            .any(|r| r.subject == "anonymous" && r.scope == "repository:public/provider:pull"),
+        "{:?}",
+        asked()
+    );
+    // ...but not a private one.
+    let out = cli(&["plugins", "pull", &private, "--tls-ca", ca_arg], &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", all(&out));
+    assert!(
+        all(&out).contains("the registry wants credentials and none were given"),
+        "{}",
+        all(&out)
+    );
+
+    // A bare token as the granted secret: sent as it is, and the token
+    // service is not asked.
+    let config = write_config(
+        dir.path(),
+        &private,
+        "registry_auth_secret = \"REGISTRY_TOKEN\"\ntls_ca = \"ca.pem\"",
+    );
+    let cfg = config.to_str().unwrap();
+    let token = tokens.token_for("team/provider");
+    let before = asked().len();
+    let out = cli(
+        &["plugins", "lock", "-c", cfg],
+        &[("REGISTRY_TOKEN", &token)],
+    );
+    assert!(out.status.success(), "{}", all(&out));
+    assert_eq!(asked().len(), before, "{:?}", asked());
+    let out = cli(
+        &["run", "api", "-c", cfg, "--release", "1.0.0"],
+        &[("REGISTRY_TOKEN", &token)],
+    );
+    assert!(out.status.success(), "{}", all(&out));
+
+    // The Docker config names a credential helper for the registry; it
+    // answers an identity token (user `<token>`), exchanged by the refresh
+    // POST. A registry the helper does not know gets no credentials.
+    let bin = dir.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let helper = bin.join("docker-credential-rollcage-test");
+    std::fs::write(
+        &helper,
+        format!(
+            "#!/bin/sh\n[ \"$1\" = get ] || exit 2\nread -r registry\nif [ \"$registry\" = \"{addr}\" ]; then\n  printf '{{\"ServerURL\":\"%s\",\"Username\":\"<token>\",\"Secret\":\"{REFRESH_TOKEN}\"}}' \"$registry\"\nelse\n  echo 'credentials not found in native keychain'\n  exit 1\nfi\n",
+            addr = registry.addr
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(
+        docker.join("config.json"),
+        format!(
+            r#"{{"credHelpers": {{"{}": "rollcage-test"}}}}"#,
+            registry.addr
+        ),
+    )
+    .unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    std::fs::remove_file(dir.path().join("rollcage.lock")).unwrap();
+    let config = write_config(dir.path(), &private, "tls_ca = \"ca.pem\"");
+    let cfg = config.to_str().unwrap();
+    let fresh = dir.path().join("fresh-cache");
+    let out = command(&fresh)
+        .env("DOCKER_CONFIG", &docker)
+        .env("PATH", &path)
+        .args(["plugins", "lock", "-c", cfg])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", all(&out));
+    assert!(
+        asked()
+            .iter()
+            .any(|r| r.method == "POST" && r.subject == "ci"),
+        "{:?}",
+        asked()
+    );
+    assert!(!all(&out).contains(REFRESH_TOKEN), "{}", all(&out));
+
+    // A strategy from this registry: granted nothing, it still has the CA
+    // its download trusts (`registry_tls_ca`, the host's, not a grant).
+    let ramp = dir.path().join("ramp.wasm");
+    std::fs::write(&ramp, rollcage_builtins::get("canary").unwrap().wasm).unwrap();
+    let ramp_ref = registry.reference("team/ramp:1");
+    let out = cli(
+        &[
+            "plugins",
+            "push",
+            ramp.to_str().unwrap(),
+            &ramp_ref,
+            "--tls-ca",
+            ca_arg,
+            "--auth-env",
+            "REGISTRY_LOGIN",
+        ],
+        &[("REGISTRY_LOGIN", &login)],
+    );
+    assert!(out.status.success(), "{}", all(&out));
+    let strategy_dir = dir.path().join("strategy");
+    std::fs::create_dir_all(&strategy_dir).unwrap();
+    std::fs::write(strategy_dir.join("ca.pem"), &ca.cert_pem).unwrap();
+    let config = strategy_dir.join("rollcage.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[server]
+database = "sqlite://runs.db"
+
+[plugins.platform]
+component = "{provider}"
+config = {{ slot = "1.0.0", release = "1.0.0", endpoint = "127.0.0.1:1" }}
+
+[plugins.ramp]
+component = "{ramp_ref}"
+kind = "strategy"
+registry_tls_ca = "ca.pem"
+
+[environments.staging]
+provider = "platform"
+replicas = 1
+strategy = {{ plugin = "ramp", steps = [50, 100] }}
+
+[pipelines.api]
+stages = ["staging"]
+"#,
+            provider = file
+        ),
+    )
+    .unwrap();
+    let cfg = config.to_str().unwrap();
+    let strategy_cache = dir.path().join("strategy-cache");
+    for args in [
+        vec!["plugins", "lock", "-c", cfg],
+        vec!["run", "api", "-c", cfg, "--release", "1.0.0"],
+    ] {
+        let out = command(&strategy_cache)
+            .env("DOCKER_CONFIG", &docker)
+            .env("PATH", &path)
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {}", all(&out));
+    }
+    let out = show_latest_run(cfg, &strategy_cache);
+    assert!(
+        text(&out.stdout).contains(&format!(
+            "plugin ramp sha256:{}",
+            sha256_hex(rollcage_builtins::get("canary").unwrap().wasm)
+        )),
+        "{}",
+        all(&out)
+    );
+    drop(bytes);
+}
+
+/// A registry that keeps blobs in a storage bucket answers a blob request
+/// with a redirect to a signed URL at another origin: the client follows
+/// it without the registry's login, which is not the bucket's business.
+#[test]
+fn a_blob_redirect_to_storage_is_followed_without_the_registry_login() {
+    let ca = TestCa::new("registry CA");
+    let cert = ca.issue(&["127.0.0.1", "localhost"]);
+    let (_, bytes) = provider_wasm();
+    let config = b"{}".to_vec();
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {
+            "mediaType": "application/vnd.wasm.config.v0+json",
+            "digest": format!("sha256:{}", sha256_hex(&config)),
+            "size": config.len(),
+        },
+        "layers": [{
+            "mediaType": "application/wasm",
+            "digest": format!("sha256:{}", sha256_hex(&bytes)),
+            "size": bytes.len(),
+        }],
+    })
+    .to_string()
+    .into_bytes();
+    let front = RedirectingRegistry::start(
+        &cert,
+        "team/provider",
+        "1",
+        manifest,
+        vec![bytes.clone(), config],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    std::fs::write(dir.path().join("ca.pem"), &ca.cert_pem).unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    let reference = format!("oci://localhost:{}/team/provider:1", front.port);
+    let out = command(&cache)
+        .env("DOCKER_CONFIG", dir.path())
+        .env("REGISTRY_LOGIN", format!("{}:{}", LOGIN.0, LOGIN.1))
+        .args([
+            "plugins",
+            "pull",
+            &reference,
+            "--tls-ca",
+            ca_file.to_str().unwrap(),
+            "--auth-env",
+            "REGISTRY_LOGIN",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", all(&out));
+    assert!(
+        text(&out.stdout).contains(&format!("component sha256:{}", sha256_hex(&bytes))),
+        "{}",
+        all(&out)
+    );
+    assert!(*front.redirected.lock().unwrap() >= 1);
+    assert!(
+        front.leaked.lock().unwrap().is_empty(),
+        "the login went to storage at port {}: {:?}",
+        front.storage_port,
+        front.leaked.lock().unwrap()
+    );
+}
+
+/// Components pushed by other wasm tools load too: the layouts `wkg` (and
+/// every tool built on the `oci-wasm` crate) and `oras push` write, and the
+/// older wasm layer media type, each stored in the real registry byte for
+/// byte as those tools send them, then checked, locked and run.
+#[test]
+fn components_laid_out_by_other_wasm_tools_are_pulled_checked_and_run() {
+    let Some(registry) = Registry::start(Auth::None) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let (_, bytes) = provider_wasm();
+    let layer = format!("sha256:{}", sha256_hex(&bytes));
+    // wkg / oci-wasm: the Wasm OCI config, with the component's WIT.
+    let wkg_config = serde_json::json!({
+        "created": "2026-11-30T12:00:00Z",
+        "architecture": "wasm",
+        "os": "wasip2",
+        "layerDigests": [layer],
+        "component": {
+            "exports": ["rollcage:plugin/provider-api@0.2.0"],
+            "imports": ["rollcage:plugin/host@0.2.0"],
+            "target": null
+        }
+    })
+    .to_string()
+    .into_bytes();
+    // oras (OCI 1.1): an artifact type, the empty config, a titled layer.
+    let empty = b"{}".to_vec();
+    let layouts = [
+        (
+            "wkg",
+            wkg_config.clone(),
+            serde_json::json!({
+                "schemaVersion": 2,
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "config": {
+                    "mediaType": "application/vnd.wasm.config.v0+json",
+                    "digest": format!("sha256:{}", sha256_hex(&wkg_config)),
+                    "size": wkg_config.len(),
+                },
+                "layers": [{"mediaType": "application/wasm", "digest": layer, "size": bytes.len()}],
+                "annotations": {"org.opencontainers.image.created": "2026-11-30T12:00:00Z"},
+            }),
+        ),
+        (
+            "oras",
+            empty.clone(),
+            serde_json::json!({
+                "schemaVersion": 2,
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "artifactType": "application/vnd.wasm.component.v1+wasm",
+                "config": {
+                    "mediaType": "application/vnd.oci.empty.v1+json",
+                    "digest": format!("sha256:{}", sha256_hex(&empty)),
+                    "size": 2,
+                    "data": "e30=",
+                },
+                "layers": [{
+                    "mediaType": "application/wasm",
+                    "digest": layer,
+                    "size": bytes.len(),
+                    "annotations": {"org.opencontainers.image.title": "provider.wasm"},
+                }],
+                "annotations": {"org.opencontainers.image.created": "2026-11-30T12:00:00Z"},
+            }),
+        ),
+        (
+            "older",
+            empty.clone(),
+            serde_json::json!({
+                "schemaVersion": 2,
+                "config": {
+                    "mediaType": "application/vnd.oci.image.config.v1+json",
+                    "digest": format!("sha256:{}", sha256_hex(&empty)),
+                    "size": 2,
+                },
+                "layers": [{
+                    "mediaType": "application/vnd.wasm.content.layer.v1+wasm",
+                    "digest": layer,
+                    "size": bytes.len(),
+                }],
+            }),
+        ),
+    ];
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let client = rollcage_registry::OciClient::new(
+        rollcage_registry::Transport::new(None)
+            .unwrap()
+            .with_plain_http(true),
+        None,
+    );
+    for (tool, config, manifest) in &layouts {
+        let reference = registry.reference(&format!("{tool}/provider:1"));
+        let parsed = reference.parse().unwrap();
+        rt.block_on(async {
+            client.push_blob(&parsed, &bytes).await.unwrap();
+            client.push_blob(&parsed, config).await.unwrap();
+            client
+                .put_manifest(
+                    &parsed,
+                    "application/vnd.oci.image.manifest.v1+json",
+                    bytes::Bytes::from(manifest.to_string()),
+                )
+                .await
+                .unwrap();
+        });
+        let out = run(&["plugins", "check", &reference, "--insecure"], &cache);
+        assert!(out.status.success(), "{tool}: {}", all(&out));
+        assert!(
+            text(&out.stdout).contains("ok: the host can run this environment-provider plugin"),
+            "{tool}: {}",
+            all(&out)
+        );
+        let tool_dir = dir.path().join(tool);
+        std::fs::create_dir_all(&tool_dir).unwrap();
+        let config = write_config(&tool_dir, &reference, "insecure = true");
+        let cfg = config.to_str().unwrap();
+        for args in [
+            vec!["plugins", "lock", "-c", cfg],
+            vec!["run", "api", "-c", cfg, "--release", "1.0.0"],
+        ] {
+            let out = run(&args, &cache);
+            assert!(out.status.success(), "{tool} {args:?}: {}", all(&out));
+        }
+    }
 }
