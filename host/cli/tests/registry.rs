@@ -10,8 +10,12 @@
 //! storage that must not see the login, and the layouts other wasm tools
 //! push.
 //!
-//! Without `docker-registry` (and `htpasswd` for the auth case) the
-//! registry tests print SKIPPED, except in CI (`CI=true`), where they fail.
+//! A component pushed by oras-py (another registry client, in
+//! `.tools/venv`) is locked and run too.
+//!
+//! Without `docker-registry` (and `htpasswd` for the auth case, oras-py for
+//! its case) the registry tests print SKIPPED, except in CI (`CI=true`),
+//! where they fail.
 
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -1376,10 +1380,92 @@ fn a_blob_redirect_to_storage_is_followed_without_the_registry_login() {
     );
 }
 
+/// The Python of `.tools/venv` with oras-py, another registry client
+/// (`.ci/run` installs it); or SKIPPED (a failure under CI=true).
+fn oras_py() -> Option<PathBuf> {
+    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.tools/venv/bin/python");
+    let found = python.is_file()
+        && Command::new(&python)
+            .args(["-c", "import oras.client"])
+            .output()
+            .is_ok_and(|o| o.status.success());
+    if found {
+        return Some(python);
+    }
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("oras-py is not installed; .ci/run installs it in .tools/venv");
+    }
+    eprintln!("SKIPPED: no oras-py (.tools/venv/bin/python -m pip install oras==0.2.43)");
+    None
+}
+
+/// A component pushed by oras-py, another registry client, as its own
+/// code lays it out: with the Wasm config media type, and with none (its
+/// default, `application/vnd.unknown.config.v1+json`). Both are locked and
+/// run.
+#[test]
+fn a_component_pushed_by_oras_is_locked_and_run() {
+    let Some(python) = oras_py() else {
+        return;
+    };
+    let Some(registry) = Registry::start(Auth::None) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let (file, bytes) = provider_wasm();
+    std::fs::copy(&file, dir.path().join("provider.wasm")).unwrap();
+    std::fs::write(
+        dir.path().join("config.json"),
+        r#"{"architecture": "wasm", "os": "wasip2"}"#,
+    )
+    .unwrap();
+    for (repo, config) in [
+        (
+            "oras/with-config",
+            "\"config.json:application/vnd.wasm.config.v0+json\"",
+        ),
+        ("oras/plain", "None"),
+    ] {
+        let target = format!("{}/{repo}:1", registry.addr);
+        let out = Command::new(&python)
+            .current_dir(dir.path())
+            .args([
+                "-c",
+                &format!(
+                    "import oras.client\nr = oras.client.OrasClient(insecure=True).push(target={target:?}, files=['provider.wasm:application/wasm'], manifest_config={config})\nassert r.status_code == 201, r.text"
+                ),
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "oras-py: {}", all(&out));
+        let manifest = stored_manifest(&registry, repo, "1");
+        assert_eq!(manifest["layers"][0]["mediaType"], "application/wasm");
+        let reference = registry.reference(&format!("{repo}:1"));
+        let repo_dir = dir.path().join(repo.replace('/', "-"));
+        std::fs::create_dir_all(&repo_dir).unwrap();
+        let config = write_config(&repo_dir, &reference, "insecure = true");
+        let cfg = config.to_str().unwrap();
+        for args in [
+            vec!["plugins", "lock", "-c", cfg],
+            vec!["run", "api", "-c", cfg, "--release", "1.0.0"],
+        ] {
+            let out = run(&args, &cache);
+            assert!(out.status.success(), "{repo} {args:?}: {}", all(&out));
+        }
+        let lock = std::fs::read_to_string(repo_dir.join("rollcage.lock")).unwrap();
+        assert!(
+            lock.contains(&format!("digest = \"sha256:{}\"", sha256_hex(&bytes))),
+            "{lock}"
+        );
+    }
+}
+
 /// Components pushed by other wasm tools load too: the layouts `wkg` (and
-/// every tool built on the `oci-wasm` crate) and `oras push` write, and the
-/// older wasm layer media type, each stored in the real registry byte for
-/// byte as those tools send them, then checked, locked and run.
+/// every tool built on the `oci-wasm` crate) and the `oras` CLI (OCI 1.1,
+/// with an artifact type) write, and the older wasm layer media type, each
+/// stored in the real registry as those tools send them, then checked,
+/// locked and run.
 #[test]
 fn components_laid_out_by_other_wasm_tools_are_pulled_checked_and_run() {
     let Some(registry) = Registry::start(Auth::None) else {
