@@ -218,6 +218,21 @@ fn assert_says(out: &Output, needle: &str) {
 /// A pipeline whose provider is `component` (the static-provider fixture
 /// from a registry or URL), with `extra` keys beside it.
 fn write_config(dir: &Path, component: &str, extra: &str) -> PathBuf {
+    write_pipeline(dir, component, extra, "", "canary", "")
+}
+
+/// A pipeline through `staging`, whose provider `platform` is `provider`
+/// (with `provider_extra` keys), beside the `[plugins.*]` tables of
+/// `plugins`; its strategy is plugin `strategy` with steps 50 and 100, and
+/// `pipeline_extra` goes into `[pipelines.api]`.
+fn write_pipeline(
+    dir: &Path,
+    provider: &str,
+    provider_extra: &str,
+    plugins: &str,
+    strategy: &str,
+    pipeline_extra: &str,
+) -> PathBuf {
     let path = dir.join("rollcage.toml");
     std::fs::write(
         &path,
@@ -227,17 +242,20 @@ fn write_config(dir: &Path, component: &str, extra: &str) -> PathBuf {
 database = "sqlite://runs.db"
 
 [plugins.platform]
-component = "{component}"
-{extra}
+component = "{provider}"
+{provider_extra}
 config = {{ slot = "1.0.0", release = "1.0.0", endpoint = "127.0.0.1:1" }}
+
+{plugins}
 
 [environments.staging]
 provider = "platform"
 replicas = 1
-strategy = {{ plugin = "canary", steps = [50, 100] }}
+strategy = {{ plugin = "{strategy}", steps = [50, 100] }}
 
 [pipelines.api]
 stages = ["staging"]
+{pipeline_extra}
 "#
         ),
     )
@@ -946,36 +964,16 @@ fn a_plugin_made_by_plugins_new_is_pushed_locked_and_run_from_the_registry() {
     assert_prints(&out, "(notifier, rollcage:plugin@");
 
     let (provider, _) = provider_wasm();
-    let config = dir.path().join("rollcage.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"
-[server]
-database = "sqlite://runs.db"
-
-[plugins.platform]
-component = "{provider}"
-config = {{ slot = "1.0.0", release = "1.0.0", endpoint = "127.0.0.1:1" }}
-
-[plugins.deploy-log]
-component = "{reference}"
-insecure = true
-config = {{ prefix = "from-the-registry" }}
-
-[environments.staging]
-provider = "platform"
-replicas = 1
-strategy = {{ plugin = "canary", steps = [50, 100] }}
-
-[pipelines.api]
-stages = ["staging"]
-notify = ["deploy-log"]
-"#,
-            provider = provider.display()
+    let config = write_pipeline(
+        dir.path(),
+        &provider.display().to_string(),
+        "",
+        &format!(
+            "[plugins.deploy-log]\ncomponent = \"{reference}\"\ninsecure = true\nconfig = {{ prefix = \"from-the-registry\" }}"
         ),
-    )
-    .unwrap();
+        "canary",
+        "notify = [\"deploy-log\"]",
+    );
     let cfg = config.to_str().unwrap();
     let out = run(&["plugins", "lock", "-c", cfg], &cache);
     assert_ok(&out);
@@ -1195,35 +1193,16 @@ fn a_registry_behind_a_token_service_takes_a_login_a_refresh_token_a_bare_token_
     let strategy_dir = dir.path().join("strategy");
     std::fs::create_dir_all(&strategy_dir).unwrap();
     std::fs::write(strategy_dir.join("ca.pem"), &ca.cert_pem).unwrap();
-    let config = strategy_dir.join("rollcage.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"
-[server]
-database = "sqlite://runs.db"
-
-[plugins.platform]
-component = "{provider}"
-config = {{ slot = "1.0.0", release = "1.0.0", endpoint = "127.0.0.1:1" }}
-
-[plugins.ramp]
-component = "{ramp_ref}"
-kind = "strategy"
-registry_tls_ca = "ca.pem"
-
-[environments.staging]
-provider = "platform"
-replicas = 1
-strategy = {{ plugin = "ramp", steps = [50, 100] }}
-
-[pipelines.api]
-stages = ["staging"]
-"#,
-            provider = file
+    let config = write_pipeline(
+        &strategy_dir,
+        file,
+        "",
+        &format!(
+            "[plugins.ramp]\ncomponent = \"{ramp_ref}\"\nkind = \"strategy\"\nregistry_tls_ca = \"ca.pem\""
         ),
-    )
-    .unwrap();
+        "ramp",
+        "",
+    );
     let cfg = config.to_str().unwrap();
     let strategy_cache = dir.path().join("strategy-cache");
     for args in [
