@@ -48,6 +48,60 @@ fn plugins_list_shows_the_builtins() {
 }
 
 #[test]
+fn plugins_list_takes_components_and_names_each_it_cannot_list() {
+    let cache = tempfile::tempdir().unwrap();
+    let fixture = rollcage_tests::fixture("static-provider");
+    let bytes = std::fs::read(&fixture).unwrap();
+    let not_wasm = workspace().join("Cargo.toml");
+    let out = rollcage(
+        &[
+            "plugins",
+            "list",
+            "builtin:canary",
+            fixture.to_str().unwrap(),
+            "builtin:nope",
+            not_wasm.to_str().unwrap(),
+        ],
+        cache.path(),
+    );
+    // What could be listed is; each source that could not is named.
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let rows: Vec<String> = stdout(&out)
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect();
+    let digest = rollcage_registry::digest_of(&bytes);
+    let stem = fixture.file_stem().unwrap().to_str().unwrap();
+    assert!(
+        rows.iter().any(|r| r.starts_with(&format!(
+            "{stem} environment-provider {} rollcage:plugin@0.2.0",
+            fixture.display()
+        )) && r.contains(&format!("sha256:{}", &digest.hex()[..12]))),
+        "{}",
+        stdout(&out)
+    );
+    assert!(
+        rows.iter()
+            .any(|r| r.starts_with("canary strategy builtin:canary")),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(rows.len(), 3, "{}", stdout(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("error: builtin:nope: no builtin named `nope`"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "error: plugin `Cargo` ({}): not a WebAssembly file",
+            not_wasm.display()
+        )),
+        "{err}"
+    );
+}
+
+#[test]
 fn plugins_list_loads_a_configuration() {
     let cache = tempfile::tempdir().unwrap();
     let config = workspace().join("examples/rollcage.toml");

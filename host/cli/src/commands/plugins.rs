@@ -184,7 +184,8 @@ async fn list_sources(
                 }
             };
         let wasm = Wasm::verified(&fetched.bytes, &fetched.digest);
-        let described = kind_of(&runtime, "listed", source, wasm).and_then(|kind| {
+        let name = source_name(source);
+        let described = kind_of(&runtime, &name, source, wasm).and_then(|kind| {
             let info =
                 rollcage_runtime::inspect_component(&runtime, wasm).map_err(anyhow::Error::msg)?;
             Ok((kind, info))
@@ -198,7 +199,7 @@ async fn list_sources(
             }
         };
         rows.push(Row {
-            id: source_name(source),
+            id: name,
             kind: kind.to_string(),
             component: source.clone(),
             wit: info

@@ -19,11 +19,13 @@ pub struct RegistryArgs {
     /// Plain HTTP, for a registry on this machine (loopback) only.
     #[arg(long)]
     pub insecure: bool,
-    /// A PEM file of a private CA the registry's certificate is signed by.
+    /// A PEM file of a private CA the registry's (or file server's)
+    /// certificate is signed by.
     #[arg(long)]
     pub tls_ca: Option<PathBuf>,
     /// An environment variable holding `user:password` or a token (default:
-    /// the Docker config file's entry for the registry).
+    /// the Docker config file: the registry's credential helper or its
+    /// auths entry; else an anonymous token, if the registry gives one).
     #[arg(long, value_name = "VAR")]
     pub auth_env: Option<String>,
 }
