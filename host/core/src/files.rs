@@ -5,13 +5,14 @@
 //! The bytes go to a temporary file in the same folder (so the rename does
 //! not cross file systems), are flushed to disk, and the file is renamed
 //! over the target; the folder is then flushed too, so the rename itself
-//! survives a power cut. Temporary names carry the process id and a
-//! counter, so two threads or processes writing the same target never
-//! share one.
+//! survives a power cut. A temporary file is created only if no file has
+//! its name (the process id, a counter and the clock make it), so two
+//! threads or processes writing the same target never share one, and a
+//! failed write removes only the temporary file it made.
 
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Who may read what is written.
@@ -45,18 +46,23 @@ pub fn write_atomically(path: &Path, bytes: &[u8], access: Access) -> std::io::R
         }
         Access::Shared => 0o644,
     };
-    let tmp = dir.join(format!(
-        ".{}.{}.{}.tmp",
-        name.to_string_lossy(),
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    ));
+    // Processes in other containers sharing the folder may have this one's
+    // id: a name already taken is passed over.
+    let candidates = std::iter::repeat_with(|| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        dir.join(format!(
+            ".{}.{}.{}.{nanos:x}.tmp",
+            name.to_string_lossy(),
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ))
+    })
+    .take(64);
+    let (tmp, mut file) = create_temp(candidates, mode)?;
     let written = (|| {
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&tmp)?;
         file.write_all(bytes)?;
         file.sync_all()?;
         drop(file);
@@ -72,6 +78,26 @@ pub fn write_atomically(path: &Path, bytes: &[u8], access: Access) -> std::io::R
         let _ = folder.sync_all();
     }
     Ok(())
+}
+
+/// The first of `candidates` that no file has, created with `mode`.
+fn create_temp(
+    candidates: impl Iterator<Item = PathBuf>,
+    mode: u32,
+) -> std::io::Result<(PathBuf, std::fs::File)> {
+    for tmp in candidates {
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)
+        {
+            Ok(file) => return Ok((tmp, file)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(std::io::Error::other("no free name for a temporary file"))
 }
 
 #[cfg(test)]
@@ -110,21 +136,36 @@ mod tests {
     }
 
     #[test]
-    fn a_failed_write_leaves_the_old_file_and_no_temporary_one() {
+    fn a_failed_rename_leaves_what_was_there_and_no_temporary_file() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("target");
-        write_atomically(&path, b"old", Access::Shared).unwrap();
-        // A folder in the way of the rename: the write fails...
-        let blocked = dir.path().join("blocked");
-        std::fs::create_dir(&blocked).unwrap();
-        std::fs::write(blocked.join("inside"), b"").unwrap();
-        assert!(write_atomically(&blocked, b"new", Access::Shared).is_err());
-        // ...and leaves nothing of itself behind.
-        assert_eq!(names(dir.path()), ["blocked", "target"]);
-        assert_eq!(std::fs::read(&path).unwrap(), b"old");
+        // A folder with something in it where the file should go: the
+        // rename fails after the temporary file is written...
+        let target = dir.path().join("target");
+        std::fs::create_dir(&target).unwrap();
+        std::fs::write(target.join("inside"), b"kept").unwrap();
+        assert!(write_atomically(&target, b"new", Access::Shared).is_err());
+        // ...and the write leaves nothing of itself behind.
+        assert_eq!(names(dir.path()), ["target"]);
+        assert_eq!(std::fs::read(target.join("inside")).unwrap(), b"kept");
         // A folder for shared files is not made.
         let missing = dir.path().join("missing/file");
         assert!(write_atomically(&missing, b"x", Access::Shared).is_err());
+        assert_eq!(names(dir.path()), ["target"]);
+    }
+
+    #[test]
+    fn a_temporary_name_someone_else_holds_is_passed_over_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let theirs = dir.path().join(".entry.7.0.tmp");
+        std::fs::write(&theirs, b"theirs").unwrap();
+        let mine = dir.path().join(".entry.7.1.tmp");
+        let (got, _file) = create_temp([theirs.clone(), mine.clone()].into_iter(), 0o600).unwrap();
+        assert_eq!(got, mine);
+        assert_eq!(std::fs::read(&theirs).unwrap(), b"theirs");
+        // With every name taken, it says so and touches none.
+        let e = create_temp([theirs.clone()].into_iter(), 0o600).unwrap_err();
+        assert_eq!(e.to_string(), "no free name for a temporary file");
+        assert_eq!(std::fs::read(&theirs).unwrap(), b"theirs");
     }
 
     #[test]
