@@ -302,7 +302,7 @@ fn create_private_dir(dir: &Path) -> std::io::Result<()> {
 /// A component's bytes, and their SHA-256 when the caller has checked it
 /// already: a component pinned by digest whose bytes were verified when
 /// they were stored. The cache then keys them without hashing again.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub struct Wasm<'a> {
     bytes: &'a [u8],
     sha256: Option<&'a rollcage_core::Digest>,
@@ -318,8 +318,10 @@ impl<'a> Wasm<'a> {
     }
 
     /// Bytes the caller vouches have SHA-256 `digest`: it checked them
-    /// when it stored them (the download cache, a lock file's pin). A wrong
-    /// digest would only make this host compile them under another key.
+    /// when it stored them (the download cache, a lock file's pin). The
+    /// digest is the cache's key and is not checked again, so it must be
+    /// the bytes' own: another component's digest would load that
+    /// component's compiled code in their place.
     pub fn verified(bytes: &'a [u8], digest: &'a rollcage_core::Digest) -> Self {
         Wasm {
             bytes,
@@ -330,6 +332,16 @@ impl<'a> Wasm<'a> {
     /// The bytes.
     pub fn bytes(&self) -> &'a [u8] {
         self.bytes
+    }
+}
+
+impl std::fmt::Debug for Wasm<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The size and digest, not megabytes of bytes.
+        f.debug_struct("Wasm")
+            .field("len", &self.bytes.len())
+            .field("sha256", &self.sha256)
+            .finish()
     }
 }
 
@@ -399,9 +411,8 @@ mod tests {
         let bytes = b"component bytes".to_vec();
         let hashed = key(&engine, Wasm::new(&bytes));
         assert!(hashed.starts_with(&hex::encode(Sha256::digest(&bytes))));
-        // The caller's digest is the key: the bytes are not hashed, so a
-        // digest that is not theirs keys them elsewhere (never onto another
-        // component's entry, which has its own digest).
+        // The caller's digest is the key, and the bytes are not hashed:
+        // which is why only a digest the caller verified may be given.
         let vouched: rollcage_core::Digest = format!("sha256:{}", "ab".repeat(32)).parse().unwrap();
         let pinned = key(&engine, Wasm::verified(&bytes, &vouched));
         assert!(pinned.starts_with(&"ab".repeat(32)), "{pinned}");
