@@ -128,6 +128,16 @@ impl Credentials {
         let Some(entry) = find("auths") else {
             return Ok(None);
         };
+        // `docker login` to a registry that gives an identity token keeps
+        // it beside an `auth` of the user and an empty password: the token
+        // is the credential.
+        if let Some(token) = entry
+            .get("identitytoken")
+            .and_then(|t| t.as_str())
+            .filter(|t| !t.is_empty())
+        {
+            return Ok(Some(Credentials::IdentityToken(token.into())));
+        }
         if let Some(auth) = entry
             .get("auth")
             .and_then(|a| a.as_str())
@@ -146,9 +156,6 @@ impl Credentials {
                 password: password.into(),
             }));
         }
-        if let Some(token) = entry.get("identitytoken").and_then(|t| t.as_str()) {
-            return Ok(Some(Credentials::IdentityToken(token.into())));
-        }
         if let Some(token) = entry.get("registrytoken").and_then(|t| t.as_str()) {
             return Ok(Some(Credentials::Token(token.into())));
         }
@@ -164,6 +171,9 @@ struct HelperAnswer {
     username: String,
     secret: String,
 }
+
+/// How long a credential helper may take to answer.
+const HELPER_TIME: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Ask `docker-credential-<name> get` for `registry`'s credentials. A
 /// helper that has none says so (exit 1, "credentials not found"), which
@@ -182,6 +192,26 @@ fn run_helper(name: &str, registry: &str) -> Result<Option<HelperAnswer>, String
         // A helper that exits without reading is told nothing; its answer
         // below says why.
         let _ = stdin.write_all(registry.as_bytes());
+    }
+    // A helper that waits for someone (a passphrase prompt) would hold
+    // the command, or a server's start, for ever.
+    let deadline = std::time::Instant::now() + HELPER_TIME;
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => break,
+            Ok(None) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!(
+                    "credential helper `{program}` gave no answer within {} s",
+                    HELPER_TIME.as_secs()
+                ));
+            }
+            Err(e) => return Err(format!("credential helper `{program}`: {e}")),
+        }
     }
     let out = child
         .wait_with_output()
@@ -251,10 +281,11 @@ mod tests {
             )
             .is_err()
         );
-        // An OAuth login keeps a refresh token instead.
+        // An OAuth login keeps a refresh token beside the user with an
+        // empty password (`ci:`), as `docker login` writes it.
         assert_eq!(
             Credentials::from_docker_config_text(
-                r#"{"auths": {"a": {"auth": "", "identitytoken": "refresh"}}}"#,
+                r#"{"auths": {"a": {"auth": "Y2k6", "identitytoken": "refresh"}}}"#,
                 "a",
                 &no_helper
             )
@@ -278,7 +309,8 @@ mod tests {
                 _ => Ok(None),
             }
         };
-        let text = r#"{"credsStore": "pass", "credHelpers": {"aws": "ecr"}, "auths": {"ghcr.io": {}, "other": {"auth": "eDp5"}}}"#;
+        // `auths` has a login for each registry too: the helpers come first.
+        let text = r#"{"credsStore": "pass", "credHelpers": {"aws": "ecr"}, "auths": {"aws": {"auth": "eDp5"}, "ghcr.io": {"auth": "eDp5"}, "other": {"auth": "eDp5"}}}"#;
         // The registry's own helper, then the default store.
         assert_eq!(
             Credentials::from_docker_config_text(text, "aws", &helper).unwrap(),

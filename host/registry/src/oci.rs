@@ -192,6 +192,34 @@ impl OciClient {
         Ok(response)
     }
 
+    /// Send a request to `url` with the registry's credentials if it is on
+    /// the registry's own origin; elsewhere (a storage bucket's signed URL a
+    /// blob redirects to, an upload location) without them.
+    async fn request_at(
+        &self,
+        r: &OciReference,
+        method: http::Method,
+        url: &str,
+        headers: &[(http::HeaderName, &str)],
+        body: Bytes,
+    ) -> Result<http::Response<Bytes>, OciError> {
+        let repo = self.repo_url(r);
+        let origin = &repo[..repo.find("/v2/").unwrap_or(repo.len())];
+        if url.starts_with(&format!("{origin}/")) {
+            return self.request(method, url, headers, body).await;
+        }
+        let mut request = http::Request::builder().method(method).uri(url);
+        for (name, value) in headers {
+            request = request.header(name, *value);
+        }
+        let request = request.body(body).map_err(|e| OciError::Status {
+            url: url.into(),
+            status: 0,
+            detail: e.to_string(),
+        })?;
+        Ok(self.transport.send(request).await?)
+    }
+
     /// The `Authorization` value answering `challenge`.
     async fn answer(&self, url: &str, challenge: &str) -> Result<String, OciError> {
         let no_credentials = || OciError::NoCredentials { url: url.into() };
@@ -344,26 +372,11 @@ impl OciClient {
 
     /// A blob's bytes, if they have `digest`.
     async fn blob(&self, r: &OciReference, digest: &Digest) -> Result<Vec<u8>, OciError> {
-        let origin = self.repo_url(r);
-        let origin = origin[..origin.find("/v2/").unwrap_or(origin.len())].to_string();
         let mut url = format!("{}/blobs/{digest}", self.repo_url(r));
         for _ in 0..5 {
-            // Credentials go to the registry only: a redirect elsewhere (a
-            // storage bucket's signed URL) is followed without them.
-            let response = if url.starts_with(&format!("{origin}/")) {
-                self.request(http::Method::GET, &url, &[], Bytes::new())
-                    .await?
-            } else {
-                let request =
-                    http::Request::get(&url)
-                        .body(Bytes::new())
-                        .map_err(|e| OciError::Status {
-                            url: url.clone(),
-                            status: 0,
-                            detail: e.to_string(),
-                        })?;
-                self.transport.send(request).await?
-            };
+            let response = self
+                .request_at(r, http::Method::GET, &url, &[], Bytes::new())
+                .await?;
             if response.status().is_redirection()
                 && let Some(next) = response
                     .headers()
@@ -509,8 +522,11 @@ impl OciClient {
         put_url.push(if put_url.contains('?') { '&' } else { '?' });
         put_url.push_str(&format!("digest={}", query_escape(&digest.to_string())));
         let length = bytes.len().to_string();
+        // An upload may go on at another origin (a storage service): the
+        // registry's credentials stay with the registry.
         let done = self
-            .request(
+            .request_at(
+                r,
                 http::Method::PUT,
                 &put_url,
                 &[
