@@ -130,12 +130,12 @@ pub fn transport(tls_ca: Option<&TlsCa>, secrets: &dyn SecretSource) -> anyhow::
     let pem = match tls_ca {
         None => None,
         Some(TlsCa::File(path)) => Some(
-            std::fs::read(path).map_err(|e| anyhow::anyhow!("tls_ca {}: {e}", path.display()))?,
+            std::fs::read(path).map_err(|e| anyhow::anyhow!("CA file {}: {e}", path.display()))?,
         ),
         Some(TlsCa::Secret(name)) => Some(
             secrets
                 .get(name)
-                .ok_or_else(|| anyhow::anyhow!("tls_ca secret `{name}` is not set"))?
+                .ok_or_else(|| anyhow::anyhow!("CA secret `{name}` is not set"))?
                 .into_bytes(),
         ),
     };

@@ -199,7 +199,7 @@ struct RawPlugin {
     registry_auth_secret: Option<Spanned<String>>,
     /// The private CA of the server a remote component is fetched from.
     #[serde(default)]
-    registry_tls_ca: Option<Spanned<RawTlsCa>>,
+    registry_tls_ca: Option<Spanned<RawRegistryTlsCa>>,
     #[serde(default)]
     kind: Option<Spanned<String>>,
     #[serde(default)]
@@ -227,6 +227,29 @@ struct RawPlugin {
 enum RawTlsCa {
     Path(String),
     Secret(RawTlsSecret),
+}
+
+/// `registry_tls_ca`, in the same two forms (its own type only so that a
+/// mistake names the key it was made in).
+#[derive(Deserialize)]
+#[serde(
+    untagged,
+    expecting = "registry_tls_ca: expected a path to a PEM file (\"ca.pem\") or { secret = \"NAME\" }"
+)]
+enum RawRegistryTlsCa {
+    Path(String),
+    Secret(RawTlsSecret),
+}
+
+impl From<&RawRegistryTlsCa> for RawTlsCa {
+    fn from(raw: &RawRegistryTlsCa) -> Self {
+        match raw {
+            RawRegistryTlsCa::Path(p) => RawTlsCa::Path(p.clone()),
+            RawRegistryTlsCa::Secret(RawTlsSecret { secret }) => RawTlsCa::Secret(RawTlsSecret {
+                secret: secret.clone(),
+            }),
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -419,10 +442,10 @@ fn validate(
         .tls_ca
         .as_ref()
         .and_then(|ca| parse_tls_ca(src, ca, "tls_ca", &mut err));
-    let registry_tls_ca = raw
-        .registry_tls_ca
-        .as_ref()
-        .and_then(|ca| parse_tls_ca(src, ca, "registry_tls_ca", &mut err));
+    let registry_tls_ca = raw.registry_tls_ca.as_ref().and_then(|ca| {
+        let as_tls = Spanned::new(ca.span(), RawTlsCa::from(ca.get_ref()));
+        parse_tls_ca(src, &as_tls, "registry_tls_ca", &mut err)
+    });
     if let Some(ca) = &raw.registry_tls_ca
         && !component.is_remote()
     {
@@ -611,7 +634,7 @@ fn remote_source(
                 reference.registry
             ),
             Some(
-                "serve the registry over HTTPS; grant a private CA with `tls_ca` if it has one"
+                "serve the registry over HTTPS; give its private CA with `registry_tls_ca` if it has one"
                     .into(),
             ),
         );
