@@ -101,6 +101,71 @@ fn plugins_list_takes_components_and_names_each_it_cannot_list() {
     );
 }
 
+/// Registry options where they cannot apply are refused, before anything
+/// is fetched, each saying why.
+#[test]
+fn registry_options_are_refused_where_they_do_not_apply() {
+    let cache = tempfile::tempdir().unwrap();
+    let sha = "0".repeat(64);
+    let cases: [(&[&str], &str); 5] = [
+        (
+            &[
+                "plugins",
+                "check",
+                "oci://127.0.0.1:1/team/a:1",
+                "--sha256",
+                &sha,
+            ],
+            "oci://127.0.0.1:1/team/a:1: --sha256 is for a component downloaded from an https:// URL; pin an OCI reference with @sha256:<64 hex>",
+        ),
+        (
+            &[
+                "plugins",
+                "list",
+                "oci://127.0.0.1:1/team/a:1",
+                "oci://127.0.0.2:1/team/b:1",
+                "--auth-env",
+                "HOME",
+            ],
+            "--auth-env gives the credentials of one registry, and these references name 127.0.0.1:1, 127.0.0.2:1",
+        ),
+        (
+            &["plugins", "list", "--insecure"],
+            "--insecure, --tls-ca and --auth-env are for components named on the command line",
+        ),
+        (
+            &[
+                "plugins",
+                "pull",
+                "oci://127.0.0.1:1/team/a:1",
+                "--auth-env",
+                "ROLLCAGE_TEST_NOT_SET",
+            ],
+            "oci://127.0.0.1:1/team/a:1: --auth-env ROLLCAGE_TEST_NOT_SET: the environment variable is not set",
+        ),
+        (
+            &["plugins", "check", "https://127.0.0.1:1/a.wasm"],
+            "https://127.0.0.1:1/a.wasm: a component from a URL is taken only with the digest it must have: give --sha256 HEX",
+        ),
+    ];
+    for (args, said) in cases {
+        let out = rollcage(args, cache.path());
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains(said), "{args:?}: {}", stderr(&out));
+    }
+    // `list` cannot take a URL's digest: it says where to check one.
+    let out = rollcage(
+        &["plugins", "list", "https://127.0.0.1:1/a.wasm"],
+        cache.path(),
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("`rollcage plugins check https://127.0.0.1:1/a.wasm --sha256 HEX`"),
+        "{}",
+        stderr(&out)
+    );
+}
+
 #[test]
 fn plugins_list_loads_a_configuration() {
     let cache = tempfile::tempdir().unwrap();

@@ -97,6 +97,12 @@ pub async fn list(
     if !sources.is_empty() {
         return list_sources(sources, registry, cache_dir).await;
     }
+    if registry.any() {
+        eprintln!(
+            "error: --insecure, --tls-ca and --auth-env are for components named on the command line; a configuration's plugins are fetched with their own settings"
+        );
+        return Ok(ExitCode::from(BAD_INPUT));
+    }
     let Some(path) = config else {
         let rows: Vec<Row> = rollcage_builtins::BUILTINS
             .iter()
@@ -169,11 +175,33 @@ async fn list_sources(
     registry: &super::registry::RegistryArgs,
     cache_dir: Option<PathBuf>,
 ) -> anyhow::Result<ExitCode> {
+    // One set of credentials goes to one registry only.
+    if registry.auth_env.is_some() {
+        let registries: std::collections::BTreeSet<String> = sources
+            .iter()
+            .filter_map(|s| s.parse::<rollcage_core::OciReference>().ok())
+            .map(|r| r.registry)
+            .collect();
+        if registries.len() > 1 {
+            eprintln!(
+                "error: --auth-env gives the credentials of one registry, and these references name {}: list one registry's at a time",
+                registries.into_iter().collect::<Vec<_>>().join(", ")
+            );
+            return Ok(ExitCode::from(BAD_INPUT));
+        }
+    }
     let runtime = super::runtime(cache_dir)?;
     let store = crate::sources::blob_store(&runtime);
     let mut rows = Vec::new();
     let mut failed = false;
     for source in sources {
+        if source.starts_with("https://") {
+            eprintln!(
+                "error: {source}: a component from a URL is taken only with its digest: `rollcage plugins check {source} --sha256 HEX`"
+            );
+            failed = true;
+            continue;
+        }
         let fetched =
             match super::registry::fetch_source(source, None, registry, store.as_ref()).await {
                 Ok(f) => f,

@@ -31,12 +31,22 @@ pub struct RegistryArgs {
 }
 
 impl RegistryArgs {
+    /// Whether any of these was given.
+    pub fn any(&self) -> bool {
+        self.insecure || self.tls_ca.is_some() || self.auth_env.is_some()
+    }
+
     fn client(&self, reference: &OciReference) -> anyhow::Result<rollcage_registry::OciClient> {
         if self.insecure && !reference.is_loopback() {
             anyhow::bail!(
                 "--insecure (plain HTTP) is allowed only for a loopback registry, not `{}`",
                 reference.registry
             );
+        }
+        if let Some(var) = &self.auth_env
+            && std::env::var_os(var).is_none()
+        {
+            anyhow::bail!("--auth-env {var}: the environment variable is not set");
         }
         sources::oci_client(
             reference,
@@ -179,7 +189,7 @@ pub async fn push(
     };
     let client = match registry.client(&reference) {
         Ok(c) => c,
-        Err(e) => return Ok(bad_input(format!("{e:#}"))),
+        Err(e) => return Ok(bad_input(format!("{reference}: {e:#}"))),
     };
     match client.push(&reference, &bytes, &what).await {
         Ok(digest) => {
@@ -255,7 +265,7 @@ pub async fn pull(
     };
     let client = match registry.client(&reference) {
         Ok(c) => c,
-        Err(e) => return Ok(bad_input(format!("{e:#}"))),
+        Err(e) => return Ok(bad_input(format!("{reference}: {e:#}"))),
     };
     let pulled = match client.pull(&reference).await {
         Ok(p) => p,
@@ -298,7 +308,14 @@ pub async fn fetch_source(
     };
     if text.starts_with("oci://") {
         let reference = text.parse::<OciReference>().map_err(|e| e.to_string())?;
-        let client = registry.client(&reference).map_err(|e| format!("{e:#}"))?;
+        if sha256.is_some() {
+            return Err(format!(
+                "{reference}: --sha256 is for a component downloaded from an https:// URL; pin an OCI reference with @sha256:<64 hex>"
+            ));
+        }
+        let client = registry
+            .client(&reference)
+            .map_err(|e| format!("{reference}: {e:#}"))?;
         let pulled = client
             .pull(&reference)
             .await
