@@ -1031,7 +1031,7 @@ fn a_registry_behind_a_token_service_takes_a_login_a_refresh_token_a_bare_token_
         }
         c.args(args).output().unwrap()
     };
-    let (file, bytes) = provider_wasm();
+    let (file, _) = provider_wasm();
     let file = file.to_str().unwrap();
     let private = registry.reference("team/provider:1");
     let public = registry.reference("public/provider:1");
@@ -1138,10 +1138,12 @@ fn a_registry_behind_a_token_service_takes_a_login_a_refresh_token_a_bare_token_
     .unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    // The helper is this registry's (credHelpers) and the default store
+    // (credsStore) for every other.
     std::fs::write(
         docker.join("config.json"),
         format!(
-            r#"{{"credHelpers": {{"{}": "rollcage-test"}}}}"#,
+            r#"{{"credHelpers": {{"{}": "rollcage-test"}}, "credsStore": "rollcage-test"}}"#,
             registry.addr
         ),
     )
@@ -1170,6 +1172,19 @@ fn a_registry_behind_a_token_service_takes_a_login_a_refresh_token_a_bare_token_
         asked()
     );
     assert!(!all(&out).contains(REFRESH_TOKEN), "{}", all(&out));
+    // The same registry by another name (`localhost:PORT`) is another
+    // registry to the Docker config: the store is asked, has nothing for
+    // it, and the anonymous token does not open a private repository.
+    let port = registry.addr.rsplit(':').next().unwrap();
+    let renamed = format!("oci://localhost:{port}/team/provider:1");
+    let out = command(&fresh)
+        .env("DOCKER_CONFIG", &docker)
+        .env("PATH", &path)
+        .args(["plugins", "pull", &renamed, "--tls-ca", ca_arg])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", all(&out));
+    assert_says(&out, "the registry wants credentials and none were given");
 
     // A strategy from this registry: granted nothing, it still has the CA
     // its download trusts (`registry_tls_ca`, the host's, not a grant).
@@ -1225,7 +1240,6 @@ fn a_registry_behind_a_token_service_takes_a_login_a_refresh_token_a_bare_token_
             sha256_hex(rollcage_builtins::get("canary").unwrap().wasm)
         ),
     );
-    drop(bytes);
 }
 
 /// A registry that keeps blobs in a storage bucket answers a blob request
