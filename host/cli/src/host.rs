@@ -141,10 +141,7 @@ impl Host {
         });
         // Locked components the download cache lacks are fetched first;
         // cached ones are used without the network.
-        let fetch_problems = match crate::sources::blob_store(&runtime) {
-            Some(store) => crate::sources::fetch_missing(&config, &runtime, &store).await,
-            None => vec![],
-        };
+        let fetch_problems = crate::sources::fetch_missing(&config, &runtime).await;
         let set = load_all(&runtime, &config, grant.as_ref());
         let breakers = breakers(&config, &set);
         let mut problems = fetch_problems;

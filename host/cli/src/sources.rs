@@ -207,10 +207,15 @@ pub async fn resolve(p: &PluginConfig, secrets: &dyn SecretSource) -> anyhow::Re
     }
 }
 
-/// Fetch into the cache every locked component it lacks, by its locked
-/// digest; a tag that has moved since the lock, or bytes that are not the
-/// locked ones, are refused naming both digests. One line per problem.
-pub async fn fetch_missing(config: &Config, runtime: &Runtime, store: &BlobStore) -> Vec<String> {
+/// Fetch into the download cache every locked component it lacks, by its
+/// locked digest; a tag that has moved since the lock, or bytes that are
+/// not the locked ones, are refused naming both digests. One line per
+/// problem. Without a cache folder there is nothing to fetch into: loading
+/// then says which component is missing.
+pub async fn fetch_missing(config: &Config, runtime: &Runtime) -> Vec<String> {
+    let Some(store) = blob_store(runtime) else {
+        return vec![];
+    };
     let locked = Locked::read(config, runtime);
     let secrets = runtime.secrets();
     let mut problems = Vec::new();
@@ -228,7 +233,7 @@ pub async fn fetch_missing(config: &Config, runtime: &Runtime, store: &BlobStore
         if store.contains(&digest) {
             continue;
         }
-        if let Err(e) = fetch_locked(p, &entry, &*secrets, store).await {
+        if let Err(e) = fetch_locked(p, &entry, &*secrets, &store).await {
             problems.push(format!("{e:#}"));
         }
     }

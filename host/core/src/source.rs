@@ -95,11 +95,7 @@ impl OciReference {
     /// Whether the registry is this machine (`localhost`, 127.0.0.0/8, ::1):
     /// the only place `insecure` (plain HTTP) is allowed.
     pub fn is_loopback(&self) -> bool {
-        let host = self.host();
-        host == "localhost"
-            || host
-                .parse::<std::net::IpAddr>()
-                .is_ok_and(|ip| ip.is_loopback())
+        is_loopback_host(self.host())
     }
 
     /// The tag or digest the manifest is asked for by: the digest if pinned.
@@ -188,6 +184,16 @@ impl fmt::Display for OciReference {
     }
 }
 
+/// Whether `host` (a name or an address, IPv6 with or without brackets)
+/// is this machine: `localhost`, 127.0.0.0/8 or ::1.
+pub fn is_loopback_host(host: &str) -> bool {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    bare == "localhost"
+        || bare
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -213,6 +219,16 @@ mod tests {
         assert_eq!(pinned.manifest_reference(), format!("sha256:{HEX}"));
         let both = format!("oci://localhost:5000/a:v1@sha256:{HEX}");
         assert_eq!(both.parse::<OciReference>().unwrap().to_string(), both);
+    }
+
+    #[test]
+    fn loopback_hosts_are_this_machine_only() {
+        for host in ["localhost", "127.0.0.1", "127.3.2.1", "::1", "[::1]"] {
+            assert!(is_loopback_host(host), "{host}");
+        }
+        for host in ["ghcr.io", "10.0.0.1", "[::2]", "localhost.example.com", ""] {
+            assert!(!is_loopback_host(host), "{host}");
+        }
     }
 
     #[test]

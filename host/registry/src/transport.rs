@@ -111,7 +111,9 @@ impl Transport {
         // with (a redirect to another host goes over HTTPS or not at all).
         let https = match uri.scheme_str() {
             Some("https") => true,
-            Some("http") if self.plain_http && is_loopback(&host) => false,
+            Some("http") if self.plain_http && rollcage_core::source::is_loopback_host(&host) => {
+                false
+            }
             Some("http") => {
                 return Err(
                     "plain HTTP is not allowed (only to a loopback registry with `insecure = true`)"
@@ -205,15 +207,6 @@ fn chain(err: &(dyn std::error::Error + 'static)) -> String {
     text
 }
 
-/// Whether `host` (a URL's, IPv6 in brackets) is this machine.
-fn is_loopback(host: &str) -> bool {
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    bare == "localhost"
-        || bare
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -241,6 +234,5 @@ mod tests {
         // connection that fails.
         assert!(get("http://127.0.0.1:9/v2/").starts_with("cannot connect"));
         assert!(get("http://[::1]:9/v2/").starts_with("cannot connect"));
-        assert!(is_loopback("localhost"));
     }
 }

@@ -33,10 +33,7 @@ pub async fn check(path: &Path, cache_dir: Option<PathBuf>) -> anyhow::Result<Ex
     let mut config_errors = errors.0;
     let runtime = super::runtime_for(&config, cache_dir)?;
     // A locked component the cache lacks is fetched by its digest first.
-    let fetched = match crate::sources::blob_store(&runtime) {
-        Some(store) => crate::sources::fetch_missing(&config, &runtime, &store).await,
-        None => vec![],
-    };
+    let fetched = crate::sources::fetch_missing(&config, &runtime).await;
     let set = load_all(&runtime, &config, None);
     let mut problems = if fetched.is_empty() {
         set.errors.clone()

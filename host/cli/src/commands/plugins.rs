@@ -125,10 +125,7 @@ pub async fn list(
     };
     let runtime = super::runtime_for(&config, cache_dir)?;
     // As a run would: a locked component the cache lacks is fetched first.
-    let fetched = match crate::sources::blob_store(&runtime) {
-        Some(store) => crate::sources::fetch_missing(&config, &runtime, &store).await,
-        None => vec![],
-    };
+    let fetched = crate::sources::fetch_missing(&config, &runtime).await;
     let set = load_all(&runtime, &config, None);
     let errors = if fetched.is_empty() {
         &set.errors

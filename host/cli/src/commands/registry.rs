@@ -230,7 +230,7 @@ pub async fn pull(
                 "no cache folder for downloads: give --cache-dir".into(),
             ));
         };
-        let problems = sources::fetch_missing(&config, &runtime, &store).await;
+        let problems = sources::fetch_missing(&config, &runtime).await;
         for p in &problems {
             eprintln!("error: {}", crate::logging::redact(p));
         }
