@@ -150,20 +150,7 @@ impl OciClient {
         headers: &[(http::HeaderName, &str)],
         body: Bytes,
     ) -> Result<http::Response<Bytes>, OciError> {
-        let build = |auth: Option<&str>| {
-            let mut b = http::Request::builder().method(method.clone()).uri(url);
-            for (name, value) in headers {
-                b = b.header(name, *value);
-            }
-            if let Some(auth) = auth {
-                b = b.header(http::header::AUTHORIZATION, auth);
-            }
-            b.body(body.clone()).map_err(|e| OciError::Status {
-                url: url.into(),
-                status: 0,
-                detail: e.to_string(),
-            })
-        };
+        let build = |auth: Option<&str>| build_request(&method, url, headers, body.clone(), auth);
         let cached = self.authorization.lock().unwrap().clone();
         let response = self.transport.send(build(cached.as_deref())?).await?;
         if response.status() != http::StatusCode::UNAUTHORIZED {
@@ -208,15 +195,7 @@ impl OciClient {
         if url.starts_with(&format!("{origin}/")) {
             return self.request(method, url, headers, body).await;
         }
-        let mut request = http::Request::builder().method(method).uri(url);
-        for (name, value) in headers {
-            request = request.header(name, *value);
-        }
-        let request = request.body(body).map_err(|e| OciError::Status {
-            url: url.into(),
-            status: 0,
-            detail: e.to_string(),
-        })?;
+        let request = build_request(&method, url, headers, body, None)?;
         Ok(self.transport.send(request).await?)
     }
 
@@ -539,6 +518,28 @@ impl OciClient {
         success(&put_url, done)?;
         Ok(digest)
     }
+}
+
+/// A request with `headers`, and `auth` as its `Authorization` if given.
+fn build_request(
+    method: &http::Method,
+    url: &str,
+    headers: &[(http::HeaderName, &str)],
+    body: Bytes,
+    auth: Option<&str>,
+) -> Result<http::Request<Bytes>, OciError> {
+    let mut b = http::Request::builder().method(method.clone()).uri(url);
+    for (name, value) in headers {
+        b = b.header(name, *value);
+    }
+    if let Some(auth) = auth {
+        b = b.header(http::header::AUTHORIZATION, auth);
+    }
+    b.body(body).map_err(|e| OciError::Status {
+        url: url.into(),
+        status: 0,
+        detail: e.to_string(),
+    })
 }
 
 /// The digest of the one wasm layer of manifest `body`.
